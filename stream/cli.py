@@ -1,0 +1,68 @@
+"""The ``maskstream`` command: one sub-command per module in :mod:`stream.commands`.
+
+Each command module exposes ``register(subparsers)``, which adds its parser
+and sets ``handler`` to a function taking the parsed arguments and returning
+an exit status. Keeping commands in their own modules keeps this file a table
+of contents, and keeps heavy imports (Faust, boto3) out of unrelated commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Module names under stream.commands, in the order `--help` lists them.
+COMMAND_MODULES = (
+    "stack",
+    "demo",
+    "generate",
+    "send",
+    "bridge",
+    "keys",
+    "replay",
+    "status",
+)
+
+
+class CommandError(Exception):
+    """A failure the user can act on: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maskstream",
+        description="Move login events from SQS to PostgreSQL through Kafka, masking PII.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"stream.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"stream.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except CommandError as exc:
+        print(f"maskstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
