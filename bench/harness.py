@@ -60,10 +60,15 @@ def report(results: list[Result], out_dir: Path) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     payload = {
         "machine": machine(),
-        "results": [asdict(r) | {"ratio": r.ratio, "meets_target": r.meets_target} for r in results],
+        "results": [
+            asdict(r) | {"ratio": r.ratio, "meets_target": r.meets_target} for r in results
+        ],
     }
     (out_dir / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2))
-    header = f"{'benchmark':<22} {'subject':<28} {'rate':>12} {'baseline':<28} {'rate':>12} {'ratio':>7} target"
+    header = (
+        f"{'benchmark':<22} {'subject':<28} {'rate':>12} "
+        f"{'baseline':<28} {'rate':>12} {'ratio':>7} target"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         mark = "ok" if r.meets_target else "MISSED"

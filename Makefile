@@ -1,0 +1,47 @@
+# The README's commands. `make demo` runs the pipeline on the embedded local
+# stack; `make test` runs the whole suite against a stack of its own.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The test suite gets its own stack directory so it never disturbs the demo's.
+TEST_STACK_DIR ?= .stack-test
+PYTEST_ARGS ?=
+
+.PHONY: install test lint demo bench stack-up stack-down clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Stack up, pytest, stack down even when tests fail; exit with pytest's status.
+test: install lint
+	@export MASKSTREAM_STACK_DIR=$(TEST_STACK_DIR); \
+	status=0; \
+	$(PY) -m stream.cli stack up > /dev/null || status=$$?; \
+	if [ $$status -eq 0 ]; then $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; fi; \
+	$(PY) -m stream.cli stack down; \
+	exit $$status
+
+demo: install
+	$(PY) -m stream.cli demo
+
+bench: install
+	$(PY) -m stream.cli stack up > /dev/null
+	$(PY) -m bench $(BENCH)
+
+stack-up: install
+	$(PY) -m stream.cli stack up
+
+stack-down: install
+	$(PY) -m stream.cli stack down
+
+clean: stack-down
+	rm -rf .stack $(TEST_STACK_DIR)
