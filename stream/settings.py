@@ -97,6 +97,18 @@ class Settings:
     bridge_linger_ms: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_LINGER_MS", 20)
     )
+    # Producer batch size per partition: large batches amortise request overhead.
+    bridge_batch_bytes: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_BATCH_BYTES", 262_144)
+    )
+    # Bound on a graceful stop: flush, delete what Kafka acknowledged, exit.
+    bridge_shutdown_timeout: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_BRIDGE_SHUTDOWN_TIMEOUT", 20.0)
+    )
+    # How often the bridge logs its counters.
+    bridge_stats_interval: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_BRIDGE_STATS_INTERVAL", 30.0)
+    )
 
     # Worker tuning.
     sink_batch_size: int = field(

@@ -1,0 +1,251 @@
+"""The Kafka side of the bridge: the raw record, the producer, the raw topic.
+
+The producer is idempotent with acks=all, so an acknowledgement means the
+record is durably in the topic exactly once per send; only then may the bridge
+delete the SQS message. Bodies go out as the exact bytes SQS delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    UnsupportedForMessageFormatError,
+    for_code,
+)
+
+from bridge.sqs import SqsMessage
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEADER_MESSAGE_ID = "sqs_message_id"
+HEADER_SENT_TIMESTAMP = "sqs_sent_timestamp"
+HEADER_RECEIVE_COUNT = "sqs_receive_count"
+
+# Largest produce request. An SQS body is at most 256 KiB on ElasticMQ (1 MiB
+# on AWS since 2025, which would also need the broker's message.max.bytes
+# raised); 1 MiB leaves room for the key and headers.
+MAX_REQUEST_BYTES = 1_048_576
+# Keep replicas on up to three brokers; a single-node dev cluster gets one.
+MAX_REPLICATION_FACTOR = 3
+# A broken producer is replaced at most this often, so a persistent error
+# (e.g. missing ACLs) cannot turn into a reconnect storm.
+MIN_SECONDS_BETWEEN_RESTARTS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What the bridge writes to the raw topic for one SQS message."""
+
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None
+
+
+def to_record(message: SqsMessage) -> RawRecord:
+    """Key by message id (downstream de-duplicates on it); time is SentTimestamp."""
+    headers = [
+        (HEADER_MESSAGE_ID, message.message_id.encode()),
+        (HEADER_RECEIVE_COUNT, str(message.receive_count).encode()),
+    ]
+    if message.sent_timestamp_ms is not None:
+        headers.append((HEADER_SENT_TIMESTAMP, str(message.sent_timestamp_ms).encode()))
+    return RawRecord(
+        key=message.message_id.encode(),
+        value=message.body,
+        headers=tuple(headers),
+        timestamp_ms=message.sent_timestamp_ms,
+    )
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """AIOKafkaProducer keyword arguments: durable, idempotent, batched for throughput."""
+    compression = settings.bridge_compression.lower()
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": "maskstream-bridge",
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": settings.bridge_linger_ms,
+        "max_batch_size": settings.bridge_batch_bytes,
+        "max_request_size": MAX_REQUEST_BYTES,
+        "compression_type": None if compression in ("", "none") else compression,
+    }
+
+
+class ErrorKind(enum.Enum):
+    """What to do with a message whose produce failed."""
+
+    RETRY = "retry"  # transient: send it again after a backoff
+    DROP = "drop"  # this record can never be written: leave it to SQS's redrive policy
+    RESTART = "restart"  # the producer itself is unusable: replace it, then retry
+
+
+_UNWRITABLE = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """Sort a produce failure; unknown non-retriable errors replace the producer.
+
+    aiokafka reports connection loss as retriable and a full buffer or a slow
+    metadata fetch as KafkaTimeoutError; anything else non-retriable, such as a fenced or
+    closed idempotent producer, leaves that producer unable to send again.
+    """
+    if isinstance(exc, _UNWRITABLE):
+        return ErrorKind.DROP
+    if isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable):
+        return ErrorKind.RETRY
+    return ErrorKind.RESTART
+
+
+async def ensure_topic(settings: Settings) -> bool:
+    """Create the raw topic unless it exists; return whether it was created.
+
+    An existing topic is left exactly as it is: changing partitions or
+    retention of a live topic is an operator's decision, not a side effect of
+    starting a bridge.
+    """
+    topics = settings.topics
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="maskstream-bridge-admin",
+        request_timeout_ms=15_000,
+    )
+    await admin.start()
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        topic = NewTopic(
+            topics.raw,
+            num_partitions=topics.partitions,
+            replication_factor=max(1, min(MAX_REPLICATION_FACTOR, brokers)),
+            topic_configs={"retention.ms": str(topics.raw_retention_hours * 3_600_000)},
+        )
+        response = await admin.create_topics([topic])
+    finally:
+        await admin.close()
+    error_code = response.topic_errors[0][1]
+    if error_code == TopicAlreadyExistsError.errno:
+        return False
+    if error_code:
+        raise for_code(error_code)(f"cannot create topic {topics.raw!r}")
+    return True
+
+
+class KafkaSink:
+    """The bridge's single idempotent producer, replaced when it becomes unusable.
+
+    ``send`` returns aiokafka's delivery future as soon as the record is
+    batched, so thousands of records can be in flight; the caller learns
+    about each acknowledgement from its future.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: Callable[..., Any] = AIOKafkaProducer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._options = producer_options(settings)
+        self._topic = settings.topics.raw
+        self._factory = factory
+        self._clock = clock
+        self._producer: Any = None
+        self._broken = False
+        self._started_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
+
+    async def _new_producer(self) -> Any:
+        producer = self._factory(**self._options)
+        try:
+            await producer.start()
+        except BaseException:
+            await _quietly(producer.stop(), timeout=5.0)
+            raise
+        return producer
+
+    async def start(self) -> None:
+        """Connect; raises if Kafka is unreachable (the caller retries with backoff)."""
+        self._producer = await self._new_producer()
+        self._started_at = self._clock()
+
+    async def send(self, record: RawRecord) -> asyncio.Future[Any]:
+        """Batch *record* and return its delivery future."""
+        if self._broken:
+            await self._replace()
+        try:
+            return await self._producer.send(
+                self._topic,
+                value=record.value,
+                key=record.key,
+                headers=list(record.headers),
+                timestamp_ms=record.timestamp_ms,
+            )
+        except Exception as exc:
+            if classify_error(exc) is ErrorKind.RESTART:
+                self.mark_broken(exc)
+            raise
+
+    def mark_broken(self, exc: BaseException) -> None:
+        """Schedule a replacement producer before the next send."""
+        if not self._broken:
+            log.warning(
+                "Kafka producer unusable (%s: %s); a new one will be started",
+                type(exc).__name__,
+                exc,
+            )
+        self._broken = True
+
+    async def _replace(self) -> None:
+        async with self._lock:
+            if not self._broken:
+                return
+            if self._clock() - self._started_at < MIN_SECONDS_BETWEEN_RESTARTS:
+                raise KafkaError("producer was restarted moments ago; waiting before the next")
+            self._started_at = self._clock()
+            new = await self._new_producer()
+            old, self._producer, self._broken = self._producer, new, False
+            task = asyncio.create_task(_quietly(old.stop(), timeout=10.0))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+            log.info("new Kafka producer started")
+
+    async def stop(self, timeout: float) -> bool:
+        """Flush and close within *timeout* seconds; return whether it flushed in time."""
+        if self._producer is None:
+            return True
+        flushed = await _quietly(self._producer.stop(), timeout=timeout)
+        for task in list(self._retired):
+            task.cancel()
+        return flushed
+
+
+async def _quietly(awaitable: Any, timeout: float) -> bool:
+    """Await a clean-up step for at most *timeout* seconds; report success, never raise."""
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except Exception as exc:
+        log.debug("clean-up step failed: %s: %s", type(exc).__name__, exc)
+        return False
+    return True
