@@ -13,6 +13,10 @@ import importlib
 import logging
 import sys
 
+from stream.errors import CommandError
+
+__all__ = ["CommandError", "build_parser", "main"]
+
 # Module names under stream.commands, in the order `--help` lists them.
 COMMAND_MODULES = (
     "stack",
@@ -24,10 +28,6 @@ COMMAND_MODULES = (
     "replay",
     "status",
 )
-
-
-class CommandError(Exception):
-    """A failure the user can act on: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stream import settings as settings_module
-from stream.cli import CommandError
+from stream.errors import CommandError
 from stream.stack.manager import Stack, external_database_url_from_environment
 from stream.stack.prerequisites import MissingPrerequisite
 

@@ -70,24 +70,28 @@ class Postgres(Service):
         return result.returncode == 0
 
     def _prepare_directories(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Create the service directory owned by the server's user.
+
+        If that user cannot enter it (the checkout is under a private home or
+        temporary directory), the directory lives under /var/lib/maskstream
+        instead and the stack directory holds a symlink to it.
+        """
         owner = self._owner_ids()
-        if owner is None:
-            self.data_dir.mkdir(exist_ok=True)
-            self.socket_dir.mkdir(exist_ok=True)
-            return
-        for path in (self.data_dir, self.socket_dir):
-            if path.is_symlink() or path.exists():
-                continue
-            path.mkdir(mode=0o700)
-            os.chown(path, *owner)
-            if not self._owner_can_enter(path):
-                path.rmdir()
-                digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-                target = FALLBACK_ROOT / f"{path.name}-{digest}"
+        if owner is not None and not self.dir.exists():
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(mode=0o700)
+            os.chown(self.dir, *owner)
+            if not self._owner_can_enter(self.dir):
+                self.dir.rmdir()
+                digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
+                target = FALLBACK_ROOT / f"postgres-{digest}"
                 target.mkdir(parents=True, mode=0o700, exist_ok=True)
                 os.chown(target, *owner)
-                path.symlink_to(target)
+                self.dir.symlink_to(target)
+        for path in (self.dir, self.data_dir, self.socket_dir):
+            path.mkdir(mode=0o700, exist_ok=True)
+            if owner is not None:
+                os.chown(path, *owner)
 
     # -- Service ---------------------------------------------------------------
 
@@ -122,11 +126,7 @@ class Postgres(Service):
                 "-c fsync=on",
             ]
         )
-        log = str(self.log_file)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0 and (owner := self._owner_ids()):
-            self.log_file.touch()
-            os.chown(self.log_file, *owner)
+        log = str(self.log_file.resolve())
         self._run(
             [
                 str(bin_dir / "pg_ctl"),
