@@ -166,6 +166,7 @@ class KafkaSink:
         factory: Callable[..., Any] = AIOKafkaProducer,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._settings = settings
         self._options = producer_options(settings)
         self._topic = settings.topics.raw
         self._factory = factory
@@ -186,7 +187,20 @@ class KafkaSink:
         return producer
 
     async def start(self) -> None:
-        """Connect; raises if Kafka is unreachable (the caller retries with backoff)."""
+        """Make sure the raw topic exists, then connect.
+
+        Raises if Kafka is unreachable; the caller retries with backoff.
+        """
+        topics = self._settings.topics
+        if await ensure_topic(self._settings):
+            log.info(
+                "created topic %s (%d partitions, retention %dh)",
+                topics.raw,
+                topics.partitions,
+                topics.raw_retention_hours,
+            )
+        else:
+            log.info("topic %s exists", topics.raw)
         self._producer = await self._new_producer()
         self._started_at = self._clock()
 

@@ -1,0 +1,319 @@
+"""Command-line options of the bridge, shared by ``python -m bridge`` and ``maskstream bridge``.
+
+Every option is a :class:`stream.settings.Settings` field that a flag can
+override; one table drives the parser, the help text and the override, so a
+new knob is added in exactly one place. This module imports nothing heavy:
+boto3 and aiokafka load only when the bridge actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stream import settings as settings_module
+from stream.cli import CommandError
+from stream.settings import Settings
+
+log = logging.getLogger("bridge")
+
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+# Libraries that log request and response payloads, i.e. message bodies, at
+# DEBUG: they are capped at INFO even under --verbose so no body reaches a log.
+PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "aiokafka")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line flag overriding one settings field (``topics.raw`` for nested)."""
+
+    flag: str
+    field: str
+    env: str
+    help: str
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.field.replace(".", "__")
+
+
+SQS_OPTIONS = (
+    Option("--queue-url", "sqs_queue_url", "SQS_QUEUE_URL", "URL of the SQS queue"),
+    Option(
+        "--sqs-endpoint-url",
+        "sqs_endpoint_url",
+        "AWS_ENDPOINT_URL_SQS",
+        "SQS endpoint of a local server such as ElasticMQ; empty means AWS",
+    ),
+    Option("--region", "aws_region", "AWS_DEFAULT_REGION", "AWS region of the queue"),
+)
+
+KAFKA_OPTIONS = (
+    Option(
+        "--bootstrap-servers",
+        "kafka_bootstrap_servers",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "Kafka bootstrap servers, host:port[,host:port...]",
+    ),
+    Option("--topic", "topics.raw", "MASKSTREAM_TOPIC_RAW", "raw topic the bodies go to"),
+    Option(
+        "--partitions",
+        "topics.partitions",
+        "MASKSTREAM_PARTITIONS",
+        "partitions of the raw topic if the bridge creates it",
+        int,
+    ),
+    Option(
+        "--retention-hours",
+        "topics.raw_retention_hours",
+        "MASKSTREAM_RAW_RETENTION_HOURS",
+        "retention of the raw topic (it holds PII in clear) if the bridge creates it",
+        int,
+    ),
+)
+
+TUNING_OPTIONS = (
+    Option(
+        "--pollers",
+        "bridge_pollers",
+        "MASKSTREAM_BRIDGE_POLLERS",
+        "concurrent ReceiveMessage long polls",
+        int,
+    ),
+    Option(
+        "--wait-seconds",
+        "bridge_wait_seconds",
+        "MASKSTREAM_BRIDGE_WAIT_SECONDS",
+        "long-poll wait of each receive, 0-20",
+        int,
+    ),
+    Option(
+        "--max-in-flight",
+        "bridge_max_in_flight",
+        "MASKSTREAM_BRIDGE_MAX_IN_FLIGHT",
+        "most messages received but not yet deleted; pollers wait at the bound",
+        int,
+    ),
+    Option(
+        "--visibility-timeout",
+        "bridge_visibility_timeout",
+        "MASKSTREAM_BRIDGE_VISIBILITY_TIMEOUT",
+        "seconds a received message stays hidden; extended while Kafka is slow",
+        int,
+    ),
+    Option(
+        "--compression",
+        "bridge_compression",
+        "MASKSTREAM_BRIDGE_COMPRESSION",
+        "Kafka compression codec",
+        str,
+        COMPRESSIONS,
+    ),
+    Option(
+        "--linger-ms",
+        "bridge_linger_ms",
+        "MASKSTREAM_BRIDGE_LINGER_MS",
+        "how long the producer waits to fill a batch",
+        int,
+    ),
+    Option(
+        "--batch-bytes",
+        "bridge_batch_bytes",
+        "MASKSTREAM_BRIDGE_BATCH_BYTES",
+        "producer batch size per partition, bytes",
+        int,
+    ),
+    Option(
+        "--shutdown-timeout",
+        "bridge_shutdown_timeout",
+        "MASKSTREAM_BRIDGE_SHUTDOWN_TIMEOUT",
+        "seconds a stop may take to flush and delete before exiting anyway",
+        float,
+    ),
+    Option(
+        "--stats-interval",
+        "bridge_stats_interval",
+        "MASKSTREAM_BRIDGE_STATS_INTERVAL",
+        "seconds between counter lines in the log",
+        float,
+    ),
+)
+
+BRIDGE_OPTIONS = SQS_OPTIONS + KAFKA_OPTIONS + TUNING_OPTIONS
+
+
+def _field(settings: Settings, path: str) -> Any:
+    value: Any = settings
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _current_settings() -> Settings | None:
+    """The settings from the environment, for help texts; None if the environment is bad."""
+    try:
+        return settings_module.load()
+    except ValueError:
+        return None
+
+
+def _metavar(option: Option) -> str:
+    if option.choices:
+        return "{" + ",".join(option.choices) + "}"
+    return option.flag.removeprefix("--").upper().replace("-", "_")
+
+
+def add_options(
+    parser: argparse.ArgumentParser, options: Sequence[Option], title: str | None = None
+) -> None:
+    """Add *options* to *parser*; each help names its variable and its current value."""
+    current = _current_settings()
+    group = parser.add_argument_group(title) if title else parser
+    for option in options:
+        now = f", now {_field(current, option.field)!r}" if current else ""
+        group.add_argument(
+            option.flag,
+            dest=option.dest,
+            type=option.type,
+            choices=option.choices,
+            default=None,
+            metavar=_metavar(option),
+            help=f"{option.help} (env {option.env}{now})",
+        )
+
+
+def add_bridge_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every bridge option, grouped as ``--help`` shows them."""
+    add_options(parser, SQS_OPTIONS, "SQS")
+    add_options(parser, KAFKA_OPTIONS, "Kafka")
+    add_options(parser, TUNING_OPTIONS, "tuning")
+    parser.add_argument(
+        "--exit-when-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="exit 0 once the queue has returned nothing for SECONDS and every message "
+        "received is forwarded and deleted (default: run until SIGTERM or SIGINT)",
+    )
+
+
+def apply_overrides(
+    settings: Settings, args: argparse.Namespace, options: Sequence[Option]
+) -> Settings:
+    """*settings* with every flag given on the command line replacing its field."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for option in options:
+        value = getattr(args, option.dest, None)
+        if value is None:
+            continue
+        parent, _, name = option.field.rpartition(".")
+        if parent:
+            nested.setdefault(parent, {})[name] = value
+        else:
+            top[name] = value
+    for parent, values in nested.items():
+        top[parent] = dataclasses.replace(getattr(settings, parent), **values)
+    return dataclasses.replace(settings, **top)
+
+
+def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
+    """Everything wrong with a bridge configuration, as messages naming the fix."""
+    checks = [
+        (bool(settings.sqs_queue_url), "no queue: set SQS_QUEUE_URL or pass --queue-url"),
+        (settings.bridge_pollers >= 1, "--pollers must be at least 1"),
+        (0 <= settings.bridge_wait_seconds <= 20, "--wait-seconds must be between 0 and 20"),
+        (settings.bridge_max_in_flight >= 1, "--max-in-flight must be at least 1"),
+        (
+            2 <= settings.bridge_visibility_timeout <= 43_200,
+            "--visibility-timeout must be between 2 and 43200 seconds",
+        ),
+        (
+            settings.bridge_compression in COMPRESSIONS,
+            f"--compression must be one of {COMPRESSIONS}",
+        ),
+        (settings.bridge_linger_ms >= 0, "--linger-ms must not be negative"),
+        (settings.bridge_batch_bytes >= 1024, "--batch-bytes must be at least 1024"),
+        (settings.bridge_shutdown_timeout > 0, "--shutdown-timeout must be positive"),
+        (settings.bridge_stats_interval > 0, "--stats-interval must be positive"),
+        (settings.topics.partitions >= 1, "--partitions must be at least 1"),
+        (settings.topics.raw_retention_hours >= 1, "--retention-hours must be at least 1"),
+        (exit_when_idle is None or exit_when_idle > 0, "--exit-when-idle must be positive"),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+def _check_codec(name: str) -> str | None:
+    """Name the missing library if the compression codec cannot be used."""
+    from aiokafka import codec
+
+    available = {
+        "gzip": codec.has_gzip,
+        "snappy": codec.has_snappy,
+        "lz4": codec.has_lz4,
+        "zstd": codec.has_zstd,
+    }
+    check = available.get(name)
+    if check is None or check():
+        return None
+    return f"compression {name!r} needs its Python library; install it or use --compression none"
+
+
+def cap_payload_loggers() -> None:
+    """Keep libraries that would log message bodies at DEBUG from doing so."""
+    for name in PAYLOAD_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bridge with the settings from the environment and *args*; return the exit status."""
+    settings = apply_overrides(settings_module.load(), args, BRIDGE_OPTIONS)
+    errors = problems(settings, args.exit_when_idle)
+    codec_error = _check_codec(settings.bridge_compression)
+    if codec_error:
+        errors.append(codec_error)
+    if errors:
+        raise CommandError("; ".join(errors))
+    cap_payload_loggers()
+    return asyncio.run(serve(settings, args.exit_when_idle))
+
+
+async def serve(settings: Settings, exit_when_idle: float | None) -> int:
+    """Assemble SQS, Kafka and the forwarder; run until a signal or idleness stops it."""
+    from bridge.forwarder import Forwarder, ForwarderConfig
+    from bridge.producer import KafkaSink
+    from bridge.sqs import SqsQueue
+
+    config = ForwarderConfig.from_settings(settings, exit_when_idle)
+    queue = SqsQueue.from_settings(
+        settings, pollers=config.pollers, controllers=config.deleters + 2
+    )
+    forwarder = Forwarder(queue, KafkaSink(settings), config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, forwarder.request_stop, sig.name)
+    log.info(
+        "bridge starting: queue %s -> topic %s on %s (%d pollers, at most %d in flight)",
+        settings.sqs_queue_url,
+        settings.topics.raw,
+        settings.kafka_bootstrap_servers,
+        config.pollers,
+        config.max_in_flight,
+    )
+    try:
+        healthy = await forwarder.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        queue.close()
+    return 0 if healthy else 1

@@ -1,0 +1,597 @@
+"""The bridge's pipeline: poll SQS, produce to Kafka, delete what Kafka acknowledged.
+
+One message's path::
+
+    poller --ReceiveMessage--> held --send()--> delivery future
+        --acknowledged--> delete queue --deleter--> DeleteMessageBatch
+        --failed--> backoff, send again (or, if it can never be written, leave it in SQS)
+
+Pollers reserve room under the in-flight bound before each receive, so a slow
+Kafka stops the intake instead of growing memory. While messages wait, an
+extender pushes their visibility timeout ahead of them, so SQS does not hand
+them to someone else mid-flight. A message leaves the bridge only when it is
+deleted or given up; nothing is deleted before its acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from bridge.counters import Counters
+from bridge.producer import ErrorKind, RawRecord, classify_error, to_record
+from bridge.sqs import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS, EntryFailure, SqsMessage
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a deleter waits for a part-filled batch to fill before sending it.
+DELETE_LINGER_SECONDS = 0.005
+# How often the housekeeping loop checks idleness, stalls and the stats clock.
+TICK_SECONDS = 0.25
+
+
+class QueuePort(Protocol):
+    """What the forwarder needs from SQS (see :class:`bridge.sqs.SqsQueue`)."""
+
+    async def receive(
+        self, max_messages: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[SqsMessage]: ...
+
+    async def delete(self, receipt_handles: Sequence[str]) -> list[EntryFailure]: ...
+
+    async def change_visibility(
+        self, receipt_handles: Sequence[str], timeout: int
+    ) -> list[EntryFailure]: ...
+
+
+class SinkPort(Protocol):
+    """What the forwarder needs from Kafka (see :class:`bridge.producer.KafkaSink`)."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, record: RawRecord) -> asyncio.Future[Any]: ...
+
+    def mark_broken(self, exc: BaseException) -> None: ...
+
+    async def stop(self, timeout: float) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ForwarderConfig:
+    """The forwarder's knobs, decoupled from where they were read."""
+
+    pollers: int
+    wait_seconds: int
+    max_in_flight: int
+    visibility_timeout: int
+    shutdown_timeout: float
+    stats_interval: float
+    exit_when_idle: float | None = None
+    # No acknowledgement for this long while messages wait: Kafka is slow or down.
+    stall_warning_seconds: float = 10.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, exit_when_idle: float | None) -> ForwarderConfig:
+        return cls(
+            pollers=settings.bridge_pollers,
+            wait_seconds=settings.bridge_wait_seconds,
+            max_in_flight=settings.bridge_max_in_flight,
+            visibility_timeout=settings.bridge_visibility_timeout,
+            shutdown_timeout=settings.bridge_shutdown_timeout,
+            stats_interval=settings.bridge_stats_interval,
+            exit_when_idle=exit_when_idle,
+        )
+
+    @property
+    def deleters(self) -> int:
+        """One deleter per poller: each receive of ten becomes one delete of ten."""
+        return self.pollers
+
+    @property
+    def receive_batch(self) -> int:
+        return max(1, min(MAX_BATCH_ENTRIES, self.max_in_flight))
+
+    @property
+    def receive_wait(self) -> int:
+        """The long-poll wait; never longer than the idle time that ends the run."""
+        wait = min(self.wait_seconds, MAX_WAIT_SECONDS)
+        if self.exit_when_idle is not None:
+            wait = min(wait, max(1, int(self.exit_when_idle)))
+        return wait
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
+    """Capped exponential backoff with jitter: in [d/2, d], d = min(cap, base * 2**(attempt-1)).
+
+    *rand* in [0, 1) spreads retries of many messages that failed together.
+    """
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + rand * ceiling / 2
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def describe(exc: BaseException) -> str:
+    """An error for the log: its type and message; never a message body."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class OutageLog:
+    """Log an outage once when it begins, every *repeat* seconds while it lasts, once at its end.
+
+    A broker that is down makes every call fail; one clear line per phase
+    says more to an operator than a line per failed call.
+    """
+
+    def __init__(self, service: str, clock: Callable[[], float], repeat: float = 30.0) -> None:
+        self._service = service
+        self._clock = clock
+        self._repeat = repeat
+        self._since: float | None = None
+        self._last_logged = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failure(self, detail: str) -> None:
+        now = self._clock()
+        if self._since is None:
+            self._since = self._last_logged = now
+            log.warning("%s unavailable: %s; retrying with backoff", self._service, detail)
+        elif now - self._last_logged >= self._repeat:
+            self._last_logged = now
+            log.warning(
+                "%s still unavailable after %.0fs: %s", self._service, now - self._since, detail
+            )
+
+    def success(self) -> None:
+        if self._since is not None:
+            log.info("%s available again after %.0fs", self._service, self._clock() - self._since)
+            self._since = None
+
+
+class InFlightGate:
+    """Bounds the messages the bridge holds; pollers reserve room before each receive."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._closed = False
+        self._changed = asyncio.Event()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    async def acquire(self, count: int) -> bool:
+        """Wait for room for *count* messages; False once the gate is closed."""
+        while not self._closed and self._used + count > self._limit:
+            self._changed.clear()
+            await self._changed.wait()
+        if self._closed:
+            return False
+        self._used += count
+        return True
+
+    def release(self, count: int) -> None:
+        self._used -= count
+        self._changed.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+
+@dataclass(eq=False)
+class Held:
+    """A received message the bridge is responsible for until it is deleted or given up."""
+
+    message: SqsMessage
+    record: RawRecord
+    visible_until: float
+    sent_at: float = 0.0
+    attempts: int = 0
+    acked: bool = False
+
+
+@dataclass
+class _Tasks:
+    """Background tasks by role, so shutdown can stop them in order."""
+
+    pollers: list[asyncio.Task[None]] = field(default_factory=list)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Forwarder:
+    """Moves messages from a queue to a sink, deleting each only after its acknowledgement."""
+
+    def __init__(
+        self,
+        queue: QueuePort,
+        sink: SinkPort,
+        config: ForwarderConfig,
+        counters: Counters | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._queue = queue
+        self._sink = sink
+        self._config = config
+        self.counters = counters or Counters()
+        self._clock = clock
+        self._rand = rand
+        self._held: set[Held] = set()
+        self._acked: asyncio.Queue[Held] = asyncio.Queue()
+        self._gate = InFlightGate(config.max_in_flight)
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._idle_since: float | None = None
+        self._kafka = OutageLog("Kafka", clock)
+        self._sqs = OutageLog("SQS", clock)
+        self._resends: set[asyncio.Task[None]] = set()
+        self._crashed = False
+
+    # -- public -----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Messages received and not yet deleted or given up."""
+        return len(self._held)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop polling and drain; a second request stops waiting for the drain."""
+        if self._stop.is_set():
+            log.warning("stop requested again (%s): exiting without waiting for Kafka", reason)
+            self._hurry.set()
+            return
+        log.info(
+            "stopping (%s): no new receives; flushing %d held messages", reason, len(self._held)
+        )
+        self._stop.set()
+
+    async def run(self) -> bool:
+        """Forward until asked to stop; return False only if an internal task crashed."""
+        if not await self._start_sink():
+            log.info("stopped before Kafka became reachable: %s", self.counters.summary(0))
+            return True
+        tasks = _Tasks(
+            pollers=[self._spawn(self._poll(), f"poller-{i}") for i in range(self._config.pollers)],
+            workers=[
+                *(
+                    self._spawn(self._delete_loop(), f"deleter-{i}")
+                    for i in range(self._config.deleters)
+                ),
+                self._spawn(self._extend_loop(), "extender"),
+                self._spawn(self._housekeeping(), "housekeeping"),
+            ],
+        )
+        await self._stop.wait()
+        await self._shutdown(tasks)
+        return not self._crashed
+
+    # -- start and stop ----------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._check_task)
+        return task
+
+    def _check_task(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("bridge task %s crashed", task.get_name(), exc_info=task.exception())
+        self._crashed = True
+        self.request_stop("internal error")
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when a stop is requested."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _start_sink(self) -> bool:
+        """Connect to Kafka, retrying with backoff; False if stopped first."""
+        attempt = 0
+        while not self._stop.is_set():
+            start = asyncio.ensure_future(self._sink.start())
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not start.done():
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
+                return False
+            exc = start.exception()
+            if exc is None:
+                self._kafka.success()
+                return True
+            attempt += 1
+            self._kafka.failure(f"cannot start producer: {describe(exc)}")
+            await self._sleep(self._backoff(attempt))
+        return False
+
+    async def _shutdown(self, tasks: _Tasks) -> None:
+        """Stop intake, wait (bounded) for held messages to be acknowledged and deleted."""
+        deadline = self._clock() + self._config.shutdown_timeout
+        self._gate.close()
+        if self._held:
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            drained = asyncio.ensure_future(self._drained.wait())
+            await asyncio.wait(
+                {hurry, drained},
+                timeout=max(0.0, deadline - self._clock()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            hurry.cancel()
+            drained.cancel()
+        if self._held:
+            log.warning(
+                "%d messages not acknowledged and deleted in time; left in SQS, they "
+                "return after their visibility timeout",
+                len(self._held),
+            )
+        everything = [*tasks.pollers, *tasks.workers, *self._resends]
+        for task in everything:
+            task.cancel()
+        await asyncio.gather(*everything, return_exceptions=True)
+        if not await self._sink.stop(timeout=max(1.0, deadline - self._clock())):
+            log.warning("Kafka producer did not close cleanly")
+        log.info("bridge stopped: %s", self.counters.summary(len(self._held)))
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
+            attempt, self._config.backoff_base, self._config.backoff_cap, self._rand()
+        )
+
+    # -- receive and produce -----------------------------------------------------------
+
+    async def _poll(self) -> None:
+        config = self._config
+        batch = config.receive_batch
+        failures = 0
+        while not self._stop.is_set():
+            if not await self._gate.acquire(batch):
+                return
+            started = self._clock()
+            try:
+                messages = await self._queue.receive(
+                    batch, config.receive_wait, config.visibility_timeout
+                )
+            except Exception as exc:
+                self._gate.release(batch)
+                self._idle_since = None
+                failures += 1
+                self._sqs.failure(f"ReceiveMessage: {describe(exc)}")
+                await self._sleep(self._backoff(failures))
+                continue
+            failures = 0
+            self._sqs.success()
+            self._gate.release(batch - len(messages))
+            self._note_receive(started, len(messages))
+            for message in messages:
+                await self._hold(message, started)
+
+    def _note_receive(self, started: float, count: int) -> None:
+        if count:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = started
+
+    async def _hold(self, message: SqsMessage, received_at: float) -> None:
+        held = Held(
+            message=message,
+            record=to_record(message),
+            visible_until=received_at + self._config.visibility_timeout,
+        )
+        self._held.add(held)
+        self._drained.clear()
+        self.counters.received += 1
+        await self._send(held)
+
+    async def _send(self, held: Held) -> None:
+        held.sent_at = self._clock()
+        try:
+            delivery = await self._sink.send(held.record)
+        except Exception as exc:
+            self._produce_failed(held, exc)
+            return
+        delivery.add_done_callback(functools.partial(self._on_delivery, held))
+
+    def _on_delivery(self, held: Held, delivery: asyncio.Future[Any]) -> None:
+        if delivery.cancelled():
+            self._produce_failed(held, asyncio.CancelledError("delivery cancelled"))
+            return
+        exc = delivery.exception()
+        if exc is not None:
+            self._produce_failed(held, exc)
+            return
+        held.acked = True
+        self.counters.forwarded += 1
+        self._kafka.success()
+        self._acked.put_nowait(held)
+
+    def _produce_failed(self, held: Held, exc: BaseException) -> None:
+        kind = classify_error(exc)
+        if kind is ErrorKind.DROP:
+            self.counters.failed += 1
+            log.error(
+                "message %s can never be written to Kafka (%s); left in SQS for its redrive policy",
+                held.message.message_id,
+                describe(exc),
+            )
+            self._forget(held)
+            return
+        if kind is ErrorKind.RESTART:
+            self._sink.mark_broken(exc)
+        held.attempts += 1
+        self.counters.retried += 1
+        self._kafka.failure(f"{describe(exc)}; holding {len(self._held)} messages")
+        asyncio.get_running_loop().call_later(self._backoff(held.attempts), self._resend, held)
+
+    def _resend(self, held: Held) -> None:
+        if held not in self._held or self._hurry.is_set():
+            return
+        task = asyncio.ensure_future(self._send(held))
+        self._resends.add(task)
+        task.add_done_callback(self._resends.discard)
+
+    def _forget(self, held: Held) -> None:
+        """The bridge is done with *held* (deleted or given up): free its slot."""
+        if held in self._held:
+            self._held.discard(held)
+            self._gate.release(1)
+            if not self._held:
+                self._drained.set()
+
+    # -- delete -------------------------------------------------------------------------
+
+    async def _delete_loop(self) -> None:
+        while True:
+            await self._delete(await self._next_delete_batch())
+
+    async def _next_delete_batch(self) -> list[Held]:
+        """Up to ten acknowledged messages, waiting a moment for a part-filled batch."""
+        batch = [await self._acked.get()]
+        lingered = False
+        while len(batch) < MAX_BATCH_ENTRIES:
+            if self._acked.empty():
+                if lingered:
+                    break
+                lingered = True
+                await asyncio.sleep(DELETE_LINGER_SECONDS)
+                continue
+            batch.append(self._acked.get_nowait())
+        return batch
+
+    async def _delete(self, batch: list[Held]) -> None:
+        """Delete *batch*, retrying failed entries; expired receipts are logged and dropped."""
+        attempt = 0
+        while batch:
+            try:
+                failures = await self._queue.delete([h.message.receipt_handle for h in batch])
+            except Exception as exc:
+                self._sqs.failure(f"DeleteMessageBatch: {describe(exc)}")
+                retry = batch
+            else:
+                self._sqs.success()
+                retry = self._settle_deletes(batch, failures)
+            if not retry:
+                return
+            attempt += 1
+            self.counters.retried += len(retry)
+            await asyncio.sleep(self._backoff(attempt))
+            batch = retry
+
+    def _settle_deletes(self, batch: list[Held], failures: Iterable[EntryFailure]) -> list[Held]:
+        """Account for one DeleteMessageBatch response; return the entries worth retrying."""
+        failed = {f.index: f for f in failures}
+        retry: list[Held] = []
+        for index, held in enumerate(batch):
+            failure = failed.get(index)
+            if failure is None:
+                self.counters.deleted += 1
+                self._forget(held)
+            elif failure.receipt_expired or failure.sender_fault:
+                self.counters.failed += 1
+                log.warning(
+                    "could not delete message %s (%s: %s); SQS will deliver it again and "
+                    "downstream de-duplicates it by message id",
+                    held.message.message_id,
+                    failure.code,
+                    failure.message,
+                )
+                self._forget(held)
+            else:
+                retry.append(held)
+        return retry
+
+    # -- visibility, idleness, stats ------------------------------------------------------
+
+    async def _extend_loop(self) -> None:
+        """Keep each held message invisible until the bridge is done with it."""
+        period = min(15.0, max(0.5, self._config.visibility_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            await self._extend_due()
+
+    async def _extend_due(self) -> None:
+        timeout = self._config.visibility_timeout
+        horizon = self._clock() + timeout / 2
+        due = [h for h in self._held if h.visible_until < horizon]
+        await asyncio.gather(*(self._extend(chunk) for chunk in chunks(due, MAX_BATCH_ENTRIES)))
+
+    async def _extend(self, chunk: Sequence[Held]) -> None:
+        chunk = [h for h in chunk if h in self._held]
+        if not chunk:
+            return
+        timeout = self._config.visibility_timeout
+        started = self._clock()
+        try:
+            failures = await self._queue.change_visibility(
+                [h.message.receipt_handle for h in chunk], timeout
+            )
+        except Exception as exc:
+            self._sqs.failure(f"ChangeMessageVisibilityBatch: {describe(exc)}")
+            return
+        self._sqs.success()
+        failed = {f.index: f for f in failures}
+        for index, held in enumerate(chunk):
+            if index not in failed:
+                held.visible_until = started + timeout
+            elif held in self._held:
+                log.warning(
+                    "could not extend visibility of message %s (%s); it may be delivered "
+                    "again, downstream de-duplicates it by message id",
+                    held.message.message_id,
+                    failed[index].code,
+                )
+                held.visible_until = float("inf")  # do not try again
+
+    async def _housekeeping(self) -> None:
+        """Exit when idle, warn when Kafka stops acknowledging, log the counters."""
+        config = self._config
+        next_stats = self._clock() + config.stats_interval
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = self._clock()
+            self._check_stall(now)
+            if now >= next_stats:
+                next_stats = now + config.stats_interval
+                log.info("bridge stats: %s", self.counters.summary(len(self._held)))
+            if self._is_idle(now):
+                self.request_stop(f"queue empty for {config.exit_when_idle:g}s, all forwarded")
+
+    def _check_stall(self, now: float) -> None:
+        waiting = [h.sent_at for h in self._held if not h.acked]
+        if waiting and now - min(waiting) >= self._config.stall_warning_seconds:
+            self._kafka.failure(
+                f"no acknowledgement for {now - min(waiting):.0f}s; holding {len(self._held)} "
+                "messages, extending their visibility"
+            )
+
+    def _is_idle(self, now: float) -> bool:
+        limit = self._config.exit_when_idle
+        return (
+            limit is not None
+            and not self._stop.is_set()
+            and self._idle_since is not None
+            and now - self._idle_since >= limit
+            and not self._held
+        )
