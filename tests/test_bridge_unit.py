@@ -1,0 +1,476 @@
+"""Unit tests of the bridge: pure functions, and the forwarder against in-memory fakes.
+
+The fakes stand in for SQS and Kafka so that the pipeline's rules (delete
+only what was acknowledged, bound what is held, retry, extend, stop in time)
+are checked quickly and deterministically; tests/test_bridge_services.py
+checks the same process against the real servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, ProducerClosed
+
+from bridge.cli import BRIDGE_OPTIONS, add_bridge_arguments, apply_overrides, problems
+from bridge.counters import Counters
+from bridge.forwarder import (
+    Forwarder,
+    ForwarderConfig,
+    InFlightGate,
+    OutageLog,
+    backoff_delay,
+)
+from bridge.producer import (
+    HEADER_MESSAGE_ID,
+    HEADER_RECEIVE_COUNT,
+    HEADER_SENT_TIMESTAMP,
+    ErrorKind,
+    RawRecord,
+    classify_error,
+    producer_options,
+    to_record,
+)
+from bridge.sqs import EntryFailure, SqsMessage, batch_failures, parse_message
+from stream.settings import Settings, Topics
+
+
+def synchronous(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test on a fresh event loop (the project has no asyncio plugin)."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(test())
+
+    return run
+
+
+# -- pure functions ----------------------------------------------------------------------
+
+
+def test_parse_message_keeps_body_bytes_and_attributes() -> None:
+    raw = {
+        "MessageId": "m-1",
+        "ReceiptHandle": "r-1",
+        "Body": "José 🚀 not json",
+        "Attributes": {"SentTimestamp": "1700000000123", "ApproximateReceiveCount": "3"},
+    }
+    message = parse_message(raw)
+    assert message == SqsMessage("m-1", "r-1", "José 🚀 not json".encode(), 1700000000123, 3)
+
+
+def test_to_record_keys_by_message_id_and_stamps_sent_time() -> None:
+    message = SqsMessage("m-1", "r-1", b'{"a": 1}', 1700000000123, 2)
+    record = to_record(message)
+    assert record.key == b"m-1"
+    assert record.value == b'{"a": 1}'
+    assert record.timestamp_ms == 1700000000123
+    assert dict(record.headers) == {
+        HEADER_MESSAGE_ID: b"m-1",
+        HEADER_SENT_TIMESTAMP: b"1700000000123",
+        HEADER_RECEIVE_COUNT: b"2",
+    }
+
+
+def test_batch_failures_maps_entry_ids_to_positions() -> None:
+    response = {
+        "Successful": [{"Id": "0"}],
+        "Failed": [{"Id": "1", "Code": "ReceiptHandleIsInvalid", "SenderFault": True}],
+    }
+    [failure] = batch_failures(response)
+    assert failure.index == 1
+    assert failure.receipt_expired
+    assert failure.sender_fault
+
+
+def test_backoff_grows_exponentially_up_to_the_cap_with_jitter() -> None:
+    assert backoff_delay(1, base=0.5, cap=30, rand=0.0) == 0.25
+    assert backoff_delay(1, base=0.5, cap=30, rand=0.999) == pytest.approx(0.5, abs=1e-3)
+    assert backoff_delay(4, base=0.5, cap=30, rand=1.0) == 4.0
+    assert backoff_delay(50, base=0.5, cap=30, rand=1.0) == 30.0
+    assert backoff_delay(50, base=0.5, cap=30, rand=0.0) == 15.0
+
+
+def test_classify_error_sorts_retry_drop_and_restart() -> None:
+    assert classify_error(KafkaConnectionError()) is ErrorKind.RETRY
+    assert classify_error(MessageSizeTooLargeError()) is ErrorKind.DROP
+    assert classify_error(ProducerClosed()) is ErrorKind.RESTART
+    assert classify_error(RuntimeError("bug")) is ErrorKind.RESTART
+
+
+def test_producer_is_idempotent_with_acks_all_and_room_for_big_bodies() -> None:
+    settings = replace(Settings(), bridge_compression="lz4", bridge_linger_ms=7)
+    options = producer_options(settings)
+    assert options["enable_idempotence"] is True
+    assert options["acks"] == "all"
+    assert options["compression_type"] == "lz4"
+    assert options["linger_ms"] == 7
+    assert options["max_request_size"] >= 256 * 1024 + 1024
+    assert (
+        producer_options(replace(settings, bridge_compression="none"))["compression_type"] is None
+    )
+
+
+def test_counters_summary_is_one_line_of_pairs() -> None:
+    counters = Counters(received=5, forwarded=4, deleted=3, retried=2, failed=1)
+    assert counters.summary(in_flight=2) == (
+        "received=5 forwarded=4 deleted=3 retried=2 failed=1 in_flight=2"
+    )
+
+
+def test_receive_wait_never_exceeds_the_idle_exit_time() -> None:
+    config = _config(wait_seconds=20, exit_when_idle=3.5)
+    assert config.receive_wait == 3
+    assert _config(wait_seconds=20).receive_wait == 20
+    assert _config(wait_seconds=20, exit_when_idle=0.2).receive_wait == 1
+
+
+def test_outage_log_reports_start_repeats_and_end(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    outage = OutageLog("Kafka", clock=lambda: now[0], repeat=30)
+    with caplog.at_level(logging.INFO, logger="bridge.forwarder"):
+        outage.failure("refused")
+        now[0] = 10
+        outage.failure("refused")
+        now[0] = 31
+        outage.failure("refused")
+        now[0] = 40
+        outage.success()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "Kafka unavailable: refused; retrying with backoff",
+        "Kafka still unavailable after 31s: refused",
+        "Kafka available again after 40s",
+    ]
+
+
+def test_cli_flags_override_settings_and_nested_topics() -> None:
+    parser = argparse.ArgumentParser()
+    add_bridge_arguments(parser)
+    args = parser.parse_args(
+        ["--queue-url", "http://q", "--topic", "t1", "--partitions", "3", "--pollers", "7"]
+    )
+    base = Settings(topics=Topics(raw="logins.raw", partitions=8))
+    settings = apply_overrides(base, args, BRIDGE_OPTIONS)
+    assert settings.sqs_queue_url == "http://q"
+    assert settings.topics.raw == "t1"
+    assert settings.topics.partitions == 3
+    assert settings.bridge_pollers == 7
+    assert settings.bridge_wait_seconds == base.bridge_wait_seconds
+
+
+def test_help_documents_every_option() -> None:
+    parser = argparse.ArgumentParser()
+    add_bridge_arguments(parser)
+    text = parser.format_help()
+    for option in BRIDGE_OPTIONS:
+        assert option.flag in text
+        assert option.env in text.replace("\n", " ").replace("  ", "")
+    assert "--exit-when-idle" in text
+
+
+def test_problems_name_each_bad_setting() -> None:
+    bad = replace(Settings(), sqs_queue_url="", bridge_wait_seconds=30, bridge_compression="brotli")
+    found = problems(bad, exit_when_idle=-1)
+    assert any("SQS_QUEUE_URL" in p for p in found)
+    assert any("--wait-seconds" in p for p in found)
+    assert any("--compression" in p for p in found)
+    assert any("--exit-when-idle" in p for p in found)
+    assert problems(replace(Settings(), sqs_queue_url="http://q"), None) == []
+
+
+@synchronous
+async def test_gate_blocks_at_the_bound_until_released() -> None:
+    gate = InFlightGate(10)
+    assert await gate.acquire(10)
+    waiter = asyncio.ensure_future(gate.acquire(5))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    gate.release(5)
+    assert await asyncio.wait_for(waiter, 1)
+    gate.close()
+    assert not await gate.acquire(100)
+
+
+# -- the forwarder against fakes ----------------------------------------------------------
+
+
+def _config(**overrides: Any) -> ForwarderConfig:
+    base = ForwarderConfig(
+        pollers=2,
+        wait_seconds=1,
+        max_in_flight=1000,
+        visibility_timeout=30,
+        shutdown_timeout=3,
+        stats_interval=60,
+        backoff_base=0.01,
+        backoff_cap=0.05,
+    )
+    return replace(base, **overrides)
+
+
+def _messages(count: int) -> list[SqsMessage]:
+    return [
+        SqsMessage(f"id-{i}", f"rh-{i}", f"body {i}".encode(), 1700000000000 + i, 1)
+        for i in range(count)
+    ]
+
+
+class FakeQueue:
+    """An in-memory queue: receives pop messages, deletes and extensions are recorded."""
+
+    def __init__(self, messages: Sequence[SqsMessage]) -> None:
+        self.available = deque(messages)
+        self.deleted: list[str] = []
+        self.extended: list[str] = []
+        self.receive_errors = 0
+        self.delete_policy: Callable[[Sequence[str]], list[EntryFailure]] = lambda handles: []
+
+    async def receive(
+        self, max_messages: int, wait_seconds: int, visibility: int
+    ) -> list[SqsMessage]:
+        if self.receive_errors:
+            self.receive_errors -= 1
+            raise ConnectionError("SQS unreachable")
+        batch = [self.available.popleft() for _ in range(min(max_messages, len(self.available)))]
+        if not batch:
+            await asyncio.sleep(0.02)
+        return batch
+
+    async def delete(self, receipt_handles: Sequence[str]) -> list[EntryFailure]:
+        failures = self.delete_policy(receipt_handles)
+        failed = {f.index for f in failures}
+        self.deleted += [h for i, h in enumerate(receipt_handles) if i not in failed]
+        return failures
+
+    async def change_visibility(
+        self, receipt_handles: Sequence[str], timeout: int
+    ) -> list[EntryFailure]:
+        self.extended += receipt_handles
+        return []
+
+
+class FakeSink:
+    """A Kafka stand-in: acknowledges at once, on demand, or fails as told."""
+
+    def __init__(self, auto_ack: bool = True) -> None:
+        self.auto_ack = auto_ack
+        self.records: list[RawRecord] = []
+        self.pending: list[asyncio.Future[Any]] = []
+        self.fail_with: Callable[[RawRecord], BaseException | None] = lambda record: None
+        self.start_failures = 0
+        self.broken: list[BaseException] = []
+
+    async def start(self) -> None:
+        if self.start_failures:
+            self.start_failures -= 1
+            raise KafkaConnectionError("no broker")
+
+    async def send(self, record: RawRecord) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        error = self.fail_with(record)
+        if error is not None:
+            future.set_exception(error)
+        elif self.auto_ack:
+            self.records.append(record)
+            future.set_result(None)
+        else:
+            self.records.append(record)
+            self.pending.append(future)
+        return future
+
+    def ack_all(self) -> None:
+        for future in self.pending:
+            if not future.done():
+                future.set_result(None)
+        self.pending.clear()
+
+    def mark_broken(self, exc: BaseException) -> None:
+        self.broken.append(exc)
+
+    async def stop(self, timeout: float) -> bool:
+        return True
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+@synchronous
+async def test_forwards_every_message_then_deletes_it() -> None:
+    queue, sink = FakeQueue(_messages(95)), FakeSink()
+    forwarder = Forwarder(queue, sink, _config(exit_when_idle=0.2))
+    assert await asyncio.wait_for(forwarder.run(), 10)
+    assert sorted(r.key for r in sink.records) == sorted(f"id-{i}".encode() for i in range(95))
+    assert sorted(queue.deleted) == sorted(f"rh-{i}" for i in range(95))
+    assert forwarder.counters.snapshot() == {
+        "received": 95,
+        "forwarded": 95,
+        "deleted": 95,
+        "retried": 0,
+        "failed": 0,
+    }
+
+
+@synchronous
+async def test_deletes_only_what_kafka_acknowledged() -> None:
+    queue, sink = FakeQueue(_messages(30)), FakeSink(auto_ack=False)
+    forwarder = Forwarder(queue, sink, _config())
+    run = asyncio.ensure_future(forwarder.run())
+    await _until(lambda: len(sink.pending) == 30)
+    await asyncio.sleep(0.1)
+    assert queue.deleted == []
+    for future in sink.pending[:12]:
+        future.set_result(None)
+    await _until(lambda: len(queue.deleted) == 12)
+    acked = {r.key.decode().replace("id", "rh") for r in sink.records[:12]}
+    assert set(queue.deleted) == acked
+    forwarder.request_stop("test")
+    sink.ack_all()
+    assert await asyncio.wait_for(run, 5)
+    assert len(queue.deleted) == 30
+
+
+@synchronous
+async def test_pollers_wait_at_the_in_flight_bound() -> None:
+    queue, sink = FakeQueue(_messages(200)), FakeSink(auto_ack=False)
+    forwarder = Forwarder(queue, sink, _config(max_in_flight=25, pollers=4))
+    run = asyncio.ensure_future(forwarder.run())
+    await _until(lambda: forwarder.counters.received >= 20)
+    await asyncio.sleep(0.2)
+    assert forwarder.counters.received <= 25
+    assert forwarder.in_flight <= 25
+    sink.ack_all()
+    await _until(lambda: forwarder.counters.received > 25)
+    forwarder.request_stop("test")
+    forwarder.request_stop("test again")
+    await asyncio.wait_for(run, 5)
+
+
+@synchronous
+async def test_failed_produce_is_retried_until_acknowledged() -> None:
+    queue, sink = FakeQueue(_messages(20)), FakeSink()
+    attempts: dict[bytes, int] = {}
+
+    def flaky(record: RawRecord) -> BaseException | None:
+        attempts[record.key] = attempts.get(record.key, 0) + 1
+        return KafkaConnectionError("broker gone") if attempts[record.key] <= 2 else None
+
+    sink.fail_with = flaky
+    forwarder = Forwarder(queue, sink, _config(exit_when_idle=0.3))
+    assert await asyncio.wait_for(forwarder.run(), 10)
+    assert len(queue.deleted) == 20
+    assert forwarder.counters.retried == 40
+    assert forwarder.counters.forwarded == 20
+
+
+@synchronous
+async def test_producer_state_errors_ask_for_a_new_producer() -> None:
+    queue, sink = FakeQueue(_messages(3)), FakeSink()
+    seen: set[bytes] = set()
+
+    def fenced_once(record: RawRecord) -> BaseException | None:
+        if record.key in seen:
+            return None
+        seen.add(record.key)
+        return ProducerClosed()
+
+    sink.fail_with = fenced_once
+    forwarder = Forwarder(queue, sink, _config(exit_when_idle=0.3))
+    assert await asyncio.wait_for(forwarder.run(), 10)
+    assert len(sink.broken) == 3
+    assert len(queue.deleted) == 3
+
+
+@synchronous
+async def test_unwritable_message_is_left_in_sqs() -> None:
+    queue, sink = FakeQueue(_messages(5)), FakeSink()
+    sink.fail_with = lambda r: MessageSizeTooLargeError() if r.key == b"id-2" else None
+    forwarder = Forwarder(queue, sink, _config(exit_when_idle=0.2))
+    assert await asyncio.wait_for(forwarder.run(), 10)
+    assert "rh-2" not in queue.deleted
+    assert len(queue.deleted) == 4
+    assert forwarder.counters.failed == 1
+
+
+@synchronous
+async def test_partial_delete_failure_retries_server_faults_only() -> None:
+    queue, sink = FakeQueue(_messages(2)), FakeSink()
+    calls: list[Sequence[str]] = []
+
+    def policy(handles: Sequence[str]) -> list[EntryFailure]:
+        calls.append(list(handles))
+        if len(calls) > 1:
+            return []
+        return [
+            EntryFailure(i, "InternalError", "try again", False)
+            if h == "rh-0"
+            else EntryFailure(i, "ReceiptHandleIsInvalid", "expired", True)
+            for i, h in enumerate(handles)
+        ]
+
+    queue.delete_policy = policy
+    forwarder = Forwarder(queue, sink, _config(exit_when_idle=0.2, pollers=1))
+    assert await asyncio.wait_for(forwarder.run(), 10)
+    assert calls[1:] == [["rh-0"]]
+    assert queue.deleted == ["rh-0"]
+    assert forwarder.counters.failed == 1
+    assert forwarder.counters.deleted == 1
+    assert forwarder.counters.retried == 1
+
+
+@synchronous
+async def test_held_messages_get_their_visibility_extended() -> None:
+    queue, sink = FakeQueue(_messages(10)), FakeSink(auto_ack=False)
+    forwarder = Forwarder(queue, sink, _config(visibility_timeout=2))
+    run = asyncio.ensure_future(forwarder.run())
+    await _until(lambda: set(queue.extended) >= {f"rh-{i}" for i in range(10)}, timeout=5)
+    assert queue.deleted == []
+    sink.ack_all()
+    forwarder.request_stop("test")
+    await asyncio.wait_for(run, 5)
+
+
+@synchronous
+async def test_stop_is_bounded_when_kafka_never_acknowledges() -> None:
+    queue, sink = FakeQueue(_messages(10)), FakeSink(auto_ack=False)
+    forwarder = Forwarder(queue, sink, _config(shutdown_timeout=0.5))
+    run = asyncio.ensure_future(forwarder.run())
+    await _until(lambda: len(sink.pending) == 10)
+    forwarder.request_stop("test")
+    assert await asyncio.wait_for(run, 3)
+    assert queue.deleted == []
+
+
+@synchronous
+async def test_outages_at_start_and_on_receive_are_retried() -> None:
+    queue, sink = FakeQueue(_messages(10)), FakeSink()
+    sink.start_failures = 2
+    queue.receive_errors = 3
+    forwarder = Forwarder(queue, sink, _config(exit_when_idle=0.3))
+    assert await asyncio.wait_for(forwarder.run(), 10)
+    assert len(queue.deleted) == 10
+
+
+@synchronous
+async def test_stop_while_kafka_is_unreachable_at_start() -> None:
+    queue, sink = FakeQueue(_messages(10)), FakeSink()
+    sink.start_failures = 1000
+    forwarder = Forwarder(queue, sink, _config())
+    run = asyncio.ensure_future(forwarder.run())
+    await asyncio.sleep(0.1)
+    forwarder.request_stop("test")
+    assert await asyncio.wait_for(run, 2)
+    assert forwarder.counters.received == 0
