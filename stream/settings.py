@@ -111,6 +111,11 @@ class Settings:
     )
 
     # Worker tuning.
+    # The Faust app id is also the consumer group that `replay` rewinds.
+    app_id: str = field(default_factory=lambda: _env("MASKSTREAM_APP_ID", "maskstream"))
+    standby_replicas: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_STANDBY_REPLICAS", 1)
+    )
     sink_batch_size: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_SINK_BATCH_SIZE", 1000)
     )

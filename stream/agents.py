@@ -1,0 +1,109 @@
+"""The pipeline's agents, in the order data flows through them.
+
+1. ``mask_logins``: ``logins.raw`` -> ``logins.masked`` or ``logins.rejected``
+2. ``sink_logins``: ``logins.masked`` -> ``user_logins`` rows, ``seen_devices``
+3. ``sink_rejections``: ``logins.rejected`` -> ``rejected_logins`` rows
+
+Sinks consume with ``stream.take()``: Faust acknowledges a batch's offsets
+only after the loop body returns, and the body returns only once the batch
+is committed in PostgreSQL, so a crash replays the batch instead of losing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+from faust.web import Request, Response, View
+
+from stream.app import app, masked_topic, raw_topic, rejected_topic, seen_devices, settings, stats
+from stream.keyring import load_keyring
+from stream.masking import Masker
+from stream.records import MaskedLogin, RawLogin, Rejection
+from stream.rows import LOGINS, REJECTIONS, device_summaries, login_row, rejection_row
+from stream.sink import PostgresSink
+from stream.transform import mask_login, reject
+
+log = logging.getLogger(__name__)
+
+
+@app.agent(raw_topic)
+async def mask_logins(stream: faust.StreamT[bytes]) -> None:
+    masker = Masker(load_keyring(settings))
+    async for event in stream.events():
+        message = event.message
+        raw = RawLogin.from_kafka(
+            body=event.value,
+            headers=dict(event.headers or {}),
+            key=message.key,
+            timestamp_ms=int(message.timestamp * 1000),
+            position=f"{message.topic}:{message.partition}:{message.offset}",
+        )
+        outcome = mask_login(raw, masker)
+        if isinstance(outcome, MaskedLogin):
+            stats.masked += 1
+            stats.extra_fields_dropped += outcome.dropped_fields
+            await masked_topic.send(key=outcome.masked_device_id, value=outcome)
+        else:
+            stats.rejections[outcome.reason] += 1
+            await rejected_topic.send(key=outcome.message_id, value=outcome)
+
+
+@app.agent(masked_topic)
+async def sink_logins(stream: faust.StreamT[MaskedLogin]) -> None:
+    masker = Masker(load_keyring(settings))
+    sink = PostgresSink(settings.database_url, LOGINS)
+    try:
+        async for batch in stream.take(
+            settings.sink_batch_size, within=settings.sink_batch_seconds
+        ):
+            outcome = await sink.write([login_row(login) for login in batch])
+            stats.rows_written += outcome.inserted
+            stats.rows_already_present += len(batch) - outcome.inserted - len(outcome.refused)
+            for index, reason in outcome.refused:
+                login = batch[index]
+                stats.rejections[reason] += 1
+                raw = RawLogin(login.message_id, login.sent_at_ms, login.dumps())
+                await rejected_topic.send(key=login.message_id, value=reject(raw, reason, masker))
+            summaries = await device_summaries(
+                await sink.connection(), {login.masked_device_id for login in batch}
+            )
+            for device, summary in summaries.items():
+                seen_devices[device.encode()] = summary
+    finally:
+        await sink.close()
+
+
+@app.agent(rejected_topic)
+async def sink_rejections(stream: faust.StreamT[Rejection]) -> None:
+    sink = PostgresSink(settings.database_url, REJECTIONS)
+    try:
+        async for batch in stream.take(
+            settings.sink_batch_size, within=settings.sink_batch_seconds
+        ):
+            outcome = await sink.write([rejection_row(r) for r in batch])
+            for index, reason in outcome.refused:
+                # Rejections hold only ids, reasons and tokens; this should not
+                # happen, and if it does the message id says which one.
+                log.error("rejection of message %s not stored: %s", batch[index].message_id, reason)
+    finally:
+        await sink.close()
+
+
+@app.timer(interval=30.0)
+async def log_stats() -> None:
+    log.info("pipeline: %s", stats.summary())
+
+
+@app.page("/seen-devices/{device}/")
+class SeenDeviceView(View):
+    """``GET /seen-devices/<masked device id>/``: that device's ``seen_devices`` entry,
+    answered by whichever worker owns the device's partition."""
+
+    @app.table_route(table=seen_devices, match_info="device")
+    async def get(self, request: Request, device: str) -> Response:
+        entry = seen_devices.get(device.encode())
+        if entry is None:
+            return self.json({"error": "device not seen", "device": device}, status=404)
+        return self.json({"device": device, **entry.asdict(), "observed_at": time.time()})

@@ -1,0 +1,90 @@
+"""The Faust application: ``faust -A stream.app worker -l info``.
+
+This module wires configuration to Faust: the app, its three topics and the
+``seen_devices`` table. The agents that move data between them live in
+:mod:`stream.agents`, imported at the bottom so they register with the app.
+
+A worker refuses to start without a masking key: it exits with one line
+naming the variables to set, and never processes PII unmasked.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import faust
+
+from stream import settings as settings_module
+from stream.keyring import KeyRingError, load_keyring
+from stream.records import MaskedLogin, Rejection, SeenDevice
+from stream.stack.ports import choose_port
+from stream.stats import PipelineStats
+
+settings = settings_module.load()
+
+try:
+    load_keyring(settings)
+except KeyRingError as exc:
+    sys.exit(f"maskstream worker: {exc}")
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+    store="memory://",  # tables are rebuilt from their changelog topics on start
+    topic_partitions=settings.topics.partitions,
+    table_standby_replicas=settings.standby_replicas,
+    consumer_auto_offset_reset="earliest",
+    # Several workers may run on one host: take the configured port if free.
+    web_port=choose_port(settings.worker_web_port, set()),
+    web_host="127.0.0.1",
+    datadir=str(settings.data_dir),
+    producer_acks=-1,
+    producer_linger_ms=5,
+    producer_max_request_size=2 * 1024 * 1024,
+    broker_commit_every=settings.sink_batch_size,
+    stream_buffer_maxsize=4 * settings.sink_batch_size,
+    autodiscover=False,
+)
+
+# internal=True: the worker creates missing topics with our partition count
+# (and the raw topic with its retention, as the bridge does) before consuming.
+raw_topic = app.topic(
+    settings.topics.raw,
+    key_type=bytes,
+    value_type=bytes,
+    value_serializer="raw",
+    partitions=settings.topics.partitions,
+    retention=timedelta(hours=settings.topics.raw_retention_hours),
+    internal=True,
+)
+masked_topic = app.topic(
+    settings.topics.masked,
+    key_type=str,
+    value_type=MaskedLogin,
+    partitions=settings.topics.partitions,
+    internal=True,
+)
+rejected_topic = app.topic(
+    settings.topics.rejected,
+    key_type=str,
+    value_type=Rejection,
+    partitions=settings.topics.partitions,
+    internal=True,
+)
+
+# Keys are masked device ids as bytes, the very bytes that key logins.masked:
+# with use_partitioner, a device's changelog partition is its masked-topic
+# partition, so each entry moves with the partition that updates it.
+seen_devices = app.Table(
+    "seen_devices",
+    key_type=bytes,
+    value_type=SeenDevice,
+    partitions=settings.topics.partitions,
+    use_partitioner=True,
+)
+
+# What this worker processed, for the periodic log line (and metrics later).
+stats = PipelineStats()
+
+from stream import agents  # noqa: E402,F401  (registers agents, pages and timers)

@@ -1,0 +1,92 @@
+"""The three shapes an event takes on its way through the pipeline.
+
+``RawLogin`` is what the bridge put on ``logins.raw``: an untouched body plus
+the SQS metadata from its headers. ``MaskedLogin`` (on ``logins.masked``) and
+``Rejection`` (on ``logins.rejected``) are Faust records serialized as JSON;
+neither ever holds an IP or a device id in clear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import faust
+
+# Header names written by the bridge (bridge/producer.py).
+HEADER_MESSAGE_ID = "sqs_message_id"
+HEADER_SENT_TIMESTAMP = "sqs_sent_timestamp"
+HEADER_RECEIVE_COUNT = "sqs_receive_count"
+
+
+@dataclass(frozen=True, slots=True)
+class RawLogin:
+    """One SQS message as the bridge forwarded it. ``body`` may hold PII in clear."""
+
+    message_id: str
+    sent_at_ms: int
+    body: bytes
+    receive_count: int = 1
+
+    @classmethod
+    def from_kafka(
+        cls,
+        body: bytes | None,
+        headers: Mapping[str, bytes] | None,
+        key: bytes | None,
+        timestamp_ms: int,
+        position: str,
+    ) -> RawLogin:
+        """Build from a Kafka record; fall back to the key and the record's own
+        timestamp when a producer other than the bridge left headers out."""
+        headers = headers or {}
+        message_id = _header(headers, HEADER_MESSAGE_ID) or (
+            key.decode("utf-8", "replace") if key else f"kafka:{position}"
+        )
+        sent = _header(headers, HEADER_SENT_TIMESTAMP)
+        receives = _header(headers, HEADER_RECEIVE_COUNT)
+        return cls(
+            message_id=message_id[:128],
+            sent_at_ms=int(sent) if sent and sent.isdigit() else timestamp_ms,
+            body=body or b"",
+            receive_count=int(receives) if receives and receives.isdigit() else 1,
+        )
+
+
+def _header(headers: Mapping[str, bytes], name: str) -> str | None:
+    value = headers.get(name)
+    return value.decode("utf-8", "replace") if value is not None else None
+
+
+class MaskedLogin(faust.Record, serializer="json"):
+    """A valid login with PII replaced by tokens; one row of ``user_logins``."""
+
+    message_id: str
+    user_id: str
+    device_type: str
+    masked_ip: str
+    masked_device_id: str
+    locale: str | None
+    app_version: int  # major version, as the exercise's column wants
+    app_version_full: str
+    sent_at_ms: int  # SQS SentTimestamp, epoch milliseconds
+    create_date: str  # UTC date of sent_at, ISO format
+    dropped_fields: int = 0  # unknown keys removed from the body
+
+
+class Rejection(faust.Record, serializer="json"):
+    """Why a message did not become a row; the body is kept only as a token."""
+
+    message_id: str
+    sent_at_ms: int
+    rejected_at_ms: int
+    reason: str
+    body_token: str  # the original body, encrypted under the key ring (field "body")
+
+
+class SeenDevice(faust.Record, serializer="json"):
+    """The ``seen_devices`` table's value: derived from ``user_logins`` rows."""
+
+    first_seen_ms: int
+    last_seen_ms: int
+    login_count: int
