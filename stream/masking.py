@@ -92,9 +92,14 @@ class TokenParts:
         return token_prefix(self.mode, self.key_id, self.field)
 
 
+def key_prefix(mode: str, key_id: str) -> str:
+    """``MODE:KEYID:``, how every token made with one key starts (for SQL filters)."""
+    return f"{mode}{SEPARATOR}{key_id}{SEPARATOR}"
+
+
 def token_prefix(mode: str, key_id: str, field: str) -> str:
-    """``MODE:KEYID:FIELD:``, the part of a token that is also authenticated."""
-    return f"{mode}{SEPARATOR}{key_id}{SEPARATOR}{field}{SEPARATOR}"
+    """``MODE:KEYID:FIELD:``, everything in a token but the payload."""
+    return f"{key_prefix(mode, key_id)}{field}{SEPARATOR}"
 
 
 def b64encode(data: bytes) -> str:
@@ -173,6 +178,19 @@ def hmac_seal(data: bytes, keyed: hmac.HMAC) -> bytes:
     mac = keyed.copy()
     mac.update(data)
     return mac.digest()
+
+
+def max_value_bytes(field: str, column_chars: int = 256) -> int:
+    """The longest value (in UTF-8 bytes) whose token of *field* fits *column_chars*.
+
+    Worst case over modes and key ids (up to 16 characters), so validation
+    can bound values once: a 64-character device id always fits if it is
+    ASCII, but 64 four-byte characters would not fit ``varchar(256)``.
+    """
+    longest_key_id = "k" * 16
+    prefix = max(len(token_prefix(mode, longest_key_id, field)) for mode in MODES)
+    payload_bytes = (column_chars - prefix) // 4 * 3
+    return payload_bytes - SIV_TAG_BYTES
 
 
 def field_state(ring: KeyRing, cipher: AESSIV | None, field: str) -> FieldState:
