@@ -1,0 +1,343 @@
+"""The bridge as a real process against the local ElasticMQ and Kafka.
+
+Each test makes its own queue and topic, so runs in parallel with other
+people's tests do not see each other's messages. The Kafka outage test stops
+the shared broker for a while: it runs last in this file and restarts Kafka
+even when it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+pytestmark = pytest.mark.services
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SQS_LIMIT = 262_144
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+@dataclass
+class Lane:
+    """One test's private queue and topic, plus clients to inspect them."""
+
+    queue_url: str
+    topic: str
+    bootstrap: str
+    sqs: object
+
+    def fill(self, bodies: Sequence[str]) -> dict[str, str]:
+        """Send *bodies* (up to ten per call, one per call if large); return id -> body."""
+        groups: list[list[str]] = []
+        for body in bodies:
+            size = len(body.encode())
+            if (
+                groups
+                and len(groups[-1]) < 10
+                and size < 20_000
+                and sum(len(b.encode()) for b in groups[-1]) + size < SQS_LIMIT
+            ):
+                groups[-1].append(body)
+            else:
+                groups.append([body])
+
+        def send(group: list[str]) -> dict[str, str]:
+            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(group)]
+            response = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            assert not response.get("Failed"), response.get("Failed")
+            return {ok["MessageId"]: group[int(ok["Id"])] for ok in response["Successful"]}
+
+        sent: dict[str, str] = {}
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for part in pool.map(send, groups):
+                sent.update(part)
+        assert len(sent) == len(bodies)
+        return sent
+
+    def depth(self) -> int:
+        """Messages still in the queue, visible or held by a consumer."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def records(self) -> list[ConsumerRecord]:
+        return asyncio.run(read_topic(self.bootstrap, self.topic))
+
+    def bridge(self, log_file: Path, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``python -m bridge`` on this lane; its log goes to *log_file*."""
+        command = [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--queue-url",
+            self.queue_url,
+            "--topic",
+            self.topic,
+            "--stats-interval",
+            "5",
+            *args,
+        ]
+        with log_file.open("ab") as log:
+            return subprocess.Popen(
+                command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+            )
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record now in *topic*, read from the beginning to the end offsets."""
+    count, _ = await topic_details(bootstrap, topic)
+    partitions = [TopicPartition(topic, p) for p in range(count)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord] = []
+        while any([await consumer.position(tp) < end[tp] for tp in partitions]):
+            for batch in (await consumer.getmany(*partitions, timeout_ms=1000)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def topic_details(bootstrap: str, topic: str) -> tuple[int, dict[str, str]]:
+    """The partition count and the explicitly set configuration of *topic*."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, None)]
+        )
+        configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+        return len(description["partitions"]), configs
+    finally:
+        await admin.close()
+
+
+async def _delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def header(record: ConsumerRecord, name: str) -> bytes:
+    return dict(record.headers)[name]
+
+
+def login_bodies(count: int, tag: str) -> list[str]:
+    """Distinct login-like bodies; the tag lets a test look for bodies in logs."""
+    return [
+        json.dumps(
+            {
+                "user_id": str(uuid.uuid4()),
+                "app_version": "2.3.0",
+                "device_type": "android",
+                "ip": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
+                "locale": None if i % 3 else "RU",
+                "device_id": f"{tag}-{i:06d}",
+            }
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Lane]:
+    name = f"bridge-test-{uuid.uuid4().hex[:10]}"
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    yield Lane(queue_url=queue_url, topic=name, bootstrap=bootstrap, sqs=sqs)
+    sqs.delete_queue(QueueUrl=queue_url)
+    # Kafka may be down after a failed fault test; a leftover topic is harmless.
+    with contextlib.suppress(Exception):
+        asyncio.run(_delete_topic(bootstrap, name))
+
+
+def finish(process: subprocess.Popen[bytes], timeout: float) -> int:
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_5000_messages_arrive_once_each_unchanged_with_headers_and_times(
+    lane: Lane, tmp_path: Path
+) -> None:
+    bodies = login_bodies(5000, tag="PIIMARK")
+    before_ms = int(time.time() * 1000)
+    sent = lane.fill(bodies)
+    after_ms = int(time.time() * 1000)
+    log = tmp_path / "bridge.log"
+
+    bridge = lane.bridge(
+        log, "--exit-when-idle", "3", "--partitions", "4", "--retention-hours", "2"
+    )
+    assert finish(bridge, timeout=120) == 0, log.read_text()
+
+    records = lane.records()
+    assert len(records) == 5000
+    assert {r.key.decode() for r in records} == set(sent)
+    for record in records:
+        message_id = record.key.decode()
+        assert record.value == sent[message_id].encode()
+        assert header(record, "sqs_message_id") == record.key
+        assert header(record, "sqs_sent_timestamp") == str(record.timestamp).encode()
+        assert header(record, "sqs_receive_count") == b"1"
+        assert record.timestamp_type == 0  # CreateTime: the SQS SentTimestamp we set
+        assert before_ms - 1000 <= record.timestamp <= after_ms + 1000
+    assert lane.depth() == 0
+    partitions, configs = asyncio.run(topic_details(lane.bootstrap, lane.topic))
+    assert partitions == 4
+    assert configs["retention.ms"] == str(2 * 3_600_000)
+    text = log.read_text()
+    assert "received=5000 forwarded=5000 deleted=5000" in text
+    assert "PIIMARK" not in text and '"ip"' not in text
+
+
+def test_odd_bodies_are_forwarded_byte_for_byte(lane: Lane, tmp_path: Path) -> None:
+    bodies = [
+        "not json at all",
+        " ",
+        "{}",
+        "null",
+        '{"foo": "...", "bar": "123"}',
+        "José Ünïcødé 🚀 中文 ¿",
+        "tab\tcarriage\r\nnewline",
+        '{"pad": "' + "a" * (SQS_LIMIT - 11) + '"}',  # exactly the 256 KiB limit
+        "é" * (SQS_LIMIT // 2),  # limit reached with two-byte characters
+    ]
+    assert len(bodies[7].encode()) == SQS_LIMIT
+    assert len(bodies[8].encode()) == SQS_LIMIT
+    sent = lane.fill(bodies)
+    log = tmp_path / "bridge.log"
+
+    bridge = lane.bridge(log, "--exit-when-idle", "2")
+    assert finish(bridge, timeout=60) == 0, log.read_text()
+
+    forwarded = {r.key.decode(): r.value for r in lane.records()}
+    assert forwarded == {message_id: body.encode() for message_id, body in sent.items()}
+    assert lane.depth() == 0
+
+
+def test_exit_when_idle_waits_for_the_idle_time_and_leaves_the_queue_empty(
+    lane: Lane, tmp_path: Path
+) -> None:
+    lane.fill(login_bodies(300, tag="idle"))
+    log = tmp_path / "bridge.log"
+    started = time.monotonic()
+    bridge = lane.bridge(log, "--exit-when-idle", "3")
+    assert finish(bridge, timeout=60) == 0, log.read_text()
+    elapsed = time.monotonic() - started
+    assert 3 <= elapsed < 30
+    assert lane.depth() == 0
+    assert len({r.key for r in lane.records()}) == 300
+
+
+def test_sigterm_mid_stream_then_restart_forwards_everything(lane: Lane, tmp_path: Path) -> None:
+    total = 3000
+    sent = lane.fill(login_bodies(total, tag="term"))
+    log = tmp_path / "bridge.log"
+    # Slow the first bridge down (few in flight, long linger) so SIGTERM lands mid-stream.
+    slow = ("--max-in-flight", "40", "--linger-ms", "200", "--pollers", "2")
+    first = lane.bridge(log, *slow, "--visibility-timeout", "5")
+    wait_until(lambda: lane.depth() <= total - 300, timeout=60, what="the bridge to start")
+    first.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    assert finish(first, timeout=40) == 0, log.read_text()
+    assert time.monotonic() - stopped < 25
+
+    on_topic = {r.key.decode() for r in lane.records()}
+    remaining = lane.depth()
+    assert 0 < len(on_topic) < total, "SIGTERM should land mid-stream"
+    # Deleted exactly what Kafka acknowledged: nothing unacknowledged is gone.
+    assert remaining == total - len(on_topic)
+
+    second = lane.bridge(log, "--exit-when-idle", "8")
+    assert finish(second, timeout=120) == 0, log.read_text()
+    assert {r.key.decode() for r in lane.records()} == set(sent)
+    assert lane.depth() == 0
+
+
+@pytest.mark.faults
+def test_kafka_outage_deletes_nothing_and_recovers(lane: Lane, tmp_path: Path) -> None:
+    """Runs last: it stops the shared Kafka broker for about half a minute."""
+    from stream.stack.manager import Stack
+
+    stack = Stack.from_settings()
+    log = tmp_path / "bridge.log"
+    bridge = lane.bridge(log, "--visibility-timeout", "6")
+    try:
+        first = lane.fill(login_bodies(500, tag="before"))
+        wait_until(lambda: lane.depth() == 0, timeout=60, what="the first batch to be deleted")
+
+        stack.stop_service("kafka")
+        try:
+            second = lane.fill(login_bodies(500, tag="during"))
+            time.sleep(15)  # well past the visibility timeout: extensions must hold the messages
+            assert bridge.poll() is None, log.read_text()
+            assert lane.depth() == 500, "messages were deleted without an acknowledgement"
+        finally:
+            stack.start_service("kafka")
+
+        wait_until(lambda: lane.depth() == 0, timeout=120, what="the backlog to drain")
+        bridge.send_signal(signal.SIGTERM)
+        assert finish(bridge, timeout=40) == 0, log.read_text()
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+
+    records = lane.records()
+    by_id = {r.key.decode(): r for r in records}
+    assert set(by_id) == set(first) | set(second)
+    for message_id in second:
+        assert by_id[message_id].value == second[message_id].encode()
+        # Held through the outage, not redelivered: received exactly once.
+        assert header(by_id[message_id], "sqs_receive_count") == b"1"
+    text = log.read_text()
+    assert "Kafka unavailable" in text
+    assert "Kafka available again" in text
