@@ -1,0 +1,87 @@
+"""Run bridges and Faust workers as child processes (the demo, tests, benchmarks).
+
+Each child gets the given environment and a log file of its own; stopping
+sends SIGTERM (the graceful path a real deployment uses) and escalates to
+SIGKILL only after a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.stack.ports import any_free_port
+
+
+@dataclass
+class Launcher:
+    """Starts children with *env* and writes their logs under *log_dir*."""
+
+    env: Mapping[str, str]
+    log_dir: Path
+    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def _start(
+        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None
+    ) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            child = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+        self.children[name] = child
+        return child
+
+    def start_worker(
+        self, name: str, extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
+        """``faust -A stream.app worker`` with its own web port and data directory."""
+        port = any_free_port()
+        data_dir = self.log_dir / f"{name}-data"
+        argv = [
+            sys.executable,
+            "-m",
+            "faust",
+            "-A",
+            "stream.app",
+            "worker",
+            "-l",
+            "info",
+            "--web-port",
+            str(port),
+        ]
+        return self._start(name, argv, {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})})
+
+    def start_bridge(self, name: str = "bridge", *args: str) -> subprocess.Popen:
+        return self._start(name, [sys.executable, "-m", "bridge", *args], None)
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(
+        self, name: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0
+    ) -> int | None:
+        """Signal one child and wait for it; SIGKILL if it outlives *timeout*."""
+        child = self.children.pop(name, None)
+        if child is None or child.poll() is not None:
+            return None if child is None else child.returncode
+        child.send_signal(sig)
+        try:
+            return child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
+
+    def kill(self, name: str) -> None:
+        """kill -9: no flush, no goodbye (fault injection)."""
+        self.stop(name, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in list(self.children):
+            self.stop(name)
