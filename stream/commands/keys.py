@@ -452,10 +452,10 @@ def usable_tables(conn: psycopg.Connection, tables: Sequence[TokenTable]) -> lis
             problems.append(f"table {table.name} has no column {', '.join(missing)}")
         else:
             usable.append(table)
-    for problem in problems:
-        print(f"maskstream rekey: skipping: {problem}", file=sys.stderr)
     if not usable:
         raise CommandError("nothing to rekey: " + "; ".join(problems))
+    for problem in problems:
+        print(f"maskstream rekey: skipping: {problem}", file=sys.stderr)
     return usable
 
 
@@ -584,7 +584,7 @@ def key_counts(conn: psycopg.Connection, table: TokenTable) -> dict[str, int]:
 def report_rekey(table: TokenTable, result: RekeyResult) -> int:
     """Print what was done; return the number of failures."""
     failures = result.failures
-    print(f"{table.name}: re-keyed {result.tokens} tokens in {result.rows} rows")
+    print(f"{table.name}: re-keyed rows: {result.rows}, tokens: {result.tokens}")
     for label in failures[:MAX_FAILURES_SHOWN]:
         print(f"  failed: {label}", file=sys.stderr)
     if len(failures) > MAX_FAILURES_SHOWN:
