@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 # Libraries that log request and response payloads, i.e. message bodies, at
 # DEBUG: they are capped at INFO even under --verbose so no body reaches a log.
 PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "aiokafka")
+# A library message repeated within this many seconds is dropped from the log.
+LIBRARY_REPEAT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -267,12 +270,50 @@ def _check_codec(name: str) -> str | None:
     return f"compression {name!r} needs its Python library; install it or use --compression none"
 
 
-def cap_payload_loggers() -> None:
-    """Keep libraries that would log message bodies at DEBUG from doing so."""
+class RepeatThrottle(logging.Filter):
+    """Pass each distinct message of a library at most once per *interval* seconds.
+
+    While Kafka is down aiokafka logs every reconnect attempt, ten times a
+    second; the bridge's own outage lines say what matters, and the first
+    occurrence of each library message is kept for the details.
+    """
+
+    def __init__(
+        self, prefix: str, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefix):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            record.msg = f"{record.getMessage()} [{suppressed} similar lines suppressed]"
+            record.args = None
+        return True
+
+
+def configure_library_logging() -> None:
+    """Keep message bodies out of library debug logs, and library retry noise down."""
     for name in PAYLOAD_LOGGERS:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:
             logger.setLevel(logging.INFO)
+    throttle = RepeatThrottle("aiokafka", interval=LIBRARY_REPEAT_SECONDS)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(throttle)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
         errors.append(codec_error)
     if errors:
         raise CommandError("; ".join(errors))
-    cap_payload_loggers()
+    configure_library_logging()
     return asyncio.run(serve(settings, args.exit_when_idle))
 
 

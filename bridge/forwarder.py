@@ -127,8 +127,10 @@ def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
 
 def describe(exc: BaseException) -> str:
     """An error for the log: its type and message; never a message body."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 class OutageLog:
@@ -244,6 +246,7 @@ class Forwarder:
         self._drained = asyncio.Event()
         self._drained.set()
         self._idle_since: float | None = None
+        self._last_ack = float("-inf")
         self._kafka = OutageLog("Kafka", clock)
         self._sqs = OutageLog("SQS", clock)
         self._resends: set[asyncio.Task[None]] = set()
@@ -423,6 +426,7 @@ class Forwarder:
             self._produce_failed(held, exc)
             return
         held.acked = True
+        self._last_ack = self._clock()
         self.counters.forwarded += 1
         self._kafka.success()
         self._acked.put_nowait(held)
@@ -579,11 +583,19 @@ class Forwarder:
                 self.request_stop(f"queue empty for {config.exit_when_idle:g}s, all forwarded")
 
     def _check_stall(self, now: float) -> None:
+        """Kafka is stalled if messages wait and none was acknowledged for a while.
+
+        Progress, not the age of the oldest message, is what counts: after an
+        outage the backlog drains over seconds while acknowledgements flow.
+        """
         waiting = [h.sent_at for h in self._held if not h.acked]
-        if waiting and now - min(waiting) >= self._config.stall_warning_seconds:
+        if not waiting:
+            return
+        quiet = now - max(self._last_ack, min(waiting))
+        if quiet >= self._config.stall_warning_seconds:
             self._kafka.failure(
-                f"no acknowledgement for {now - min(waiting):.0f}s; holding {len(self._held)} "
-                "messages, extending their visibility"
+                f"no acknowledgement for {quiet:.0f}s; holding {len(self._held)} messages, "
+                "extending their visibility"
             )
 
     def _is_idle(self, now: float) -> bool:

@@ -20,7 +20,13 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, ProducerClosed
 
-from bridge.cli import BRIDGE_OPTIONS, add_bridge_arguments, apply_overrides, problems
+from bridge.cli import (
+    BRIDGE_OPTIONS,
+    RepeatThrottle,
+    add_bridge_arguments,
+    apply_overrides,
+    problems,
+)
 from bridge.counters import Counters
 from bridge.forwarder import (
     Forwarder,
@@ -43,12 +49,12 @@ from bridge.sqs import EntryFailure, SqsMessage, batch_failures, parse_message
 from stream.settings import Settings, Topics
 
 
-def synchronous(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+def synchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     """Run an async test on a fresh event loop (the project has no asyncio plugin)."""
 
     @functools.wraps(test)
-    def run() -> None:
-        asyncio.run(test())
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
 
     return run
 
@@ -150,6 +156,22 @@ def test_outage_log_reports_start_repeats_and_end(caplog: pytest.LogCaptureFixtu
         "Kafka still unavailable after 31s: refused",
         "Kafka available again after 40s",
     ]
+
+
+def test_repeat_throttle_passes_each_library_message_once_per_interval() -> None:
+    now = [0.0]
+    throttle = RepeatThrottle("aiokafka", interval=30, clock=lambda: now[0])
+
+    def record(name: str, port: int) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, "", 0, "cannot connect to %s", (port,), None)
+
+    assert throttle.filter(record("aiokafka", 1))
+    assert not throttle.filter(record("aiokafka", 2))
+    assert throttle.filter(record("bridge.forwarder", 3))
+    now[0] = 31
+    again = record("aiokafka", 4)
+    assert throttle.filter(again)
+    assert again.getMessage() == "cannot connect to 4 [1 similar lines suppressed]"
 
 
 def test_cli_flags_override_settings_and_nested_topics() -> None:
@@ -441,6 +463,25 @@ async def test_held_messages_get_their_visibility_extended() -> None:
     sink.ack_all()
     forwarder.request_stop("test")
     await asyncio.wait_for(run, 5)
+
+
+@synchronous
+async def test_stalled_kafka_is_reported_once_and_its_return_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, sink = FakeQueue(_messages(10)), FakeSink(auto_ack=False)
+    forwarder = Forwarder(queue, sink, _config(stall_warning_seconds=0.3))
+    with caplog.at_level(logging.INFO, logger="bridge.forwarder"):
+        run = asyncio.ensure_future(forwarder.run())
+        await _until(lambda: len(sink.pending) == 10)
+        await asyncio.sleep(0.8)
+        sink.ack_all()
+        await _until(lambda: len(queue.deleted) == 10)
+        forwarder.request_stop("test")
+        await asyncio.wait_for(run, 5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Kafka unavailable: no acknowledgement" in m for m in messages) == 1
+    assert sum("Kafka available again" in m for m in messages) == 1
 
 
 @synchronous
