@@ -189,6 +189,27 @@ def test_unmask_reads_tokens_of_rotated_keys(
     assert capsys.readouterr().out == f"{IP}\n"
 
 
+@pytest.mark.services
+def test_values_with_line_breaks_need_nul_termination(
+    masker: Masker,
+    db: psycopg.Connection,
+    audit_since: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = '{"ip": "198.51.100.23",\n "device_id": "593-47-5928"}'
+    token = masker.mask("body", body)
+    assert main(["unmask", token]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--null" in captured.err
+    assert IP not in captured.err
+    assert audit_rows(db, audit_since) == []
+
+    assert main(["unmask", "-0", token]) == 0
+    assert capsys.readouterr().out == body + "\0"
+    assert len(audit_rows(db, audit_since)) == 1
+
+
 def test_unmask_refuses_to_print_when_the_audit_cannot_be_written(
     masker: Masker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -289,12 +289,14 @@ def check_printable(
     values: Sequence[tuple[str, str] | None], labels: Sequence[str], terminator: str
 ) -> None:
     """Refuse, before auditing, output that would not be one value per line."""
+    advice = (
+        "the value contains a line break; use --null (-0) for NUL-terminated output"
+        if terminator == "\n"
+        else "the value contains a NUL character, so it cannot be NUL-terminated"
+    )
     for label, item in zip(labels, values, strict=True):
         if item is not None and terminator in item[1]:
-            raise CommandError(
-                f"{label}: the value contains a line break or NUL; "
-                "use --null (-0) for NUL-terminated output"
-            )
+            raise CommandError(f"{label}: {advice}; nothing printed")
 
 
 def audit_entry(given: TokenInput, values: Sequence[tuple[str, str] | None]) -> AuditEntry:
