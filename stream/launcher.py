@@ -25,6 +25,7 @@ class Launcher:
     env: Mapping[str, str]
     log_dir: Path
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    web_ports: dict[str, int] = field(default_factory=dict)
 
     def _start(
         self, name: str, argv: list[str], extra_env: Mapping[str, str] | None
@@ -42,7 +43,7 @@ class Launcher:
         self, name: str, extra_env: Mapping[str, str] | None = None
     ) -> subprocess.Popen:
         """``faust -A stream.app worker`` with its own web port and data directory."""
-        port = any_free_port()
+        port = self.web_ports[name] = any_free_port()
         data_dir = self.log_dir / f"{name}-data"
         argv = [
             sys.executable,

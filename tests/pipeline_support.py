@@ -1,0 +1,157 @@
+"""An isolated pipeline on the shared local stack, for tests and benchmarks.
+
+Each :class:`IsolatedPipeline` has its own topics, consumer group, SQS queue
+and PostgreSQL database, so tests can run side by side on one stack and each
+can count exactly what it produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from psycopg import sql
+
+from stream.launcher import Launcher
+from stream.records import HEADER_MESSAGE_ID, HEADER_RECEIVE_COUNT, HEADER_SENT_TIMESTAMP
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """What the bridge would have put on the raw topic for one SQS message."""
+
+    message_id: str
+    body: bytes
+    sent_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+def with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@dataclass
+class IsolatedPipeline:
+    stack_env: dict[str, str]
+    work_dir: Path
+    partitions: int = 4
+    name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+
+    def __post_init__(self) -> None:
+        self.admin_url = self.stack_env["DATABASE_URL"]
+        self.database_url = with_database(self.admin_url, self.name)
+        self.raw_topic = f"{self.name}.raw"
+        self.masked_topic = f"{self.name}.masked"
+        self.rejected_topic = f"{self.name}.rejected"
+        self.env = {
+            **self.stack_env,
+            "DATABASE_URL": self.database_url,
+            "MASKSTREAM_APP_ID": self.name,
+            "MASKSTREAM_TOPIC_RAW": self.raw_topic,
+            "MASKSTREAM_TOPIC_MASKED": self.masked_topic,
+            "MASKSTREAM_TOPIC_REJECTED": self.rejected_topic,
+            "MASKSTREAM_PARTITIONS": str(self.partitions),
+            "MASKSTREAM_SINK_BATCH_SECONDS": "0.5",
+        }
+        self.launcher = Launcher(self.env, self.work_dir / self.name)
+
+    # -- database ---------------------------------------------------------------
+
+    def create_database(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+
+    def drop_database(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+            )
+
+    def query(self, statement: str, params: tuple = ()) -> list[tuple]:
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(statement, params).fetchall()
+
+    def execute(self, statements: str) -> None:
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(statements)
+
+    def outcome_count(self) -> int:
+        """Rows plus rejections (0 before the worker has created the tables)."""
+        try:
+            rows = self.query(
+                "SELECT (SELECT count(*) FROM user_logins) + (SELECT count(*) FROM rejected_logins)"
+            )
+        except psycopg.errors.UndefinedTable:
+            return 0
+        return int(rows[0][0])
+
+    def wait_for_outcomes(self, expected: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (count := self.outcome_count()) < expected:
+            crashed = {n: c.returncode for n, c in self.launcher.children.items() if c.poll()}
+            assert not crashed, f"children exited: {crashed}"
+            assert time.monotonic() < deadline, f"only {count} of {expected} outcomes"
+            time.sleep(0.5)
+        # Let in-flight batches land so a test can see an excess, not just enough.
+        time.sleep(2 * float(self.env["MASKSTREAM_SINK_BATCH_SECONDS"]) + 1)
+
+    # -- kafka ---------------------------------------------------------------------
+
+    def produce_raw(self, messages: Iterable[RawMessage]) -> None:
+        asyncio.run(self._produce_raw(list(messages)))
+
+    async def _produce_raw(self, messages: list[RawMessage]) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=10,
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(
+                    self.raw_topic,
+                    m.body,
+                    key=m.message_id.encode(),
+                    timestamp_ms=m.sent_at_ms,
+                    headers=[
+                        (HEADER_MESSAGE_ID, m.message_id.encode()),
+                        (HEADER_SENT_TIMESTAMP, str(m.sent_at_ms).encode()),
+                        (HEADER_RECEIVE_COUNT, b"1"),
+                    ],
+                )
+                for m in messages
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        """Every record currently on *topic*, as (key, value)."""
+        return asyncio.run(self._read_topic(topic))
+
+    async def _read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            tps = list(consumer.assignment())
+            end = await consumer.end_offsets(tps)
+            records: list[tuple[bytes | None, bytes]] = []
+            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                for batch in (await consumer.getmany(timeout_ms=2000)).values():
+                    records.extend((r.key, r.value) for r in batch)
+            return records
+        finally:
+            await consumer.stop()

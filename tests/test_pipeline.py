@@ -1,0 +1,236 @@
+"""The stream pipeline end to end on real Kafka, PostgreSQL and worker processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline_support import IsolatedPipeline, RawMessage
+
+pytestmark = pytest.mark.services
+
+
+def login(
+    device_id: str = "593-47-5928", ip: str = "199.172.111.135", **overrides: object
+) -> bytes:
+    body = {
+        "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
+        "app_version": "2.3.0",
+        "device_type": "android",
+        "ip": ip,
+        "locale": "RU",
+        "device_id": device_id,
+    }
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def pipeline(stack_env: dict[str, str], tmp_path: Path) -> Iterator[IsolatedPipeline]:
+    pipe = IsolatedPipeline(stack_env, tmp_path)
+    pipe.create_database()
+    try:
+        yield pipe
+    finally:
+        pipe.launcher.stop_all()
+        pipe.drop_database()
+
+
+# Each bad body, the reason it must be rejected with.
+BAD_INPUTS = {
+    b"not json at all": "not JSON",
+    b"   ": "empty body",
+    b'{"foo": "oops_wrong_message_format", "bar": "123"}': "not a login (no login fields)",
+    b"[1, 2]": "not an object (JSON array)",
+    b"{}": "empty object",
+    b"\xff\xfe": "not UTF-8 text",
+    login(app_version=3): "app_version must be a string, got number",
+    login(app_version="three"): "app_version is not a version like 2.3.0, 0.96 or 3.7",
+    login(user_id="u" * 129): "user_id longer than 128",
+    login(device_type="d" * 33): "device_type longer than 32",
+    login(locale="l" * 33): "locale longer than 32",
+    login(ip="300.1.2.3"): "ip is not an IPv4 or IPv6 address",
+    json.dumps(
+        {"user_id": "u", "app_version": "1.0", "device_type": "ios", "ip": "1.2.3.4"}
+    ).encode(): ("missing field device_id"),
+    # Valid JSON the database refuses (NUL in text): isolated, rejected with its reason.
+    login(user_id="nul\u0000inside"): "database refused row",
+}
+
+
+def test_each_bad_input_is_one_rejection_and_good_messages_around_it_are_written(
+    pipeline: IsolatedPipeline,
+) -> None:
+    messages: list[RawMessage] = []
+    expected_reasons: dict[str, str] = {}
+    good_ids: list[str] = []
+    for body, reason in BAD_INPUTS.items():
+        good = RawMessage(new_id(), login(device_id=f"dev-{len(good_ids)}"))
+        bad = RawMessage(new_id(), body)
+        messages += [good, bad]
+        good_ids.append(good.message_id)
+        expected_reasons[bad.message_id] = reason
+    extra = RawMessage(new_id(), login(device_id="dev-extra", unexpected="field"))
+    null_locale = RawMessage(new_id(), login(device_id="dev-null", locale=None, app_version="0.96"))
+    messages += [extra, null_locale]
+    good_ids += [extra.message_id, null_locale.message_id]
+
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw(messages)
+    pipeline.wait_for_outcomes(len(messages))
+
+    rejected = dict(pipeline.query("SELECT message_id, reason FROM rejected_logins"))
+    assert rejected.keys() == expected_reasons.keys()
+    for message_id, reason in expected_reasons.items():
+        assert rejected[message_id].startswith(reason), (reason, rejected[message_id])
+    rows = pipeline.query("SELECT message_id FROM user_logins")
+    assert sorted(r[0] for r in rows) == sorted(good_ids)
+    locale, major, full = pipeline.query(
+        "SELECT locale, app_version, app_version_full FROM user_logins WHERE message_id = %s",
+        (null_locale.message_id,),
+    )[0]
+    assert (locale, major, full) == (None, 0, "0.96")
+    # Rejections also travel on the rejected topic, one per bad message.
+    on_topic = {
+        json.loads(v)["message_id"] for _, v in pipeline.read_topic(pipeline.rejected_topic)
+    }
+    assert on_topic == expected_reasons.keys()
+
+
+def test_redelivery_gives_one_row_and_repeated_content_gives_two(
+    pipeline: IsolatedPipeline,
+) -> None:
+    delivered_twice = RawMessage(new_id(), login(device_id="dev-a"))
+    same_content = [RawMessage(new_id(), login(device_id="dev-b")) for _ in range(2)]
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw([delivered_twice, delivered_twice, *same_content])
+    pipeline.wait_for_outcomes(3)
+
+    assert pipeline.query(
+        "SELECT count(*) FROM user_logins WHERE message_id = %s", (delivered_twice.message_id,)
+    ) == [(1,)]
+    masked = pipeline.query(
+        "SELECT masked_ip, masked_device_id FROM user_logins WHERE message_id = ANY(%s)",
+        ([m.message_id for m in same_content],),
+    )
+    assert len(masked) == 2
+    assert masked[0] == masked[1]
+    assert pipeline.outcome_count() == 3
+
+
+def test_seen_devices_counts_match_rows(pipeline: IsolatedPipeline) -> None:
+    thrice = [RawMessage(new_id(), login(device_id="dev-3x", ip=f"10.0.0.{i}")) for i in range(3)]
+    once = RawMessage(new_id(), login(device_id="dev-1x"))
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw([*thrice, once])
+    pipeline.wait_for_outcomes(4)
+
+    counts = dict(
+        pipeline.query(
+            "SELECT masked_device_id, count(*) FROM user_logins GROUP BY masked_device_id"
+        )
+    )
+    assert sorted(counts.values()) == [1, 3]
+    port = pipeline.launcher.web_ports["worker"]
+    for device, rows in counts.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/{device}/") as response:
+            entry = json.load(response)
+        assert entry["login_count"] == rows
+        assert entry["first_seen_ms"] <= entry["last_seen_ms"]
+
+
+def test_existing_seven_column_table_is_migrated_keeping_its_rows(
+    pipeline: IsolatedPipeline,
+) -> None:
+    pipeline.execute(
+        """CREATE TABLE user_logins(
+            user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+            masked_device_id varchar(256), locale varchar(32), app_version integer,
+            create_date date);
+           INSERT INTO user_logins VALUES
+            ('old-1', 'ios', 'legacy-ip', 'legacy-dev', NULL, 1, '2020-01-01'),
+            ('old-2', 'android', 'legacy-ip2', 'legacy-dev2', 'RU', 2, '2020-01-02')"""
+    )
+    fresh = RawMessage(new_id(), login(device_id="dev-new"))
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw([fresh])
+    pipeline.wait_for_outcomes(3)
+
+    old = pipeline.query(
+        "SELECT user_id, masked_ip, app_version, create_date::text, message_id FROM user_logins"
+        " WHERE user_id LIKE 'old-%%' ORDER BY user_id"
+    )
+    assert old == [
+        ("old-1", "legacy-ip", 1, "2020-01-01", None),
+        ("old-2", "legacy-ip2", 2, "2020-01-02", None),
+    ]
+    assert pipeline.query(
+        "SELECT app_version, app_version_full FROM user_logins WHERE message_id = %s",
+        (fresh.message_id,),
+    ) == [(2, "2.3.0")]
+    indexes = {
+        r[0]
+        for r in pipeline.query("SELECT indexname FROM pg_indexes WHERE tablename = 'user_logins'")
+    }
+    assert "user_logins_message_id_key" in indexes
+
+
+def test_no_clear_ip_or_device_id_reaches_postgres_topics_or_logs(
+    pipeline: IsolatedPipeline,
+) -> None:
+    ip, device = "203.0.113.77", "777-88-9999"
+    messages = [
+        RawMessage(new_id(), login(device_id=device, ip=ip)),
+        RawMessage(new_id(), login(device_id=device, ip=ip, app_version=7)),  # rejected
+        RawMessage(new_id(), f"{ip} {device} not json".encode()),  # rejected
+    ]
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw(messages)
+    pipeline.wait_for_outcomes(3)
+
+    tables = pipeline.query(
+        "SELECT (SELECT string_agg(t::text, '|') FROM user_logins t)"
+        " || (SELECT string_agg(r::text, '|') FROM rejected_logins r)"
+    )[0][0]
+    masked = b"".join(v for _, v in pipeline.read_topic(pipeline.masked_topic))
+    keys = b"".join(k or b"" for k, _ in pipeline.read_topic(pipeline.masked_topic))
+    rejected = b"".join(v for _, v in pipeline.read_topic(pipeline.rejected_topic))
+    pipeline.launcher.stop("worker")
+    worker_log = pipeline.launcher.log("worker")
+    for secret in (ip, device):
+        assert secret not in tables
+        assert secret.encode() not in masked + keys + rejected
+        assert secret not in worker_log
+    assert "masked=" in worker_log or "Ready" in worker_log  # the log is the worker's
+
+
+def test_worker_stopped_mid_stream_and_restarted_loses_and_duplicates_nothing(
+    pipeline: IsolatedPipeline,
+) -> None:
+    messages = [RawMessage(new_id(), login(device_id=f"dev-{i % 500}")) for i in range(6000)]
+    pipeline.produce_raw(messages)
+    pipeline.launcher.start_worker("worker")
+    deadline = time.monotonic() + 120
+    while pipeline.outcome_count() < 500:
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.2)
+    assert pipeline.launcher.stop("worker", signal.SIGTERM) is not None
+    assert pipeline.outcome_count() < len(messages), "stopped too late to test a restart"
+    pipeline.launcher.start_worker("worker-again")
+    pipeline.wait_for_outcomes(len(messages))
+
+    total, distinct = pipeline.query(
+        "SELECT count(*), count(DISTINCT message_id) FROM user_logins"
+    )[0]
+    assert total == distinct == len(messages)
