@@ -306,3 +306,43 @@ def test_rekey_names_missing_tables_and_columns(
     assert f"table {lacking.name} has no column masked_device_id" in str(caught.value)
     assert usable_tables(db, [absent, token_table]) == [token_table]
     assert f"skipping: table {absent.name} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.services
+def test_rekey_command_commits_each_batch_and_resumes(
+    keyring_path: Path,
+    masker: Masker,
+    db: psycopg.Connection,
+    token_table: TokenTable,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = [
+        (f"m{i}", masker.mask("ip", f"10.0.0.{i}"), masker.mask("body", f"b{i}")) for i in range(6)
+    ]
+    fill(db, token_table, rows)
+    write_keyring_file(keyring_path, rotate(read_keyring_file(keyring_path)))
+    active = read_keyring_file(keyring_path).active_id
+    monkeypatch.setattr("stream.commands.keys.TOKEN_TABLES", (token_table,))
+
+    # Interrupt in the middle of the second batch (two rows, two tokens each).
+    calls = 0
+    real_rekey = Masker.rekey
+
+    def interrupted(self: Masker, token: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 6:
+            raise KeyboardInterrupt
+        return real_rekey(self, token)
+
+    monkeypatch.setattr(Masker, "rekey", interrupted)
+    assert main(["rekey", "--batch-size", "2"]) == 130
+    assert key_counts(db, token_table) == {masker.active_key_id: 8, active: 4}
+
+    monkeypatch.setattr(Masker, "rekey", real_rekey)
+    assert main(["rekey", "--batch-size", "2"]) == 0
+    assert key_counts(db, token_table) == {active: 12}
+    out = capsys.readouterr().out
+    assert "re-keyed rows: 4, tokens: 8" in out
+    assert "no tokens under old keys" in out

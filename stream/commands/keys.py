@@ -349,7 +349,7 @@ def write_audit(database_url: str, entry: AuditEntry, table: str = AUDIT_TABLE) 
     """
     identifier = sql.Identifier(table)
     try:
-        with psycopg.connect(database_url) as conn, conn.transaction():
+        with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
             conn.execute(AUDIT_LOCK)
             conn.execute(sql.SQL(AUDIT_DDL).format(table=identifier))
             row = conn.execute(
@@ -428,7 +428,8 @@ def run_rekey(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CommandError("--batch-size must be at least 1")
     try:
-        with psycopg.connect(settings.database_url) as conn:
+        # Autocommit, so each batch's transaction() is a real COMMIT, not a savepoint.
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
             tables = usable_tables(conn, TOKEN_TABLES)
             failed = 0
             if not args.dry_run:
@@ -499,8 +500,11 @@ def rekey_table(
     Keyset pagination on the unique key: rows that cannot be re-keyed (say, a
     token under a key no longer in the ring) are reported and passed over
     rather than fetched again forever. Rows without a key cannot be addressed
-    and are left alone.
+    and are left alone. *conn* must be in autocommit mode, so that each
+    batch's transaction really commits.
     """
+    if not conn.autocommit:
+        raise ValueError("rekey_table needs an autocommit connection (one commit per batch)")
     prefix = key_prefix(masker.mode, masker.active_key_id)
     params: dict[str, Any] = {
         "pattern": RECOVERABLE_PATTERN,
