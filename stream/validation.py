@@ -13,6 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from stream.masking import max_value_bytes
+
 # Column limits from the exercise's DDL (varchar lengths).
 MAX_USER_ID = 128
 MAX_DEVICE_TYPE = 32
@@ -21,6 +23,8 @@ MAX_APP_VERSION = 32
 # Masked tokens must fit varchar(256); this bound keeps device id tokens short.
 MAX_DEVICE_ID = 64
 MAX_IP = 45  # the longest textual IPv6 address
+# Tokens of masked fields must fit varchar(256) whatever the characters.
+MAX_DEVICE_ID_BYTES = max_value_bytes("device_id")
 MAX_MAJOR_VERSION = 2**31 - 1  # Postgres integer
 
 REQUIRED_FIELDS = ("user_id", "app_version", "device_type", "ip", "device_id")
@@ -83,7 +87,7 @@ def parse_login(body: bytes) -> LoginFields:
         user_id=_text(document, "user_id", MAX_USER_ID),
         device_type=_text(document, "device_type", MAX_DEVICE_TYPE),
         ip=_ip(document),
-        device_id=_text(document, "device_id", MAX_DEVICE_ID),
+        device_id=_device_id(document),
         locale=None if locale is None else _text(document, "locale", MAX_LOCALE),
         app_version=_version(document),
         extra_fields=len(document.keys() - KNOWN_FIELDS),
@@ -119,9 +123,18 @@ def _text(document: dict, name: str, max_length: int) -> str:
 def _ip(document: dict) -> str:
     value = _text(document, "ip", MAX_IP)
     try:
+        if not value.isascii():  # e.g. an IPv6 scope id in another script
+            raise ValueError
         ipaddress.ip_address(value)
     except ValueError:
         raise InvalidLogin("ip is not an IPv4 or IPv6 address") from None
+    return value
+
+
+def _device_id(document: dict) -> str:
+    value = _text(document, "device_id", MAX_DEVICE_ID)
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_DEVICE_ID_BYTES:
+        raise InvalidLogin(f"device_id longer than {MAX_DEVICE_ID_BYTES} bytes in UTF-8")
     return value
 
 

@@ -69,6 +69,8 @@ def test_ipv6_is_an_ip() -> None:
         (body(locale="l" * 33), "locale longer than 32"),
         (body(device_id="d" * 65), "device_id longer than 64"),
         (body(ip="1.2.3"), "ip is not an IPv4 or IPv6 address"),
+        (body(ip="fe80::1%\u00e9th0"), "ip is not an IPv4 or IPv6 address"),
+        (body(device_id="\U0001f600" * 60), "device_id longer than 152 bytes in UTF-8"),
         (body(app_version="v2"), "app_version is not a version like 2.3.0, 0.96 or 3.7"),
         (body(app_version="99999999999.1"), "app_version is not a version like 2.3.0, 0.96 or 3.7"),
         (body(app_version=2.3), "app_version must be a string, got number"),
