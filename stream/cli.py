@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "keys",
     "replay",
     "status",
+    "seen",
 )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_support import IsolatedPipeline, RawMessage
+from stream.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
 
@@ -148,6 +150,21 @@ def test_seen_devices_counts_match_rows(pipeline: IsolatedPipeline) -> None:
             entry = json.load(response)
         assert entry["login_count"] == rows
         assert entry["first_seen_ms"] <= entry["last_seen_ms"]
+        shown = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "seen",
+                device,
+                "--worker",
+                f"http://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert f"logins={rows}" in shown.stdout
 
 
 def test_existing_seven_column_table_is_migrated_keeping_its_rows(

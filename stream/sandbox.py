@@ -1,7 +1,7 @@
-"""An isolated pipeline on the shared local stack, for tests and benchmarks.
+"""An isolated pipeline on a shared stack, for tests and benchmarks (not production).
 
-Each :class:`IsolatedPipeline` has its own topics, consumer group, SQS queue
-and PostgreSQL database, so tests can run side by side on one stack and each
+Each :class:`IsolatedPipeline` has its own topics, consumer group and
+PostgreSQL database, so tests can run side by side on one stack and each
 can count exactly what it produced.
 """
 
@@ -80,6 +80,12 @@ class IsolatedPipeline:
     def execute(self, statements: str) -> None:
         with psycopg.connect(self.database_url) as conn:
             conn.execute(statements)
+
+    def row_count(self) -> int:
+        try:
+            return int(self.query("SELECT count(*) FROM user_logins")[0][0])
+        except psycopg.errors.UndefinedTable:
+            return 0
 
     def outcome_count(self) -> int:
         """Rows plus rejections (0 before the worker has created the tables)."""

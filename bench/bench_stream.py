@@ -1,0 +1,137 @@
+"""Stream throughput: records on ``logins.raw`` -> rows in PostgreSQL.
+
+Subject: Faust workers (parse, validate, mask, re-key to ``logins.masked``,
+batch COPY with ``ON CONFLICT``, ``seen_devices`` upkeep), timed from the
+moment the workers report ready until every row is in ``user_logins``.
+
+Baseline, same run, same data, same stack: a plain aiokafka consumer that
+reads the raw topic and COPYs ``json.loads`` of each body into a table, in
+batches of the same size: no Faust, no masking, no second topic. Target: the
+pipeline keeps at least half the baseline's rate.
+
+Both sides get the same CPU budget of the 2-core machine: the baseline is one
+process, the subject ``WORKERS`` processes (the way the pipeline scales), and
+Kafka and PostgreSQL share the same cores in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaConsumer
+
+from bench.harness import Result
+from stream.generate import Generator
+from stream.sandbox import IsolatedPipeline, RawMessage
+from stream.stack.envfile import read_env_file
+from stream.stack.manager import Stack
+
+MESSAGES = int(os.environ.get("BENCH_STREAM_MESSAGES", "50000"))
+WORKERS = int(os.environ.get("BENCH_STREAM_WORKERS", "2"))
+BATCH = 1000
+
+
+def valid_messages(count: int) -> list[RawMessage]:
+    generator = Generator(seed=11, devices=count // 3)
+    return [
+        RawMessage(str(uuid.uuid4()), json.dumps(generator.login()).encode()) for _ in range(count)
+    ]
+
+
+async def baseline_consume_and_copy(pipe: IsolatedPipeline, expected: int) -> float:
+    """Rate of a bare consume -> json.loads -> COPY loop over the same topic."""
+    with psycopg.connect(pipe.database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE baseline_logins (message_id text, user_id text, device_type text,"
+            " ip text, device_id text, locale text, app_version text)"
+        )
+    consumer = AIOKafkaConsumer(
+        pipe.raw_topic,
+        bootstrap_servers=pipe.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+        group_id=f"{pipe.name}-baseline",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=BATCH,
+    )
+    conn = await psycopg.AsyncConnection.connect(pipe.database_url)
+    await consumer.start()
+    started = time.perf_counter()
+    written = 0
+    try:
+        while written < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH)
+            records = [r for rs in batches.values() for r in rs]
+            if not records:
+                continue
+            async with conn.cursor() as cur:
+                async with cur.copy(
+                    "COPY baseline_logins (message_id, user_id, device_type, ip, device_id,"
+                    " locale, app_version) FROM STDIN"
+                ) as copy:
+                    for record in records:
+                        body = json.loads(record.value)
+                        await copy.write_row(
+                            (
+                                record.key.decode(),
+                                body["user_id"],
+                                body["device_type"],
+                                body["ip"],
+                                body["device_id"],
+                                body["locale"],
+                                body["app_version"],
+                            )
+                        )
+            await conn.commit()
+            await consumer.commit()
+            written += len(records)
+        return written / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await conn.close()
+
+
+def pipeline_rate(pipe: IsolatedPipeline, expected: int) -> float:
+    """Rate of the Faust pipeline from workers ready to the last row committed."""
+    names = [f"worker-{n}" for n in range(WORKERS)]
+    for name in names:
+        pipe.launcher.start_worker(name)
+    deadline = time.monotonic() + 120
+    while not all("Worker]: Ready" in pipe.launcher.log(name) for name in names):
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.05)
+    started = time.perf_counter()
+    while (rows := pipe.row_count()) < expected:
+        assert time.monotonic() < deadline + 600, f"only {rows} of {expected} rows"
+        time.sleep(0.1)
+    return expected / (time.perf_counter() - started)
+
+
+def run() -> list[Result]:
+    stack = Stack.from_settings()
+    env = read_env_file(stack.env_file)
+    pipe = IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=8)
+    pipe.create_database()
+    try:
+        pipe.produce_raw(valid_messages(MESSAGES))
+        baseline = asyncio.run(baseline_consume_and_copy(pipe, MESSAGES))
+        subject = pipeline_rate(pipe, MESSAGES)
+    finally:
+        pipe.launcher.stop_all()
+        pipe.drop_database()
+    return [
+        Result(
+            "stream",
+            f"faust pipeline ({WORKERS} workers)",
+            subject,
+            "aiokafka consume + COPY",
+            baseline,
+            "rows",
+            ">= 0.5",
+        )
+    ]
