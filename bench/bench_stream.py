@@ -69,24 +69,26 @@ async def baseline_consume_and_copy(pipe: IsolatedPipeline, expected: int) -> fl
             records = [r for rs in batches.values() for r in rs]
             if not records:
                 continue
-            async with conn.cursor() as cur:
-                async with cur.copy(
+            async with (
+                conn.cursor() as cur,
+                cur.copy(
                     "COPY baseline_logins (message_id, user_id, device_type, ip, device_id,"
                     " locale, app_version) FROM STDIN"
-                ) as copy:
-                    for record in records:
-                        body = json.loads(record.value)
-                        await copy.write_row(
-                            (
-                                record.key.decode(),
-                                body["user_id"],
-                                body["device_type"],
-                                body["ip"],
-                                body["device_id"],
-                                body["locale"],
-                                body["app_version"],
-                            )
+                ) as copy,
+            ):
+                for record in records:
+                    body = json.loads(record.value)
+                    await copy.write_row(
+                        (
+                            record.key.decode(),
+                            body["user_id"],
+                            body["device_type"],
+                            body["ip"],
+                            body["device_id"],
+                            body["locale"],
+                            body["app_version"],
                         )
+                    )
             await conn.commit()
             await consumer.commit()
             written += len(records)
@@ -117,6 +119,7 @@ def run() -> list[Result]:
     env = read_env_file(stack.env_file)
     pipe = IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=8)
     pipe.create_database()
+    pipe.create_topics()
     try:
         pipe.produce_raw(valid_messages(MESSAGES))
         baseline = asyncio.run(baseline_consume_and_copy(pipe, MESSAGES))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
 
 from stream.launcher import Launcher
@@ -102,12 +103,28 @@ class IsolatedPipeline:
         while (count := self.outcome_count()) < expected:
             crashed = {n: c.returncode for n, c in self.launcher.children.items() if c.poll()}
             assert not crashed, f"children exited: {crashed}"
-            assert time.monotonic() < deadline, f"only {count} of {expected} outcomes"
+            assert time.monotonic() < deadline, (
+                f"only {count} of {expected} outcomes ({self.row_count()} rows)"
+            )
             time.sleep(0.5)
         # Let in-flight batches land so a test can see an excess, not just enough.
         time.sleep(2 * float(self.env["MASKSTREAM_SINK_BATCH_SECONDS"]) + 1)
 
     # -- kafka ---------------------------------------------------------------------
+
+    def create_topics(self) -> None:
+        """Create the three topics up front, as a deployment would, so that no
+        worker starts subscribed to a topic that does not exist yet."""
+        asyncio.run(self._create_topics())
+
+    async def _create_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        await admin.start()
+        try:
+            names = (self.raw_topic, self.masked_topic, self.rejected_topic)
+            await admin.create_topics([NewTopic(n, self.partitions, 1) for n in names])
+        finally:
+            await admin.close()
 
     def produce_raw(self, messages: Iterable[RawMessage]) -> None:
         asyncio.run(self._produce_raw(list(messages)))

@@ -42,6 +42,7 @@ def new_id() -> str:
 def pipeline(stack_env: dict[str, str], tmp_path: Path) -> Iterator[IsolatedPipeline]:
     pipe = IsolatedPipeline(stack_env, tmp_path)
     pipe.create_database()
+    pipe.create_topics()
     try:
         yield pipe
     finally:
