@@ -40,7 +40,9 @@ app = faust.App(
     web_host="127.0.0.1",
     datadir=str(settings.data_dir),
     producer_acks=-1,
-    producer_linger_ms=5,
+    # Batch masked records and changelog updates into few produce requests.
+    producer_linger=0.02,
+    producer_max_batch_size=256 * 1024,
     producer_max_request_size=2 * 1024 * 1024,
     broker_commit_every=settings.sink_batch_size,
     stream_buffer_maxsize=4 * settings.sink_batch_size,
