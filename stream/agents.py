@@ -21,11 +21,13 @@ from stream.app import app, masked_topic, raw_topic, rejected_topic, seen_device
 from stream.keyring import load_keyring
 from stream.masking import Masker
 from stream.records import MaskedLogin, RawLogin, Rejection
-from stream.rows import LOGINS, REJECTIONS, device_summaries, login_row, rejection_row
+from stream.rows import device_summaries, login_row, logins_spec, rejection_row, rejections_spec
 from stream.sink import PostgresSink
 from stream.transform import mask_login, reject
 
 log = logging.getLogger(__name__)
+
+TABLES = (settings.logins_table, settings.rejections_table)
 
 
 @app.agent(raw_topic)
@@ -53,7 +55,7 @@ async def mask_logins(stream: faust.StreamT[bytes]) -> None:
 @app.agent(masked_topic)
 async def sink_logins(stream: faust.StreamT[MaskedLogin]) -> None:
     masker = Masker(load_keyring(settings))
-    sink = PostgresSink(settings.database_url, LOGINS)
+    sink = PostgresSink(settings.database_url, logins_spec(settings.logins_table), TABLES)
     try:
         async for batch in stream.take(
             settings.sink_batch_size, within=settings.sink_batch_seconds
@@ -67,7 +69,9 @@ async def sink_logins(stream: faust.StreamT[MaskedLogin]) -> None:
                 raw = RawLogin(login.message_id, login.sent_at_ms, login.dumps())
                 await rejected_topic.send(key=login.message_id, value=reject(raw, reason, masker))
             summaries = await device_summaries(
-                await sink.connection(), {login.masked_device_id for login in batch}
+                await sink.connection(),
+                settings.logins_table,
+                {login.masked_device_id for login in batch},
             )
             for device, summary in summaries.items():
                 seen_devices[device.encode()] = summary
@@ -77,7 +81,7 @@ async def sink_logins(stream: faust.StreamT[MaskedLogin]) -> None:
 
 @app.agent(rejected_topic)
 async def sink_rejections(stream: faust.StreamT[Rejection]) -> None:
-    sink = PostgresSink(settings.database_url, REJECTIONS)
+    sink = PostgresSink(settings.database_url, rejections_spec(settings.rejections_table), TABLES)
     try:
         async for batch in stream.take(
             settings.sink_batch_size, within=settings.sink_batch_seconds

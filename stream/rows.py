@@ -7,29 +7,32 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
 import psycopg
+from psycopg import sql
 
 from stream.records import MaskedLogin, Rejection, SeenDevice
-from stream.schema import REJECTED_LOGINS, USER_LOGINS
 from stream.sink import Row, TableSpec
 
-LOGINS = TableSpec(
-    USER_LOGINS,
-    (
-        "message_id",
-        "user_id",
-        "device_type",
-        "masked_ip",
-        "masked_device_id",
-        "locale",
-        "app_version",
-        "app_version_full",
-        "create_date",
-        "sent_at",
-    ),
+LOGIN_COLUMNS = (
+    "message_id",
+    "user_id",
+    "device_type",
+    "masked_ip",
+    "masked_device_id",
+    "locale",
+    "app_version",
+    "app_version_full",
+    "create_date",
+    "sent_at",
 )
-REJECTIONS = TableSpec(
-    REJECTED_LOGINS, ("message_id", "sent_at", "rejected_at", "reason", "body_token")
-)
+REJECTION_COLUMNS = ("message_id", "sent_at", "rejected_at", "reason", "body_token")
+
+
+def logins_spec(table: str) -> TableSpec:
+    return TableSpec(table, LOGIN_COLUMNS)
+
+
+def rejections_spec(table: str) -> TableSpec:
+    return TableSpec(table, REJECTION_COLUMNS)
 
 
 def from_epoch_ms(epoch_ms: int) -> datetime:
@@ -62,7 +65,7 @@ def rejection_row(rejection: Rejection) -> Row:
 
 
 async def device_summaries(
-    conn: psycopg.AsyncConnection, device_ids: Iterable[str]
+    conn: psycopg.AsyncConnection, table: str, device_ids: Iterable[str]
 ) -> dict[str, SeenDevice]:
     """``seen_devices`` entries recomputed from the rows themselves.
 
@@ -73,9 +76,11 @@ async def device_summaries(
     """
     async with conn.cursor() as cur:
         await cur.execute(
-            """SELECT masked_device_id, count(*), min(sent_at), max(sent_at)
-                 FROM user_logins WHERE masked_device_id = ANY(%s)
-                GROUP BY masked_device_id""",
+            sql.SQL(
+                """SELECT masked_device_id, count(*), min(sent_at), max(sent_at)
+                     FROM {} WHERE masked_device_id = ANY(%s)
+                    GROUP BY masked_device_id"""
+            ).format(sql.Identifier(table)),
             (list(device_ids),),
         )
         rows = await cur.fetchall()

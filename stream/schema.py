@@ -10,15 +10,18 @@ default, so no table rewrite) and new indexes; existing rows stay as they are.
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 USER_LOGINS = "user_logins"
 REJECTED_LOGINS = "rejected_logins"
 
 # Written one statement at a time: PostgreSQL 10 has ADD COLUMN IF NOT EXISTS
 # (9.6+) and CREATE INDEX IF NOT EXISTS (9.5+), which is all this needs.
-SCHEMA_STATEMENTS: tuple[str, ...] = (
+# {logins} and {rejections} are table names, so `replay --into` can rebuild
+# into a fresh pair of tables with the very same schema.
+SCHEMA_TEMPLATES: tuple[str, ...] = (
     # The exercise's DDL, verbatim in meaning.
-    """CREATE TABLE IF NOT EXISTS user_logins(
+    """CREATE TABLE IF NOT EXISTS {logins}(
         user_id          varchar(128),
         device_type      varchar(32),
         masked_ip        varchar(256),
@@ -27,17 +30,17 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
         app_version      integer,
         create_date      date
     )""",
-    "ALTER TABLE user_logins ADD COLUMN IF NOT EXISTS message_id varchar(128)",
-    "ALTER TABLE user_logins ADD COLUMN IF NOT EXISTS app_version_full varchar(32)",
-    "ALTER TABLE user_logins ADD COLUMN IF NOT EXISTS sent_at timestamptz",
-    "ALTER TABLE user_logins ADD COLUMN IF NOT EXISTS ingested_at timestamptz",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS message_id varchar(128)",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS app_version_full varchar(32)",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS sent_at timestamptz",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS ingested_at timestamptz",
     # A default set separately applies to new rows only: no rewrite on PG 10.
-    "ALTER TABLE user_logins ALTER COLUMN ingested_at SET DEFAULT now()",
+    "ALTER TABLE {logins} ALTER COLUMN ingested_at SET DEFAULT now()",
     # Writing the same SQS message twice yields one row (old rows have NULL ids,
     # which a unique index allows any number of).
-    "CREATE UNIQUE INDEX IF NOT EXISTS user_logins_message_id_key ON user_logins (message_id)",
-    "CREATE INDEX IF NOT EXISTS user_logins_masked_device_id_idx ON user_logins (masked_device_id)",
-    """CREATE TABLE IF NOT EXISTS rejected_logins(
+    "CREATE UNIQUE INDEX IF NOT EXISTS {logins_message_id_key} ON {logins} (message_id)",
+    "CREATE INDEX IF NOT EXISTS {logins_device_idx} ON {logins} (masked_device_id)",
+    """CREATE TABLE IF NOT EXISTS {rejections}(
         message_id  varchar(128) PRIMARY KEY,
         sent_at     timestamptz,
         rejected_at timestamptz NOT NULL DEFAULT now(),
@@ -50,17 +53,34 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
 LOCK_STATEMENT = "SELECT pg_advisory_xact_lock(hashtext('maskstream.schema'))"
 
 
-def ensure_schema(conn: psycopg.Connection) -> None:
+def schema_statements(
+    logins: str = USER_LOGINS, rejections: str = REJECTED_LOGINS
+) -> list[sql.Composed]:
+    """The DDL for a logins table and its rejections table, safely quoted."""
+    names = {
+        "logins": sql.Identifier(logins),
+        "rejections": sql.Identifier(rejections),
+        "logins_message_id_key": sql.Identifier(f"{logins}_message_id_key"),
+        "logins_device_idx": sql.Identifier(f"{logins}_masked_device_id_idx"),
+    }
+    return [sql.SQL(template).format(**names) for template in SCHEMA_TEMPLATES]
+
+
+def ensure_schema(
+    conn: psycopg.Connection, logins: str = USER_LOGINS, rejections: str = REJECTED_LOGINS
+) -> None:
     """Create or migrate the tables in one transaction (blocking connection)."""
     with conn.transaction():
         conn.execute(LOCK_STATEMENT)
-        for statement in SCHEMA_STATEMENTS:
+        for statement in schema_statements(logins, rejections):
             conn.execute(statement)
 
 
-async def ensure_schema_async(conn: psycopg.AsyncConnection) -> None:
+async def ensure_schema_async(
+    conn: psycopg.AsyncConnection, logins: str = USER_LOGINS, rejections: str = REJECTED_LOGINS
+) -> None:
     """:func:`ensure_schema` for the workers' asyncio connections."""
     async with conn.transaction():
         await conn.execute(LOCK_STATEMENT)
-        for statement in SCHEMA_STATEMENTS:
+        for statement in schema_statements(logins, rejections):
             await conn.execute(statement)

@@ -110,6 +110,14 @@ class Settings:
         default_factory=lambda: _env_float("MASKSTREAM_BRIDGE_STATS_INTERVAL", 30.0)
     )
 
+    # Where rows go; `replay --into` points a separate group at fresh tables.
+    logins_table: str = field(
+        default_factory=lambda: _env("MASKSTREAM_LOGINS_TABLE", "user_logins")
+    )
+    rejections_table: str = field(
+        default_factory=lambda: _env("MASKSTREAM_REJECTIONS_TABLE", "rejected_logins")
+    )
+
     # Worker tuning.
     # The Faust app id is also the consumer group that `replay` rewinds.
     app_id: str = field(default_factory=lambda: _env("MASKSTREAM_APP_ID", "maskstream"))

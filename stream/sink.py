@@ -69,9 +69,17 @@ def refusal_reason(exc: BaseException) -> str:
 class PostgresSink:
     """One connection writing batches to one table, reconnecting as needed."""
 
-    def __init__(self, database_url: str, spec: TableSpec, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        spec: TableSpec,
+        schema_tables: tuple[str, str],
+        backoff: Backoff | None = None,
+    ) -> None:
         self.database_url = database_url
         self.spec = spec
+        # (logins, rejections): the pair of tables ensured on every new connection.
+        self.schema_tables = schema_tables
         self.backoff = backoff or Backoff()
         self._conn: psycopg.AsyncConnection | None = None
 
@@ -85,7 +93,7 @@ class PostgresSink:
         if self._conn is None or self._conn.closed:
             conn = await psycopg.AsyncConnection.connect(self.database_url, connect_timeout=5)
             try:
-                await ensure_schema_async(conn)
+                await ensure_schema_async(conn, *self.schema_tables)
                 await conn.execute(
                     sql.SQL(
                         "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS)"
