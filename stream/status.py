@@ -123,6 +123,7 @@ class DatabaseCounts:
     rows_in_window: int | None
     rejections: int | None
     top_reasons: tuple[tuple[str, int], ...] = ()
+    tables: tuple[str, str] = ("user_logins", "rejected_logins")
 
 
 @dataclass(frozen=True)
@@ -418,7 +419,8 @@ def database_target(url: str) -> str:
 
 def _existing(conn: Any, names: Sequence[str]) -> set[str]:
     rows = conn.execute(
-        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL",
+        "SELECT name FROM unnest(%s::text[]) AS name "
+        "WHERE to_regclass(quote_ident(name)) IS NOT NULL",
         (list(names),),
     ).fetchall()
     return {row[0] for row in rows}
@@ -433,33 +435,49 @@ def _has_column(conn: Any, table: str, column: str) -> bool:
     return row is not None
 
 
-def _count_logins(conn: Any) -> tuple[int, int, int | None]:
+def _count_logins(conn: Any, table: str) -> tuple[int, int, int | None]:
+    from psycopg import sql
+
+    # A table from before the workers' migration has no ingested_at: no rate then.
     window = (
-        f"count(*) FILTER (WHERE ingested_at >= now() - interval '{RATE_WINDOW_SECONDS} seconds')"
-        if _has_column(conn, "user_logins", "ingested_at")
-        else "NULL"
+        sql.SQL("count(*) FILTER (WHERE ingested_at >= now() - make_interval(secs => {}))").format(
+            sql.Literal(RATE_WINDOW_SECONDS)
+        )
+        if _has_column(conn, table, "ingested_at")
+        else sql.SQL("NULL")
     )
-    rows, devices, recent = conn.execute(
-        f"SELECT count(*), count(DISTINCT masked_device_id), {window} FROM user_logins"
-    ).fetchone()
+    query = sql.SQL("SELECT count(*), count(DISTINCT masked_device_id), {} FROM {}").format(
+        window, sql.Identifier(table)
+    )
+    rows, devices, recent = conn.execute(query).fetchone()
     return int(rows), int(devices), None if recent is None else int(recent)
 
 
-def _count_rejections(conn: Any) -> tuple[int, tuple[tuple[str, int], ...]]:
-    total = conn.execute("SELECT count(*) FROM rejected_logins").fetchone()[0]
+def _count_rejections(conn: Any, table: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    from psycopg import sql
+
+    name = sql.Identifier(table)
+    total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()[0]
     top = conn.execute(
-        "SELECT reason, count(*) FROM rejected_logins GROUP BY reason "
-        "ORDER BY count(*) DESC, reason LIMIT %s",
+        sql.SQL(
+            "SELECT reason, count(*) FROM {} GROUP BY reason "
+            "ORDER BY count(*) DESC, reason LIMIT %s"
+        ).format(name),
         (TOP_REASONS,),
     ).fetchall()
     return int(total), tuple((str(reason), int(count)) for reason, count in top)
 
 
 def database_counts(settings: Settings, timeout: float) -> DatabaseCounts | Problem:
-    """Rows, devices, recent rows and rejections, in one read-only session (blocking)."""
+    """Rows, devices, recent rows and rejections, in one read-only session (blocking).
+
+    The tables are the ones the workers write (MASKSTREAM_LOGINS_TABLE and
+    MASKSTREAM_REJECTIONS_TABLE); a table not created yet is reported as such.
+    """
     import psycopg
 
     target = database_target(settings.database_url)
+    logins, rejected = settings.logins_table, settings.rejections_table
     milliseconds = int(timeout * 1000)
     try:
         with psycopg.connect(
@@ -468,18 +486,18 @@ def database_counts(settings: Settings, timeout: float) -> DatabaseCounts | Prob
             options=f"-c statement_timeout={milliseconds} -c default_transaction_read_only=on",
             autocommit=True,
         ) as conn:
-            tables = _existing(conn, ("user_logins", "rejected_logins"))
+            tables = _existing(conn, (logins, rejected))
             rows = devices = recent = rejections = None
             top: tuple[tuple[str, int], ...] = ()
-            if "user_logins" in tables:
-                rows, devices, recent = _count_logins(conn)
-            if "rejected_logins" in tables:
-                rejections, top = _count_rejections(conn)
+            if logins in tables:
+                rows, devices, recent = _count_logins(conn, logins)
+            if rejected in tables:
+                rejections, top = _count_rejections(conn, rejected)
     except psycopg.OperationalError as exc:
         return Problem(describe_error(exc), target)
     except psycopg.Error as exc:
         return Problem(describe_error(exc), target, "error")
-    return DatabaseCounts(target, rows, devices, recent, rejections, top)
+    return DatabaseCounts(target, rows, devices, recent, rejections, top, (logins, rejected))
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -617,16 +635,17 @@ def _rate_text(rate: Rate | None) -> str:
 def render_postgres(part: DatabaseCounts | Problem, rate: Rate | None) -> list[str]:
     if isinstance(part, Problem):
         return [part.line("postgres")]
+    logins, rejected = part.tables
     lines = [f"postgres: {part.target}"]
     if part.rows is None:
-        lines.append("  user_logins: not created yet (a worker creates it on start)")
+        lines.append(f"  {logins}: not created yet (a worker creates it on start)")
     else:
-        lines.append(f"  user_logins: {_n(part.rows)} rows, {_n(part.devices or 0)} seen devices")
+        lines.append(f"  {logins}: {_n(part.rows)} rows, {_n(part.devices or 0)} seen devices")
         lines.append(f"  rate: {_rate_text(rate)}")
     if part.rejections is None:
-        lines.append("  rejected_logins: not created yet")
+        lines.append(f"  {rejected}: not created yet")
         return lines
-    lines.append(f"  rejected_logins: {_n(part.rejections)} rows")
+    lines.append(f"  {rejected}: {_n(part.rejections)} rows")
     if part.top_reasons:
         width = max(len(_n(count)) for _, count in part.top_reasons)
         lines.append(f"  top {len(part.top_reasons)} rejection reasons:")

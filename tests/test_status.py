@@ -27,6 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from psycopg import sql
 
 from bridge.sqs import make_client
 from stream import settings as settings_module
@@ -400,18 +401,25 @@ async def _fill_topics(bootstrap: str, pipe: IsolatedPipeline) -> None:
         await consumer.stop()
 
 
-def fill_database(pipe: IsolatedPipeline) -> None:
+def fill_database(
+    pipe: IsolatedPipeline, logins: str = "user_logins", rejections: str = "rejected_logins"
+) -> None:
     """4 rows of 3 devices, 2 of them ingested just now; 4 rejections of 2 reasons."""
     with psycopg.connect(pipe.database_url) as conn:
-        ensure_schema(conn)
+        ensure_schema(conn, logins, rejections)
         conn.execute(
-            "INSERT INTO user_logins (message_id, masked_device_id, ingested_at) VALUES "
-            "('a', 'd1', now()), ('b', 'd1', now()), "
-            "('c', 'd2', now() - interval '10 minutes'), ('d', 'd3', now() - interval '10 minutes')"
+            sql.SQL(
+                "INSERT INTO {} (message_id, masked_device_id, ingested_at) VALUES "
+                "('a', 'd1', now()), ('b', 'd1', now()), "
+                "('c', 'd2', now() - interval '10 minutes'), "
+                "('d', 'd3', now() - interval '10 minutes')"
+            ).format(sql.Identifier(logins))
         )
         conn.execute(
-            "INSERT INTO rejected_logins (message_id, reason) VALUES "
-            "('r1', 'not JSON'), ('r2', 'not JSON'), ('r3', 'not JSON'), ('r4', 'empty body')"
+            sql.SQL(
+                "INSERT INTO {} (message_id, reason) VALUES "
+                "('r1', 'not JSON'), ('r2', 'not JSON'), ('r3', 'not JSON'), ('r4', 'empty body')"
+            ).format(sql.Identifier(rejections))
         )
 
 
@@ -452,6 +460,21 @@ def test_status_reports_exactly_what_each_service_holds(
         top_reasons=(("not JSON", 3), ("empty body", 1)),
     )
     assert status.current_rate(snap) == Rate(2 / 60, "over the last 60 s")
+
+
+@pytest.mark.services
+def test_status_counts_the_tables_the_workers_are_configured_to_write(lane: StatusLane) -> None:
+    fill_database(lane.pipeline, "Replay_Logins", "replay_rejections")
+    settings = dataclasses.replace(
+        lane.settings(), logins_table="Replay_Logins", rejections_table="replay_rejections"
+    )
+    counts = status.collect(settings, timeout=5).postgres
+    assert isinstance(counts, DatabaseCounts)
+    assert (counts.rows, counts.devices, counts.rejections) == (4, 3, 4)
+    assert counts.tables == ("Replay_Logins", "replay_rejections")
+    text = status.render_postgres(counts, None)
+    assert "  Replay_Logins: 4 rows, 3 seen devices" in text
+    assert "  replay_rejections: 4 rows" in text
 
 
 @pytest.mark.services
