@@ -493,6 +493,9 @@ def database_counts(settings: Settings, timeout: float) -> DatabaseCounts | Prob
                 rows, devices, recent = _count_logins(conn, logins)
             if rejected in tables:
                 rejections, top = _count_rejections(conn, rejected)
+    except psycopg.errors.QueryCanceled:
+        reason = f"counting took longer than {timeout:g} s; raise --timeout"
+        return Problem(reason, target, "error")
     except psycopg.OperationalError as exc:
         return Problem(describe_error(exc), target)
     except psycopg.Error as exc:

@@ -488,6 +488,21 @@ def test_status_reports_topics_and_tables_that_do_not_exist_yet(lane: StatusLane
     )
 
 
+@pytest.mark.services
+def test_a_count_slower_than_the_timeout_is_reported_as_such(lane: StatusLane) -> None:
+    with psycopg.connect(lane.pipeline.database_url) as conn:
+        conn.execute(
+            "CREATE TABLE user_logins AS "
+            "SELECT g::text AS masked_device_id FROM generate_series(1, 1000000) AS g"
+        )
+    counts = status.database_counts(lane.settings(), timeout=0.05)
+    assert counts == Problem(
+        "counting took longer than 0.05 s; raise --timeout",
+        status.database_target(lane.pipeline.database_url),
+        "error",
+    )
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
