@@ -53,6 +53,7 @@ LOCK_FILE = REPO_ROOT / "requirements.lock"
 PROJECT = "maskstream"
 
 INSTALL_HINT = "install the dev tools with: pip install -e '.[dev]'"
+REGENERATE = "regenerate it with: python -m tests.test_compose > requirements.lock"
 PIPELINE_SERVICES = ("bridge", "worker")
 # Variables boto3 reads itself (the AWS credential chain), not stream.settings.
 BOTO3_VARIABLES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
@@ -576,9 +577,9 @@ def test_lock_pins_every_runtime_requirement_within_pyproject_bounds() -> None:
     pins = read_lock()
     for requirement in project_requirements():
         name = canonicalize_name(requirement.name)
-        assert name in pins, f"{name} is not locked"
+        assert name in pins, f"{name} is not locked; {REGENERATE}"
         assert requirement.specifier.contains(pins[name], prereleases=True), (
-            f"{name}=={pins[name]} is outside {requirement.specifier}"
+            f"{name}=={pins[name]} is outside {requirement.specifier}; {REGENERATE}"
         )
     # psycopg[binary]: the extra's own distribution must be locked as well.
     assert pins["psycopg-binary"] == pins["psycopg"]
@@ -606,7 +607,9 @@ def test_lock_is_closed_under_the_dependencies_of_what_it_pins() -> None:
             requirement = Requirement(raw)
             if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
                 continue
-            assert canonicalize_name(requirement.name) in pins, f"{name} needs {requirement}"
+            assert canonicalize_name(requirement.name) in pins, (
+                f"{name} needs {requirement}; {REGENERATE}"
+            )
 
 
 if __name__ == "__main__":
