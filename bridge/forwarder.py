@@ -200,7 +200,7 @@ class InFlightGate:
         self._changed.set()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Held:
     """A received message the bridge is responsible for until it is deleted or given up."""
 

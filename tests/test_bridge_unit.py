@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import random
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, ProducerClosed
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from bridge.cli import (
     BRIDGE_OPTIONS,
@@ -42,6 +45,8 @@ from bridge.producer import (
     ErrorKind,
     RawRecord,
     classify_error,
+    murmur2,
+    partition_for_key,
     producer_options,
     to_record,
 )
@@ -110,6 +115,15 @@ def test_classify_error_sorts_retry_drop_and_restart() -> None:
     assert classify_error(MessageSizeTooLargeError()) is ErrorKind.DROP
     assert classify_error(ProducerClosed()) is ErrorKind.RESTART
     assert classify_error(RuntimeError("bug")) is ErrorKind.RESTART
+
+
+def test_partitioning_matches_the_java_client_default() -> None:
+    rng = random.Random(3)
+    partitions = list(range(8))
+    for length in range(0, 80):
+        key = rng.randbytes(length)
+        assert murmur2(key) == aiokafka_murmur2(key) & 0xFFFFFFFF
+        assert partition_for_key(key, partitions, []) == DefaultPartitioner()(key, partitions, [])
 
 
 def test_producer_is_idempotent_with_acks_all_and_room_for_big_bodies() -> None:
