@@ -350,6 +350,7 @@ class Forwarder:
                 "return after their visibility timeout",
                 len(self._held),
             )
+        self._hurry.set()  # from here on, scheduled re-sends do nothing
         everything = [*tasks.pollers, *tasks.workers, *self._resends]
         for task in everything:
             task.cancel()

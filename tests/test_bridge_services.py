@@ -181,16 +181,29 @@ def login_bodies(count: int, tag: str) -> list[str]:
 
 
 @pytest.fixture
-def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Lane]:
-    name = f"bridge-test-{uuid.uuid4().hex[:10]}"
+def new_lane(stack_env: dict[str, str]) -> Iterator[Callable[[], Lane]]:
+    """A factory of private queue+topic pairs, all removed after the test."""
     sqs = boto3.client("sqs")
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
-    yield Lane(queue_url=queue_url, topic=name, bootstrap=bootstrap, sqs=sqs)
-    sqs.delete_queue(QueueUrl=queue_url)
-    # Kafka may be down after a failed fault test; a leftover topic is harmless.
-    with contextlib.suppress(Exception):
-        asyncio.run(_delete_topic(bootstrap, name))
+    made: list[Lane] = []
+
+    def make() -> Lane:
+        name = f"bridge-test-{uuid.uuid4().hex[:10]}"
+        queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        made.append(Lane(queue_url=queue_url, topic=name, bootstrap=bootstrap, sqs=sqs))
+        return made[-1]
+
+    yield make
+    for lane in made:
+        sqs.delete_queue(QueueUrl=lane.queue_url)
+        # Kafka may be down after a failed fault test; a leftover topic is harmless.
+        with contextlib.suppress(Exception):
+            asyncio.run(_delete_topic(bootstrap, lane.topic))
+
+
+@pytest.fixture
+def lane(new_lane: Callable[[], Lane]) -> Lane:
+    return new_lane()
 
 
 def finish(process: subprocess.Popen[bytes], timeout: float) -> int:
@@ -304,40 +317,62 @@ def test_sigterm_mid_stream_then_restart_forwards_everything(lane: Lane, tmp_pat
 
 
 @pytest.mark.faults
-def test_kafka_outage_deletes_nothing_and_recovers(lane: Lane, tmp_path: Path) -> None:
-    """Runs last: it stops the shared Kafka broker for about half a minute."""
+def test_kafka_outage_deletes_nothing_and_recovers(
+    new_lane: Callable[[], Lane], tmp_path: Path
+) -> None:
+    """Runs last: it stops the shared Kafka broker for about half a minute.
+
+    Lane A's bridge rides out the outage and forwards everything once Kafka is
+    back. Lane B's bridge is stopped with SIGTERM during the outage: it must
+    exit 0 within its shutdown timeout and delete nothing it holds.
+    """
     from stream.stack.manager import Stack
 
     stack = Stack.from_settings()
-    log = tmp_path / "bridge.log"
-    bridge = lane.bridge(log, "--visibility-timeout", "6")
+    lane_a, lane_b = new_lane(), new_lane()
+    log_a, log_b = tmp_path / "bridge-a.log", tmp_path / "bridge-b.log"
+    bridge_a = lane_a.bridge(log_a, "--visibility-timeout", "6")
+    bridge_b = lane_b.bridge(log_b, "--visibility-timeout", "6", "--shutdown-timeout", "5")
     try:
-        first = lane.fill(login_bodies(500, tag="before"))
-        wait_until(lambda: lane.depth() == 0, timeout=60, what="the first batch to be deleted")
+        first = lane_a.fill(login_bodies(500, tag="before"))
+        lane_b.fill(login_bodies(100, tag="b-before"))
+        wait_until(lambda: lane_a.depth() == 0, timeout=60, what="lane A's first batch")
+        wait_until(lambda: lane_b.depth() == 0, timeout=60, what="lane B's first batch")
 
         stack.stop_service("kafka")
         try:
-            second = lane.fill(login_bodies(500, tag="during"))
+            second = lane_a.fill(login_bodies(500, tag="during"))
+            held_b = lane_b.fill(login_bodies(100, tag="b-during"))
             time.sleep(15)  # well past the visibility timeout: extensions must hold the messages
-            assert bridge.poll() is None, log.read_text()
-            assert lane.depth() == 500, "messages were deleted without an acknowledgement"
+            assert bridge_a.poll() is None, log_a.read_text()
+            assert lane_a.depth() == 500, "messages were deleted without an acknowledgement"
+
+            bridge_b.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            assert finish(bridge_b, timeout=30) == 0, log_b.read_text()
+            assert time.monotonic() - stopped < 5 + 5
+            assert lane_b.depth() == 100, "SIGTERM deleted unacknowledged messages"
         finally:
             stack.start_service("kafka")
 
-        wait_until(lambda: lane.depth() == 0, timeout=120, what="the backlog to drain")
-        bridge.send_signal(signal.SIGTERM)
-        assert finish(bridge, timeout=40) == 0, log.read_text()
+        wait_until(lambda: lane_a.depth() == 0, timeout=120, what="lane A's backlog to drain")
+        bridge_a.send_signal(signal.SIGTERM)
+        assert finish(bridge_a, timeout=40) == 0, log_a.read_text()
+        bridge_b = lane_b.bridge(log_b, "--exit-when-idle", "8")
+        assert finish(bridge_b, timeout=120) == 0, log_b.read_text()
     finally:
-        if bridge.poll() is None:
-            bridge.kill()
+        for bridge in (bridge_a, bridge_b):
+            if bridge.poll() is None:
+                bridge.kill()
 
-    records = lane.records()
-    by_id = {r.key.decode(): r for r in records}
+    by_id = {r.key.decode(): r for r in lane_a.records()}
     assert set(by_id) == set(first) | set(second)
     for message_id in second:
         assert by_id[message_id].value == second[message_id].encode()
         # Held through the outage, not redelivered: received exactly once.
         assert header(by_id[message_id], "sqs_receive_count") == b"1"
-    text = log.read_text()
+    text = log_a.read_text()
     assert "Kafka unavailable" in text
     assert "Kafka available again" in text
+    assert set(held_b) <= {r.key.decode() for r in lane_b.records()}
+    assert lane_b.depth() == 0
