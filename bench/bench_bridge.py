@@ -43,7 +43,7 @@ from stream.stack.envfile import read_env_file
 
 MESSAGES = 20_000
 NAIVE_MESSAGES = 1_000
-ROUNDS = 2
+ROUNDS = 3
 
 
 def stack_settings() -> Settings:

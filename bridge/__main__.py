@@ -10,13 +10,8 @@ import argparse
 import logging
 import sys
 
-from bridge.cli import add_bridge_arguments, run
+from bridge.cli import DESCRIPTION, add_bridge_arguments, run
 from stream.cli import CommandError
-
-DESCRIPTION = (
-    "Forward SQS messages to the raw Kafka topic unchanged, deleting each from SQS "
-    "only after Kafka acknowledged it. Stops cleanly on SIGTERM or SIGINT."
-)
 
 
 def build_parser() -> argparse.ArgumentParser:

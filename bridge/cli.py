@@ -24,6 +24,11 @@ from stream.settings import Settings
 
 log = logging.getLogger("bridge")
 
+DESCRIPTION = (
+    "Forward SQS messages to the raw Kafka topic unchanged, deleting each from SQS "
+    "only after Kafka acknowledged it. Stops cleanly on SIGTERM or SIGINT."
+)
+
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 # Libraries that log request and response payloads, i.e. message bodies, at
 # DEBUG: they are capped at INFO even under --verbose so no body reaches a log.

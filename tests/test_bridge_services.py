@@ -88,12 +88,13 @@ class Lane:
     def records(self) -> list[ConsumerRecord]:
         return asyncio.run(read_topic(self.bootstrap, self.topic))
 
-    def bridge(self, log_file: Path, *args: str) -> subprocess.Popen[bytes]:
-        """Start ``python -m bridge`` on this lane; its log goes to *log_file*."""
+    def bridge(
+        self, log_file: Path, *args: str, entry: Sequence[str] = ("-m", "bridge")
+    ) -> subprocess.Popen[bytes]:
+        """Start ``python -m bridge`` (or *entry*) on this lane; its log goes to *log_file*."""
         command = [
             sys.executable,
-            "-m",
-            "bridge",
+            *entry,
             "--queue-url",
             self.queue_url,
             "--topic",
@@ -280,10 +281,11 @@ def test_odd_bodies_are_forwarded_byte_for_byte(lane: Lane, tmp_path: Path) -> N
 def test_exit_when_idle_waits_for_the_idle_time_and_leaves_the_queue_empty(
     lane: Lane, tmp_path: Path
 ) -> None:
+    """Through ``maskstream bridge``; the other tests use ``python -m bridge``."""
     lane.fill(login_bodies(300, tag="idle"))
     log = tmp_path / "bridge.log"
     started = time.monotonic()
-    bridge = lane.bridge(log, "--exit-when-idle", "3")
+    bridge = lane.bridge(log, "--exit-when-idle", "3", entry=("-m", "stream.cli", "bridge"))
     assert finish(bridge, timeout=60) == 0, log.read_text()
     elapsed = time.monotonic() - started
     assert 3 <= elapsed < 30

@@ -12,7 +12,10 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import random
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -211,6 +214,19 @@ def test_help_documents_every_option() -> None:
         assert option.flag in text
         assert option.env in text.replace("\n", " ").replace("  ", "")
     assert "--exit-when-idle" in text
+
+
+@pytest.mark.parametrize("entry", [("-m", "bridge"), ("-m", "stream.cli", "bridge")])
+def test_both_entry_points_document_and_check_their_options(entry: tuple[str, ...]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SQS_QUEUE_URL"}
+    shown = subprocess.run([sys.executable, *entry, "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0
+    assert all(option.flag in shown.stdout for option in BRIDGE_OPTIONS)
+    refused = subprocess.run(
+        [sys.executable, *entry, "--pollers", "0"], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode == 2
+    assert "no queue" in refused.stderr and "--pollers must be at least 1" in refused.stderr
 
 
 def test_problems_name_each_bad_setting() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bridge.__main__ import DESCRIPTION
-from bridge.cli import add_bridge_arguments, run
+from bridge.cli import DESCRIPTION, add_bridge_arguments, run
 
 
 def register(subparsers: Any) -> None:
