@@ -152,8 +152,8 @@ def classify_error(exc: BaseException) -> ErrorKind:
     """Sort a produce failure; unknown non-retriable errors replace the producer.
 
     aiokafka reports connection loss as retriable and a full buffer or a slow
-    metadata fetch as KafkaTimeoutError; anything else non-retriable, such as a fenced or
-    closed idempotent producer, leaves that producer unable to send again.
+    metadata fetch as KafkaTimeoutError; anything else non-retriable, such as a
+    fenced or closed idempotent producer, leaves that producer unable to send again.
     """
     if isinstance(exc, _UNWRITABLE):
         return ErrorKind.DROP
@@ -175,14 +175,19 @@ async def ensure_topic(settings: Settings) -> bool:
         client_id="maskstream-bridge-admin",
         request_timeout_ms=15_000,
     )
-    await admin.start()
     try:
+        await admin.start()
         brokers = len((await admin.describe_cluster())["brokers"])
+        replication = max(1, min(MAX_REPLICATION_FACTOR, brokers))
         topic = NewTopic(
             topics.raw,
             num_partitions=topics.partitions,
-            replication_factor=max(1, min(MAX_REPLICATION_FACTOR, brokers)),
-            topic_configs={"retention.ms": str(topics.raw_retention_hours * 3_600_000)},
+            replication_factor=replication,
+            topic_configs={
+                "retention.ms": str(topics.raw_retention_hours * 3_600_000),
+                # With acks=all, an acknowledgement then means two copies when there are three.
+                "min.insync.replicas": str(max(1, replication - 1)),
+            },
         )
         response = await admin.create_topics([topic])
     finally:
