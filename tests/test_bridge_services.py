@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -45,7 +46,7 @@ class Lane:
     queue_url: str
     topic: str
     bootstrap: str
-    sqs: object
+    sqs: Any
 
     def fill(self, bodies: Sequence[str]) -> dict[str, str]:
         """Send *bodies* (up to ten per call, one per call if large); return id -> body."""
