@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import faust
 
+from stream import kafka_transport
 from stream import settings as settings_module
 from stream.keyring import KeyRingError, load_keyring
 from stream.records import MaskedLogin, Rejection, SeenDevice
@@ -28,13 +29,20 @@ try:
 except KeyRingError as exc:
     sys.exit(f"maskstream worker: {exc}")
 
+kafka_transport.register()
+
 app = faust.App(
     settings.app_id,
-    broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+    broker=[
+        f"{kafka_transport.SCHEME}://{server}"
+        for server in settings.kafka_bootstrap_servers.split(",")
+    ],
     store="memory://",  # tables are rebuilt from their changelog topics on start
     topic_partitions=settings.topics.partitions,
     table_standby_replicas=settings.standby_replicas,
     consumer_auto_offset_reset="earliest",
+    broker_session_timeout=settings.session_timeout_seconds,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     # Several workers may run on one host: take the configured port if free.
     web_port=choose_port(settings.worker_web_port, set()),
     web_host="127.0.0.1",

@@ -59,6 +59,8 @@ class IsolatedPipeline:
             "MASKSTREAM_TOPIC_REJECTED": self.rejected_topic,
             "MASKSTREAM_PARTITIONS": str(self.partitions),
             "MASKSTREAM_SINK_BATCH_SECONDS": "0.5",
+            # Tests kill workers: let the group notice within seconds.
+            "MASKSTREAM_SESSION_TIMEOUT_SECONDS": "10",
         }
         self.launcher = Launcher(self.env, self.work_dir / self.name)
 
@@ -109,6 +111,39 @@ class IsolatedPipeline:
             time.sleep(0.5)
         # Let in-flight batches land so a test can see an excess, not just enough.
         time.sleep(2 * float(self.env["MASKSTREAM_SINK_BATCH_SECONDS"]) + 1)
+
+    # -- sqs ---------------------------------------------------------------------
+
+    def create_queue(self) -> str:
+        """A queue of this pipeline's own; the bridge and `send` use it from now on."""
+        import boto3
+
+        env = self.stack_env
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=env["AWS_ENDPOINT_URL_SQS"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+        url = sqs.create_queue(QueueName=self.name)["QueueUrl"]
+        self.env["SQS_QUEUE_URL"] = url
+        return url
+
+    def send_to_sqs(self, lines: list[bytes], threads: int = 8) -> int:
+        """Send each line as one message body; return how many SQS accepted."""
+        from bridge.sqs import make_client
+        from stream.commands.send import send_stream
+        from stream.settings import Settings
+
+        settings = Settings(
+            sqs_queue_url=self.env["SQS_QUEUE_URL"],
+            sqs_endpoint_url=self.stack_env["AWS_ENDPOINT_URL_SQS"],
+        )
+        client = make_client(settings, max_pool_connections=threads)
+        report = send_stream(client, settings.sqs_queue_url, lines, threads)
+        assert not report.errors, report.errors[:3]
+        return report.sent
 
     # -- kafka ---------------------------------------------------------------------
 

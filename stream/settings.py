@@ -121,6 +121,11 @@ class Settings:
     # Worker tuning.
     # The Faust app id is also the consumer group that `replay` rewinds.
     app_id: str = field(default_factory=lambda: _env("MASKSTREAM_APP_ID", "maskstream"))
+    # How long the group waits for a silent (killed) worker before moving its
+    # partitions to the others: shorter means faster recovery, more false alarms.
+    session_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_SESSION_TIMEOUT_SECONDS", 30.0)
+    )
     standby_replicas: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_STANDBY_REPLICAS", 1)
     )
