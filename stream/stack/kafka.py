@@ -104,8 +104,15 @@ class Kafka(Service):
 
 async def _metadata_answers(bootstrap: str) -> bool:
     """True once the broker serves metadata (the port opens earlier than that)."""
+    import logging
+
     from aiokafka.admin import AIOKafkaAdminClient
 
+    # A broker still starting refuses connections; aiokafka logs each refusal
+    # as an error, which is noise while we are only asking "ready yet?".
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:
         await admin.start()
@@ -115,3 +122,4 @@ async def _metadata_answers(bootstrap: str) -> bool:
         return False
     finally:
         await admin.close()
+        aiokafka_log.setLevel(level)
