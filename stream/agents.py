@@ -16,8 +16,18 @@ import time
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from stream.app import app, masked_topic, raw_topic, rejected_topic, seen_devices, settings, stats
+from stream.app import (
+    app,
+    masked_topic,
+    metrics,
+    raw_topic,
+    rejected_topic,
+    seen_devices,
+    settings,
+    stats,
+)
 from stream.keyring import load_keyring
 from stream.masking import Masker
 from stream.records import MaskedLogin, RawLogin, Rejection
@@ -60,7 +70,9 @@ async def sink_logins(stream: faust.StreamT[MaskedLogin]) -> None:
         async for batch in stream.take(
             settings.sink_batch_size, within=settings.sink_batch_seconds
         ):
+            started = time.perf_counter()
             outcome = await sink.write([login_row(login) for login in batch])
+            metrics.observe_batch(settings.logins_table, len(batch), time.perf_counter() - started)
             stats.rows_written += outcome.inserted
             stats.rows_already_present += len(batch) - outcome.inserted - len(outcome.refused)
             for index, reason in outcome.refused:
@@ -86,7 +98,11 @@ async def sink_rejections(stream: faust.StreamT[Rejection]) -> None:
         async for batch in stream.take(
             settings.sink_batch_size, within=settings.sink_batch_seconds
         ):
+            started = time.perf_counter()
             outcome = await sink.write([rejection_row(r) for r in batch])
+            metrics.observe_batch(
+                settings.rejections_table, len(batch), time.perf_counter() - started
+            )
             for index, reason in outcome.refused:
                 # Rejections hold only ids, reasons and tokens; this should not
                 # happen, and if it does the message id says which one.
@@ -111,3 +127,27 @@ class SeenDeviceView(View):
         if entry is None:
             return self.json({"error": "device not seen", "device": device}, status=404)
         return self.json({"device": device, **entry.asdict(), "observed_at": time.time()})
+
+
+@app.page("/metrics")
+async def prometheus_metrics(web: faust.web.Web, request: Request) -> Response:
+    # aiohttp takes the charset separately; the exposition format is UTF-8 text.
+    content_type = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+    return web.bytes(metrics.exposition(), content_type=content_type)
+
+
+@app.page("/health")
+async def health(web: faust.web.Web, request: Request) -> Response:
+    """Liveness: the worker's event loop answers."""
+    return web.json({"status": "ok"})
+
+
+@app.page("/ready")
+async def ready(web: faust.web.Web, request: Request) -> Response:
+    """Readiness: partitions assigned and tables recovered, not rebalancing."""
+    recovered = app.tables.recovery.completed.is_set()
+    is_ready = recovered and not app.rebalancing
+    return web.json(
+        {"ready": is_ready, "rebalancing": app.rebalancing, "recovered": recovered},
+        status=200 if is_ready else 503,
+    )

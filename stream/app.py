@@ -18,6 +18,7 @@ import faust
 from stream import kafka_transport
 from stream import settings as settings_module
 from stream.keyring import KeyRingError, load_keyring
+from stream.metrics import WorkerMetrics
 from stream.records import MaskedLogin, Rejection, SeenDevice
 from stream.stack.ports import choose_port
 from stream.stats import PipelineStats
@@ -96,5 +97,6 @@ seen_devices = app.Table(
 
 # What this worker processed, for the periodic log line (and metrics later).
 stats = PipelineStats()
+metrics = WorkerMetrics(app, stats)
 
 from stream import agents  # noqa: E402,F401  (registers agents, pages and timers)

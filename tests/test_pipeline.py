@@ -252,3 +252,35 @@ def test_worker_stopped_mid_stream_and_restarted_loses_and_duplicates_nothing(
         "SELECT count(*), count(DISTINCT message_id) FROM user_logins"
     )[0]
     assert total == distinct == len(messages)
+
+
+def test_worker_serves_metrics_health_and_readiness(pipeline: IsolatedPipeline) -> None:
+    messages = [RawMessage(new_id(), login(device_id=f"dev-{i % 7}")) for i in range(40)]
+    messages.append(RawMessage(new_id(), b"not json"))
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw(messages)
+    pipeline.wait_for_outcomes(len(messages))
+    base = f"http://127.0.0.1:{pipeline.launcher.web_ports['worker']}"
+
+    with urllib.request.urlopen(f"{base}/health") as response:
+        assert json.load(response) == {"status": "ok"}
+    with urllib.request.urlopen(f"{base}/ready") as response:
+        assert json.load(response)["ready"] is True
+    # Offsets are committed every few seconds: lag drains to zero shortly after.
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"{base}/metrics") as response:
+            text = response.read().decode()
+        lag_lines = [
+            line for line in text.splitlines() if line.startswith("maskstream_consumer_lag{")
+        ]
+        if all(line.endswith(" 0.0") for line in lag_lines) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert any(f'topic="{pipeline.raw_topic}"' in line for line in lag_lines)
+    assert all(line.endswith(" 0.0") for line in lag_lines), lag_lines
+    assert "maskstream_rows_written_total 40.0" in text
+    assert 'maskstream_rejections_total{reason="not JSON"} 1.0' in text
+    assert 'maskstream_sink_batch_size_count{table="user_logins"}' in text
+    assert "maskstream_sink_seconds_bucket" in text
+    assert "199.172.111.135" not in text  # never a value, only counts
