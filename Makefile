@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TEST_STACK_DIR ?= .stack-test
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench stack-up stack-down clean
+.PHONY: install test lint demo bench soak stack-up stack-down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ stack-down: install
 
 clean: stack-down
 	rm -rf .stack $(TEST_STACK_DIR)
+
+# A million messages end to end: throughput over time and RSS (not a test).
+soak: install
+	$(PY) -m stream.cli stack up > /dev/null
+	$(PY) -m bench.soak $(SOAK_ARGS)
