@@ -17,6 +17,7 @@ import faust
 
 from stream import kafka_transport
 from stream import settings as settings_module
+from stream.kafka_security import KafkaSecurity, KafkaSecurityError
 from stream.keyring import KeyRingError, load_keyring
 from stream.metrics import WorkerMetrics
 from stream.records import MaskedLogin, Rejection, SeenDevice
@@ -27,7 +28,8 @@ settings = settings_module.load()
 
 try:
     load_keyring(settings)
-except KeyRingError as exc:
+    kafka_security = KafkaSecurity.from_settings(settings)
+except (KeyRingError, KafkaSecurityError) as exc:
     sys.exit(f"maskstream worker: {exc}")
 
 kafka_transport.register()
@@ -38,6 +40,7 @@ app = faust.App(
         f"{kafka_transport.SCHEME}://{server}"
         for server in settings.kafka_bootstrap_servers.split(",")
     ],
+    broker_credentials=kafka_security.faust_credentials(),
     store="memory://",  # tables are rebuilt from their changelog topics on start
     topic_partitions=settings.topics.partitions,
     table_standby_replicas=settings.standby_replicas,

@@ -63,6 +63,18 @@ class Settings:
     kafka_bootstrap_servers: str = field(
         default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
     )
+    # Kafka TLS / SASL (see stream/kafka_security.py); PLAINTEXT by default.
+    kafka_security_protocol: str = field(
+        default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    )
+    kafka_sasl_mechanism: str = field(default_factory=lambda: _env("KAFKA_SASL_MECHANISM", "PLAIN"))
+    kafka_sasl_username: str = field(default_factory=lambda: _env("KAFKA_SASL_USERNAME", ""))
+    kafka_sasl_password: str = field(
+        default_factory=lambda: _env("KAFKA_SASL_PASSWORD", ""), repr=False
+    )
+    kafka_ssl_cafile: str = field(default_factory=lambda: _env("KAFKA_SSL_CAFILE", ""))
+    kafka_ssl_certfile: str = field(default_factory=lambda: _env("KAFKA_SSL_CERTFILE", ""))
+    kafka_ssl_keyfile: str = field(default_factory=lambda: _env("KAFKA_SSL_KEYFILE", ""))
     database_url: str = field(
         default_factory=lambda: _env(
             "DATABASE_URL", "postgresql://postgres@localhost:5432/postgres"

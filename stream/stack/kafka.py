@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import subprocess
 import uuid
 from pathlib import Path
@@ -34,21 +35,53 @@ class Kafka(Service):
     name = "kafka"
     heap = "512m"
 
+    #: The one SASL/PLAIN user of the local broker (for trying Kafka security).
+    sasl_username = "maskstream"
+
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.ports['kafka']}"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['kafka_sasl']}"
+
+    @property
+    def sasl_password(self) -> str:
+        """A random password made once per stack, kept with the broker's state."""
+        path = self.dir / "sasl-password"
+        if not path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(18))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def _server_properties(self) -> str:
         broker, controller = self.ports["kafka"], self.ports["kafka_controller"]
+        sasl = self.ports["kafka_sasl"]
+        user, password = self.sasl_username, self.sasl_password
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller},"
+                f"SASL_PLAINTEXT://127.0.0.1:{sasl}"
+            ),
+            "advertised.listeners": (
+                f"PLAINTEXT://127.0.0.1:{broker},SASL_PLAINTEXT://127.0.0.1:{sasl}"
+            ),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+            ),
+            # A SASL/PLAIN listener so clients' security settings can be tried here.
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{user}" password="{password}" user_{user}="{password}";'
+            ),
             "log.dirs": str(self.dir / "data"),
             "num.partitions": "8",
             # One node: every internal topic (offsets, transactions used by
@@ -99,7 +132,14 @@ class Kafka(Service):
         return asyncio.run(_metadata_answers(self.bootstrap))
 
     def environment(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            # Not used by default: the same broker behind SASL/PLAIN, for trying
+            # KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT against a real listener.
+            "STACK_KAFKA_SASL_BOOTSTRAP_SERVERS": self.sasl_bootstrap,
+            "STACK_KAFKA_SASL_USERNAME": self.sasl_username,
+            "STACK_KAFKA_SASL_PASSWORD": self.sasl_password,
+        }
 
 
 async def _metadata_answers(bootstrap: str) -> bool:

@@ -22,7 +22,13 @@ from stream.stack.ports import choose_port, is_port_free
 from stream.stack.postgres import Postgres
 from stream.stack.service import Service
 
-DEFAULT_PORTS = {"kafka": 9092, "kafka_controller": 9093, "elasticmq": 9324, "postgres": 5432}
+DEFAULT_PORTS = {
+    "kafka": 9092,
+    "kafka_controller": 9093,
+    "kafka_sasl": 9094,
+    "elasticmq": 9324,
+    "postgres": 5432,
+}
 KEYRING_FILE_NAME = "keyring.json"
 
 
@@ -78,7 +84,7 @@ class Stack:
     def _assign_ports(self, running: set[str]) -> None:
         """Keep recorded ports that are still ours or still free; pick the rest."""
         taken: set[int] = set()
-        owners = {"kafka": "kafka", "kafka_controller": "kafka"}
+        owners = {"kafka": "kafka", "kafka_controller": "kafka", "kafka_sasl": "kafka"}
         for key, default in DEFAULT_PORTS.items():
             recorded = self.ports.get(key)
             service = owners.get(key, key)
