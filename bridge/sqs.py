@@ -195,41 +195,57 @@ class SqsQueue:
         )
         return cls(client, settings.sqs_queue_url, pollers=pollers, controllers=controllers)
 
-    async def _run(self, pool: Executor, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, call)
+    async def _run(self, pool: Executor, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, call, *args)
 
-    async def receive(
+    # Each call runs whole in a worker thread, building the request and parsing
+    # the answer there too, so the event loop only hands work out and back.
+
+    def _receive(
         self, max_messages: int, wait_seconds: int, visibility_timeout: int
     ) -> list[SqsMessage]:
-        call = functools.partial(
-            self._client.receive_message,
+        response = self._client.receive_message(
             QueueUrl=self._url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_timeout,
             MessageSystemAttributeNames=list(RECEIVE_ATTRIBUTES),
         )
-        response = await self._run(self._receive_pool, call)
         return [parse_message(raw) for raw in response.get("Messages", [])]
 
-    async def delete(self, receipt_handles: Sequence[str]) -> list[EntryFailure]:
+    def _delete(self, receipt_handles: Sequence[str]) -> list[EntryFailure]:
         entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)]
-        call = functools.partial(
-            self._client.delete_message_batch, QueueUrl=self._url, Entries=entries
+        return batch_failures(
+            self._client.delete_message_batch(QueueUrl=self._url, Entries=entries)
         )
-        return batch_failures(await self._run(self._control_pool, call))
 
-    async def change_visibility(
+    def _change_visibility(
         self, receipt_handles: Sequence[str], timeout: int
     ) -> list[EntryFailure]:
         entries = [
             {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout}
             for i, h in enumerate(receipt_handles)
         ]
-        call = functools.partial(
-            self._client.change_message_visibility_batch, QueueUrl=self._url, Entries=entries
+        return batch_failures(
+            self._client.change_message_visibility_batch(QueueUrl=self._url, Entries=entries)
         )
-        return batch_failures(await self._run(self._control_pool, call))
+
+    async def receive(
+        self, max_messages: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[SqsMessage]:
+        return await self._run(
+            self._receive_pool, self._receive, max_messages, wait_seconds, visibility_timeout
+        )
+
+    async def delete(self, receipt_handles: Sequence[str]) -> list[EntryFailure]:
+        return await self._run(self._control_pool, self._delete, receipt_handles)
+
+    async def change_visibility(
+        self, receipt_handles: Sequence[str], timeout: int
+    ) -> list[EntryFailure]:
+        return await self._run(
+            self._control_pool, self._change_visibility, receipt_handles, timeout
+        )
 
     def close(self) -> None:
         """Stop the worker threads without waiting for a pending long poll."""
