@@ -117,16 +117,10 @@ def pipeline_rate(pipe: IsolatedPipeline, expected: int) -> float:
 def run() -> list[Result]:
     stack = Stack.from_settings()
     env = read_env_file(stack.env_file)
-    pipe = IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=8)
-    pipe.create_database()
-    pipe.create_topics()
-    try:
+    with IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=8) as pipe:
         pipe.produce_raw(valid_messages(MESSAGES))
         baseline = asyncio.run(baseline_consume_and_copy(pipe, MESSAGES))
         subject = pipeline_rate(pipe, MESSAGES)
-    finally:
-        pipe.launcher.stop_all()
-        pipe.drop_database()
     return [
         Result(
             "stream",

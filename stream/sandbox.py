@@ -64,6 +64,16 @@ class IsolatedPipeline:
         }
         self.launcher = Launcher(self.env, self.work_dir / self.name)
 
+    def __enter__(self) -> IsolatedPipeline:
+        """Create the database and topics; on exit stop children, drop the database."""
+        self.create_database()
+        self.create_topics()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.launcher.stop_all()
+        self.drop_database()
+
     # -- database ---------------------------------------------------------------
 
     def create_database(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.sandbox import IsolatedPipeline
 from stream.stack.envfile import read_env_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +65,10 @@ def kafka_bootstrap(stack_env: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def sqs_endpoint(stack_env: dict[str, str]) -> str:
     return stack_env["AWS_ENDPOINT_URL_SQS"]
+
+
+@pytest.fixture
+def pipeline(stack_env: dict[str, str], tmp_path: Path) -> Iterator[IsolatedPipeline]:
+    """An isolated pipeline (own database, topics, consumer group) on the stack."""
+    with IsolatedPipeline(stack_env, tmp_path) as pipe:
+        yield pipe

@@ -117,14 +117,8 @@ class FaultRun:
 
 @pytest.fixture
 def run(stack_env: dict[str, str], tmp_path: Path) -> Iterator[FaultRun]:
-    pipe = IsolatedPipeline(stack_env, tmp_path, partitions=8)
-    pipe.create_database()
-    pipe.create_topics()
-    try:
+    with IsolatedPipeline(stack_env, tmp_path, partitions=8) as pipe:
         yield FaultRun(pipe)
-    finally:
-        pipe.launcher.stop_all()
-        pipe.drop_database()
 
 
 @pytest.fixture
@@ -204,5 +198,3 @@ def test_third_worker_joins_mid_stream_then_leaves(run: FaultRun) -> None:
     run.wait_for_rows(0.5)
     assert run.pipe.launcher.stop("worker-3", signal.SIGTERM) == 0
     run.finish_and_check()
-
-

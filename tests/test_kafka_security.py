@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import faust
 import pytest
@@ -118,21 +116,9 @@ def test_wrong_password_is_refused(stack_env: dict[str, str]) -> None:
         )
 
 
-@pytest.fixture
-def sasl_pipeline(stack_env: dict[str, str], tmp_path: Path) -> Iterator[IsolatedPipeline]:
-    pipe = IsolatedPipeline(stack_env, tmp_path)
-    pipe.create_database()
-    pipe.create_topics()
-    try:
-        yield pipe
-    finally:
-        pipe.launcher.stop_all()
-        pipe.drop_database()
-
-
 @pytest.mark.services
 def test_worker_runs_the_pipeline_over_sasl(
-    sasl_pipeline: IsolatedPipeline, stack_env: dict[str, str]
+    pipeline: IsolatedPipeline, stack_env: dict[str, str]
 ) -> None:
     body = {
         "user_id": "u-1",
@@ -142,8 +128,8 @@ def test_worker_runs_the_pipeline_over_sasl(
         "locale": None,
         "device_id": "111-22-3333",
     }
-    sasl_pipeline.launcher.start_worker("worker", extra_env=sasl_env(stack_env))
-    sasl_pipeline.produce_raw([RawMessage(str(uuid.uuid4()), json.dumps(body).encode())])
-    sasl_pipeline.wait_for_outcomes(1)
+    pipeline.launcher.start_worker("worker", extra_env=sasl_env(stack_env))
+    pipeline.produce_raw([RawMessage(str(uuid.uuid4()), json.dumps(body).encode())])
+    pipeline.wait_for_outcomes(1)
     # The worker knew only the SASL listener: the row proves it authenticated.
-    assert sasl_pipeline.row_count() == 1
+    assert pipeline.row_count() == 1

@@ -9,8 +9,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -36,18 +34,6 @@ def login(
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-@pytest.fixture
-def pipeline(stack_env: dict[str, str], tmp_path: Path) -> Iterator[IsolatedPipeline]:
-    pipe = IsolatedPipeline(stack_env, tmp_path)
-    pipe.create_database()
-    pipe.create_topics()
-    try:
-        yield pipe
-    finally:
-        pipe.launcher.stop_all()
-        pipe.drop_database()
 
 
 # Each bad body, the reason it must be rejected with.

@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -39,18 +37,6 @@ def replay(pipe: IsolatedPipeline, *args: str) -> subprocess.CompletedProcess:
         env={**os.environ, **pipe.env, "MASKSTREAM_STACK_DIR": str(pipe.launcher.log_dir)},
         timeout=300,
     )
-
-
-@pytest.fixture
-def pipeline(stack_env: dict[str, str], tmp_path: Path) -> Iterator[IsolatedPipeline]:
-    pipe = IsolatedPipeline(stack_env, tmp_path)
-    pipe.create_database()
-    pipe.create_topics()
-    try:
-        yield pipe
-    finally:
-        pipe.launcher.stop_all()
-        pipe.drop_database()
 
 
 def test_parse_start_accepts_earliest_and_iso_times() -> None:
