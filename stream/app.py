@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import faust
 
-from stream import kafka_transport
+from stream import kafka_transport, logs
 from stream import settings as settings_module
 from stream.kafka_security import KafkaSecurity, KafkaSecurityError
 from stream.keyring import KeyRingError, load_keyring
@@ -41,6 +41,7 @@ app = faust.App(
         for server in settings.kafka_bootstrap_servers.split(",")
     ],
     broker_credentials=kafka_security.faust_credentials(),
+    logging_config=logs.faust_logging_config(),
     store="memory://",  # tables are rebuilt from their changelog topics on start
     topic_partitions=settings.topics.partitions,
     table_standby_replicas=settings.standby_replicas,

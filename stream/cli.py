@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from stream import logs
 from stream.errors import CommandError
 
 __all__ = ["CommandError", "build_parser", "main"]
@@ -52,10 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:

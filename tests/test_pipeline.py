@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -270,3 +271,42 @@ def test_worker_serves_metrics_health_and_readiness(pipeline: IsolatedPipeline) 
     assert 'maskstream_sink_batch_size_count{table="user_logins"}' in text
     assert "maskstream_sink_seconds_bucket" in text
     assert "199.172.111.135" not in text  # never a value, only counts
+
+
+def test_json_logs_are_one_object_per_line_without_pii(pipeline: IsolatedPipeline) -> None:
+    ip, device = "198.51.100.23", "555-66-7777"
+    pipeline.launcher.start_worker("worker", extra_env={"MASKSTREAM_LOG_FORMAT": "json"})
+    pipeline.produce_raw(
+        [
+            RawMessage(new_id(), login(device_id=device, ip=ip)),
+            RawMessage(new_id(), f"{ip} {device}".encode()),
+        ]
+    )
+    pipeline.wait_for_outcomes(2)
+    pipeline.launcher.stop("worker")
+    log = pipeline.launcher.log("worker")
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert len(entries) > 10
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    assert any("Ready" in entry["message"] for entry in entries)
+    assert ip not in log
+    assert device not in log
+
+
+def test_cli_logs_json_when_asked() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "replay", "--from", "earliest", "--dry-run"],
+        env={
+            **os.environ,
+            "MASKSTREAM_LOG_FORMAT": "json",
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    json_lines = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    assert json_lines, result.stderr
+    assert all(json.loads(line)["level"] == "error" for line in json_lines)
+    assert "unreachable" in result.stderr
