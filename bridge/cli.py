@@ -153,6 +153,13 @@ TUNING_OPTIONS = (
         "seconds between counter lines in the log",
         float,
     ),
+    Option(
+        "--metrics-port",
+        "bridge_metrics_port",
+        "MASKSTREAM_BRIDGE_METRICS_PORT",
+        "port of /metrics, /health and /ready (0: none)",
+        int,
+    ),
 )
 
 BRIDGE_OPTIONS = SQS_OPTIONS + KAFKA_OPTIONS + TUNING_OPTIONS
@@ -344,7 +351,27 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
     queue = SqsQueue.from_settings(
         settings, pollers=config.pollers, controllers=config.deleters + 2
     )
-    forwarder = Forwarder(queue, KafkaSink(settings), config)
+    sink = KafkaSink(settings)
+    forwarder = Forwarder(queue, sink, config)
+    endpoints = None
+    if settings.bridge_metrics_port:
+        from bridge.metrics import BridgeCollector, BridgeEndpoints
+        from bridge.sqs import make_client
+
+        endpoints = BridgeEndpoints(
+            BridgeCollector(forwarder.counters, lambda: forwarder.in_flight),
+            # Ready once a producer has started, i.e. Kafka answered.
+            lambda: getattr(sink, "_producer", None) is not None,
+            make_client(settings, max_pool_connections=1),
+            settings.sqs_queue_url,
+        )
+        try:
+            await endpoints.start(settings.bridge_metrics_port)
+        except OSError as exc:  # losing metrics must not stop the data
+            log.error(
+                "metrics disabled: port %d unavailable (%s)", settings.bridge_metrics_port, exc
+            )
+            endpoints = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, forwarder.request_stop, sig.name)
@@ -361,5 +388,7 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if endpoints is not None:
+            await endpoints.stop()
         queue.close()
     return 0 if healthy else 1

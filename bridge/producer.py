@@ -31,6 +31,7 @@ from aiokafka.errors import (
 )
 
 from bridge.sqs import SqsMessage
+from stream.kafka_security import KafkaSecurity
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "max_request_size": MAX_REQUEST_BYTES,
         "compression_type": None if compression in ("", "none") else compression,
         "partitioner": partition_for_key,
+        **KafkaSecurity.from_settings(settings).aiokafka_options(),
     }
 
 
@@ -174,6 +176,7 @@ async def ensure_topic(settings: Settings) -> bool:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id="maskstream-bridge-admin",
         request_timeout_ms=15_000,
+        **KafkaSecurity.from_settings(settings).aiokafka_options(),
     )
     try:
         await admin.start()

@@ -60,7 +60,10 @@ class Launcher:
         return self._start(name, argv, {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})})
 
     def start_bridge(self, name: str = "bridge", *args: str) -> subprocess.Popen:
-        return self._start(name, [sys.executable, "-m", "bridge", *args], None)
+        """``python -m bridge`` with its metrics on a free port of its own."""
+        port = self.web_ports[name] = any_free_port()
+        argv = [sys.executable, "-m", "bridge", *args]
+        return self._start(name, argv, {"MASKSTREAM_BRIDGE_METRICS_PORT": str(port)})
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")

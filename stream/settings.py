@@ -130,6 +130,11 @@ class Settings:
         default_factory=lambda: _env("MASKSTREAM_REJECTIONS_TABLE", "rejected_logins")
     )
 
+    # Prometheus /metrics, /health and /ready of the bridge; 0 turns them off.
+    bridge_metrics_port: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_METRICS_PORT", 9108)
+    )
+
     # Worker tuning.
     # The Faust app id is also the consumer group that `replay` rewinds.
     app_id: str = field(default_factory=lambda: _env("MASKSTREAM_APP_ID", "maskstream"))

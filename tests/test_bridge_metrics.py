@@ -1,0 +1,52 @@
+"""The bridge's /metrics, /health and /ready, scraped during a real run."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from stream.sandbox import IsolatedPipeline
+
+pytestmark = pytest.mark.services
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_bridge_metrics_count_what_it_forwarded(pipeline: IsolatedPipeline) -> None:
+    pipeline.create_queue()
+    lines = [json.dumps({"n": i, "ip": "192.0.2.44"}).encode() + b"\n" for i in range(300)]
+    sent = pipeline.send_to_sqs(lines)
+    pipeline.launcher.start_bridge("bridge")
+    base = f"http://127.0.0.1:{pipeline.launcher.web_ports['bridge']}"
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            text = scrape(f"{base}/metrics")
+        except OSError:
+            text = ""
+        if metric(text, "maskstream_bridge_messages_deleted_total") == sent:
+            break
+        assert time.monotonic() < deadline, text[-2000:]
+        time.sleep(0.5)
+    assert metric(text, "maskstream_bridge_messages_received_total") >= sent
+    assert metric(text, "maskstream_bridge_messages_forwarded_total") >= sent
+    assert metric(text, "maskstream_bridge_in_flight") == 0
+    assert "maskstream_sqs_queue_depth" in text
+    assert "192.0.2.44" not in text
+    assert json.loads(scrape(f"{base}/health")) == {"status": "ok"}
+    assert json.loads(scrape(f"{base}/ready")) == {"ready": True}
+    assert pipeline.launcher.stop("bridge") == 0
