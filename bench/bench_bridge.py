@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -149,14 +149,14 @@ class _Started:
     def __init__(self, sink: KafkaSink) -> None:
         self._sink = sink
 
+    def listen(self, listener: Callable[[list[Any], BaseException | None], None]) -> None:
+        self._sink.listen(listener)
+
     async def start(self) -> None:
         return None
 
-    async def send(self, record: RawRecord) -> asyncio.Future[Any]:
-        return await self._sink.send(record)
-
-    def mark_broken(self, exc: BaseException) -> None:
-        self._sink.mark_broken(exc)
+    async def send(self, record: RawRecord, token: Any) -> None:
+        await self._sink.send(record, token)
 
     async def stop(self, timeout: float) -> bool:
         return await self._sink.stop(timeout)

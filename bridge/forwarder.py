@@ -16,12 +16,12 @@ deleted or given up; nothing is deleted before its acknowledgement.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -55,13 +55,17 @@ class QueuePort(Protocol):
 
 
 class SinkPort(Protocol):
-    """What the forwarder needs from Kafka (see :class:`bridge.producer.KafkaSink`)."""
+    """What the forwarder needs from Kafka (see :class:`bridge.producer.KafkaSink`).
+
+    ``send`` takes a record and a token; later the listener given to
+    ``listen`` gets the tokens of each batch with its outcome (None: acknowledged).
+    """
+
+    def listen(self, listener: Callable[[list[Any], BaseException | None], None]) -> None: ...
 
     async def start(self) -> None: ...
 
-    async def send(self, record: RawRecord) -> asyncio.Future[Any]: ...
-
-    def mark_broken(self, exc: BaseException) -> None: ...
+    async def send(self, record: RawRecord, token: Any) -> None: ...
 
     async def stop(self, timeout: float) -> bool: ...
 
@@ -239,7 +243,8 @@ class Forwarder:
         self._clock = clock
         self._rand = rand
         self._held: set[Held] = set()
-        self._acked: asyncio.Queue[Held] = asyncio.Queue()
+        self._acked: collections.deque[Held] = collections.deque()
+        self._ack_ready = asyncio.Event()
         self._gate = InFlightGate(config.max_in_flight)
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -251,6 +256,7 @@ class Forwarder:
         self._sqs = OutageLog("SQS", clock)
         self._resends: set[asyncio.Task[None]] = set()
         self._crashed = False
+        sink.listen(self._on_delivery)
 
     # -- public -----------------------------------------------------------------------
 
@@ -389,8 +395,7 @@ class Forwarder:
             self._sqs.success()
             self._gate.release(batch - len(messages))
             self._note_receive(started, len(messages))
-            for message in messages:
-                await self._hold(message, started)
+            await self._hold(messages, started)
 
     def _note_receive(self, started: float, count: int) -> None:
         if count:
@@ -398,53 +403,49 @@ class Forwarder:
         elif self._idle_since is None:
             self._idle_since = started
 
-    async def _hold(self, message: SqsMessage, received_at: float) -> None:
-        held = Held(
-            message=message,
-            record=to_record(message),
-            visible_until=received_at + self._config.visibility_timeout,
-        )
-        self._held.add(held)
+    async def _hold(self, messages: list[SqsMessage], received_at: float) -> None:
+        """Take responsibility for one receive's messages and hand them to Kafka."""
+        if not messages:
+            return
+        visible_until = received_at + self._config.visibility_timeout
+        batch = [Held(m, to_record(m), visible_until) for m in messages]
+        self._held.update(batch)
         self._drained.clear()
-        self.counters.received += 1
-        await self._send(held)
+        self.counters.received += len(batch)
+        for held in batch:
+            await self._send(held)
 
     async def _send(self, held: Held) -> None:
         held.sent_at = self._clock()
         try:
-            delivery = await self._sink.send(held.record)
+            await self._sink.send(held.record, held)
         except Exception as exc:
             self._produce_failed(held, exc)
-            return
-        delivery.add_done_callback(functools.partial(self._on_delivery, held))
 
-    def _on_delivery(self, held: Held, delivery: asyncio.Future[Any]) -> None:
-        if delivery.cancelled():
-            self._produce_failed(held, asyncio.CancelledError("delivery cancelled"))
+    def _on_delivery(self, batch: list[Held], error: BaseException | None) -> None:
+        """The sink's report for one Kafka batch: acknowledged, or failed with *error*."""
+        if error is not None:
+            for held in batch:
+                self._produce_failed(held, error)
             return
-        exc = delivery.exception()
-        if exc is not None:
-            self._produce_failed(held, exc)
-            return
-        held.acked = True
+        for held in batch:
+            held.acked = True
         self._last_ack = self._clock()
-        self.counters.forwarded += 1
+        self.counters.forwarded += len(batch)
         self._kafka.success()
-        self._acked.put_nowait(held)
+        self._acked.extend(batch)
+        self._ack_ready.set()
 
     def _produce_failed(self, held: Held, exc: BaseException) -> None:
-        kind = classify_error(exc)
-        if kind is ErrorKind.DROP:
+        if classify_error(exc) is ErrorKind.DROP:
             self.counters.failed += 1
             log.error(
                 "message %s can never be written to Kafka (%s); left in SQS for its redrive policy",
                 held.message.message_id,
                 describe(exc),
             )
-            self._forget(held)
+            self._forget([held])
             return
-        if kind is ErrorKind.RESTART:
-            self._sink.mark_broken(exc)
         held.attempts += 1
         self.counters.retried += 1
         self._kafka.failure(f"{describe(exc)}; holding {len(self._held)} messages")
@@ -457,13 +458,14 @@ class Forwarder:
         self._resends.add(task)
         task.add_done_callback(self._resends.discard)
 
-    def _forget(self, held: Held) -> None:
-        """The bridge is done with *held* (deleted or given up): free its slot."""
-        if held in self._held:
-            self._held.discard(held)
-            self._gate.release(1)
-            if not self._held:
-                self._drained.set()
+    def _forget(self, done: list[Held]) -> None:
+        """The bridge is finished with these (deleted or given up): free their slots."""
+        held = self._held
+        gone = [h for h in done if h in held]
+        held.difference_update(gone)
+        self._gate.release(len(gone))
+        if not held:
+            self._drained.set()
 
     # -- delete -------------------------------------------------------------------------
 
@@ -473,17 +475,16 @@ class Forwarder:
 
     async def _next_delete_batch(self) -> list[Held]:
         """Up to ten acknowledged messages, waiting a moment for a part-filled batch."""
-        batch = [await self._acked.get()]
-        lingered = False
-        while len(batch) < MAX_BATCH_ENTRIES:
-            if self._acked.empty():
-                if lingered:
-                    break
-                lingered = True
+        acked = self._acked
+        while True:
+            while not acked:
+                self._ack_ready.clear()
+                await self._ack_ready.wait()
+            if len(acked) < MAX_BATCH_ENTRIES:
                 await asyncio.sleep(DELETE_LINGER_SECONDS)
-                continue
-            batch.append(self._acked.get_nowait())
-        return batch
+            batch = [acked.popleft() for _ in range(min(MAX_BATCH_ENTRIES, len(acked)))]
+            if batch:  # another deleter may have emptied the queue meanwhile
+                return batch
 
     async def _delete(self, batch: list[Held]) -> None:
         """Delete *batch*, retrying failed entries; expired receipts are logged and dropped."""
@@ -504,15 +505,20 @@ class Forwarder:
             await asyncio.sleep(self._backoff(attempt))
             batch = retry
 
-    def _settle_deletes(self, batch: list[Held], failures: Iterable[EntryFailure]) -> list[Held]:
+    def _settle_deletes(self, batch: list[Held], failures: list[EntryFailure]) -> list[Held]:
         """Account for one DeleteMessageBatch response; return the entries worth retrying."""
+        if not failures:
+            self.counters.deleted += len(batch)
+            self._forget(batch)
+            return []
         failed = {f.index: f for f in failures}
         retry: list[Held] = []
+        finished: list[Held] = []
         for index, held in enumerate(batch):
             failure = failed.get(index)
             if failure is None:
                 self.counters.deleted += 1
-                self._forget(held)
+                finished.append(held)
             elif failure.receipt_expired or failure.sender_fault:
                 self.counters.failed += 1
                 log.warning(
@@ -522,9 +528,10 @@ class Forwarder:
                     failure.code,
                     failure.message,
                 )
-                self._forget(held)
+                finished.append(held)
             else:
                 retry.append(held)
+        self._forget(finished)
         return retry
 
     # -- visibility, idleness, stats ------------------------------------------------------

@@ -316,37 +316,43 @@ class FakeSink:
     def __init__(self, auto_ack: bool = True) -> None:
         self.auto_ack = auto_ack
         self.records: list[RawRecord] = []
-        self.pending: list[asyncio.Future[Any]] = []
+        self.pending: list[Any] = []
         self.fail_with: Callable[[RawRecord], BaseException | None] = lambda record: None
+        self.raise_with: Callable[[RawRecord], BaseException | None] = lambda record: None
         self.start_failures = 0
-        self.broken: list[BaseException] = []
+        self.listener: Callable[[list[Any], BaseException | None], None] | None = None
+
+    def listen(self, listener: Callable[[list[Any], BaseException | None], None]) -> None:
+        self.listener = listener
 
     async def start(self) -> None:
         if self.start_failures:
             self.start_failures -= 1
             raise KafkaConnectionError("no broker")
 
-    async def send(self, record: RawRecord) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def send(self, record: RawRecord, token: Any) -> None:
+        raised = self.raise_with(record)
+        if raised is not None:
+            raise raised
+        assert self.listener is not None
         error = self.fail_with(record)
         if error is not None:
-            future.set_exception(error)
-        elif self.auto_ack:
-            self.records.append(record)
-            future.set_result(None)
+            asyncio.get_running_loop().call_soon(self.listener, [token], error)
+            return
+        self.records.append(record)
+        if self.auto_ack:
+            asyncio.get_running_loop().call_soon(self.listener, [token], None)
         else:
-            self.records.append(record)
-            self.pending.append(future)
-        return future
+            self.pending.append(token)
+
+    def ack(self, count: int) -> None:
+        """Acknowledge the first *count* pending records as one batch."""
+        assert self.listener is not None
+        batch, self.pending = self.pending[:count], self.pending[count:]
+        self.listener(batch, None)
 
     def ack_all(self) -> None:
-        for future in self.pending:
-            if not future.done():
-                future.set_result(None)
-        self.pending.clear()
-
-    def mark_broken(self, exc: BaseException) -> None:
-        self.broken.append(exc)
+        self.ack(len(self.pending))
 
     async def stop(self, timeout: float) -> bool:
         return True
@@ -384,8 +390,7 @@ async def test_deletes_only_what_kafka_acknowledged() -> None:
     await _until(lambda: len(sink.pending) == 30)
     await asyncio.sleep(0.1)
     assert queue.deleted == []
-    for future in sink.pending[:12]:
-        future.set_result(None)
+    sink.ack(12)
     await _until(lambda: len(queue.deleted) == 12)
     acked = {r.key.decode().replace("id", "rh") for r in sink.records[:12]}
     assert set(queue.deleted) == acked
@@ -428,22 +433,117 @@ async def test_failed_produce_is_retried_until_acknowledged() -> None:
     assert forwarder.counters.forwarded == 20
 
 
-@synchronous
-async def test_producer_state_errors_ask_for_a_new_producer() -> None:
-    queue, sink = FakeQueue(_messages(3)), FakeSink()
-    seen: set[bytes] = set()
+class FakeBuilder:
+    """aiokafka's BatchBuilder stand-in: holds at most *limit* records."""
 
-    def fenced_once(record: RawRecord) -> BaseException | None:
-        if record.key in seen:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.records: list[tuple[Any, ...]] = []
+
+    def append(self, *, timestamp: int, key: bytes, value: bytes, headers: list[Any]) -> Any:
+        if len(self.records) >= self.limit:
             return None
-        seen.add(record.key)
-        return ProducerClosed()
+        self.records.append((timestamp, key, value, headers))
+        return object()
 
-    sink.fail_with = fenced_once
-    forwarder = Forwarder(queue, sink, _config(exit_when_idle=0.3))
-    assert await asyncio.wait_for(forwarder.run(), 10)
-    assert len(sink.broken) == 3
-    assert len(queue.deleted) == 3
+
+class FakeProducer:
+    """aiokafka's producer stand-in for KafkaSink: records submitted batches."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.batches: list[tuple[int, list[tuple[Any, ...]]]] = []
+        self.outcome: BaseException | None = None
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder(limit=3)
+
+    async def send_batch(self, builder: FakeBuilder, topic: str, *, partition: int) -> Any:
+        self.batches.append((partition, builder.records))
+        delivery = asyncio.get_running_loop().create_future()
+        if self.outcome is None:
+            delivery.set_result(None)
+        else:
+            delivery.set_exception(self.outcome)
+        return delivery
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def _fake_sink(
+    clock: Callable[[], float] = lambda: 100.0,
+) -> tuple[Any, list[Any], list[Any]]:
+    """A KafkaSink over FakeProducers; returns it, the producers made, the reports heard."""
+    from bridge.producer import KafkaSink
+
+    producers: list[FakeProducer] = []
+    reports: list[Any] = []
+
+    def factory(**options: Any) -> FakeProducer:
+        producers.append(FakeProducer(**options))
+        return producers[-1]
+
+    async def no_topic(settings: Settings) -> bool:
+        return False
+
+    settings = replace(Settings(), bridge_linger_ms=5)
+    sink = KafkaSink(settings, factory=factory, clock=clock, topic_creator=no_topic)
+    sink.listen(lambda tokens, error: reports.append((list(tokens), error)))
+    await sink.start()
+    return sink, producers, reports
+
+
+@synchronous
+async def test_sink_batches_per_partition_and_reports_once_per_batch() -> None:
+    sink, producers, reports = await _fake_sink()
+    records = [to_record(m) for m in _messages(20)]
+    for index, record in enumerate(records):
+        await sink.send(record, index)
+    await asyncio.sleep(0.05)  # past the linger time
+    [producer] = producers
+    assert producer.options["enable_idempotence"] is True
+    assert producer.options["linger_ms"] == 0  # the sink lingers itself
+    assert sorted(t for tokens, error in reports for t in tokens) == list(range(20))
+    assert all(error is None for _, error in reports)
+    assert len(reports) == len(producer.batches)
+    assert all(len(records) <= 3 for _, records in producer.batches)
+    for partition, batch in producer.batches:
+        for _, key, _, headers in batch:
+            assert partition == partition_for_key(key, [0, 1, 2, 3], [])
+            assert isinstance(headers, list)  # aiokafka's C builder insists on a list
+
+
+@synchronous
+async def test_sink_replaces_a_producer_that_became_unusable() -> None:
+    now = [100.0]
+    sink, producers, reports = await _fake_sink(clock=lambda: now[0])
+    producers[0].outcome = ProducerClosed()
+    await sink.send(to_record(_messages(1)[0]), "first")
+    await asyncio.sleep(0.05)
+    assert reports == [(["first"], producers[0].outcome)]
+    now[0] += 10
+    await sink.send(to_record(_messages(2)[1]), "second")
+    await asyncio.sleep(0.05)
+    assert len(producers) == 2
+    assert reports[-1] == (["second"], None)
+    assert producers[0].stopped
+
+
+@synchronous
+async def test_sink_refuses_a_record_no_batch_can_carry() -> None:
+    sink, producers, reports = await _fake_sink()
+    huge = RawRecord(b"k", b"x" * (2 * 1024 * 1024), (), 1)
+    with pytest.raises(MessageSizeTooLargeError):
+        await sink.send(huge, "huge")
+    assert producers[0].batches == [] and reports == []
 
 
 @synchronous
