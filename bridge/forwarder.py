@@ -2,9 +2,9 @@
 
 One message's path::
 
-    poller --ReceiveMessage--> held --send()--> delivery future
-        --acknowledged--> delete queue --deleter--> DeleteMessageBatch
-        --failed--> backoff, send again (or, if it can never be written, leave it in SQS)
+    poller --ReceiveMessage--> held --sink.send()--> Kafka batch --report-->
+        acknowledged: delete queue --deleter--> DeleteMessageBatch
+        failed: backoff, send again (or, if it can never be written, leave it in SQS)
 
 Pollers reserve room under the in-flight bound before each receive, so a slow
 Kafka stops the intake instead of growing memory. While messages wait, an
