@@ -216,10 +216,13 @@ class _OpenBatch:
     tokens: list[Any] = field(default_factory=list)
 
 
+# Room for the record's framing and its three small headers.
+RECORD_OVERHEAD_BYTES = 256
+
+
 def record_size(record: RawRecord) -> int:
     """Upper bound of *record*'s size inside a batch, to refuse what no batch can carry."""
-    headers = sum(len(key) + len(value) + 10 for key, value in record.headers)
-    return len(record.key) + len(record.value) + headers + 32
+    return len(record.key) + len(record.value) + RECORD_OVERHEAD_BYTES
 
 
 def _no_listener(tokens: list[Any], error: BaseException | None) -> None:
