@@ -214,6 +214,7 @@ class Held:
     sent_at: float = 0.0
     attempts: int = 0
     acked: bool = False
+    extending: bool = False
 
 
 @dataclass
@@ -255,6 +256,7 @@ class Forwarder:
         self._kafka = OutageLog("Kafka", clock)
         self._sqs = OutageLog("SQS", clock)
         self._resends: set[asyncio.Task[None]] = set()
+        self._extensions: set[asyncio.Task[None]] = set()
         self._crashed = False
         sink.listen(self._on_delivery)
 
@@ -357,7 +359,7 @@ class Forwarder:
                 len(self._held),
             )
         self._hurry.set()  # from here on, scheduled re-sends do nothing
-        everything = [*tasks.pollers, *tasks.workers, *self._resends]
+        everything = [*tasks.pollers, *tasks.workers, *self._resends, *self._extensions]
         for task in everything:
             task.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
@@ -537,22 +539,28 @@ class Forwarder:
     # -- visibility, idleness, stats ------------------------------------------------------
 
     async def _extend_loop(self) -> None:
-        """Keep each held message invisible until the bridge is done with it."""
+        """Keep each held message invisible until the bridge is done with it.
+
+        A message is extended once a third of its timeout has passed, leaving
+        two thirds for the call to land; each batch call runs on its own, so
+        one slow call cannot hold up the next round.
+        """
         period = min(15.0, max(0.5, self._config.visibility_timeout / 4))
         while True:
             await asyncio.sleep(period)
-            await self._extend_due()
+            self._extend_due()
 
-    async def _extend_due(self) -> None:
-        timeout = self._config.visibility_timeout
-        horizon = self._clock() + timeout / 2
-        due = [h for h in self._held if h.visible_until < horizon]
-        await asyncio.gather(*(self._extend(chunk) for chunk in chunks(due, MAX_BATCH_ENTRIES)))
+    def _extend_due(self) -> None:
+        horizon = self._clock() + self._config.visibility_timeout * 2 / 3
+        due = [h for h in self._held if h.visible_until < horizon and not h.extending]
+        for chunk in chunks(due, MAX_BATCH_ENTRIES):
+            for held in chunk:
+                held.extending = True
+            task = asyncio.ensure_future(self._extend(chunk))
+            self._extensions.add(task)
+            task.add_done_callback(self._extensions.discard)
 
     async def _extend(self, chunk: Sequence[Held]) -> None:
-        chunk = [h for h in chunk if h in self._held]
-        if not chunk:
-            return
         timeout = self._config.visibility_timeout
         started = self._clock()
         try:
@@ -562,6 +570,9 @@ class Forwarder:
         except Exception as exc:
             self._sqs.failure(f"ChangeMessageVisibilityBatch: {describe(exc)}")
             return
+        finally:
+            for held in chunk:
+                held.extending = False
         self._sqs.success()
         failed = {f.index: f for f in failures}
         for index, held in enumerate(chunk):

@@ -357,8 +357,8 @@ def test_kafka_outage_deletes_nothing_and_recovers(
     stack = Stack.from_settings()
     lane_a, lane_b = new_lane(), new_lane()
     log_a, log_b = tmp_path / "bridge-a.log", tmp_path / "bridge-b.log"
-    bridge_a = lane_a.bridge(log_a, "--visibility-timeout", "6")
-    bridge_b = lane_b.bridge(log_b, "--visibility-timeout", "6", "--shutdown-timeout", "5")
+    bridge_a = lane_a.bridge(log_a, "--visibility-timeout", "10")
+    bridge_b = lane_b.bridge(log_b, "--visibility-timeout", "10", "--shutdown-timeout", "5")
     try:
         first = lane_a.fill(login_bodies(500, tag="before"))
         lane_b.fill(login_bodies(100, tag="b-before"))

@@ -16,7 +16,7 @@ import os
 import random
 import subprocess
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
@@ -284,6 +284,7 @@ class FakeQueue:
         self.deleted: list[str] = []
         self.extended: list[str] = []
         self.receive_errors = 0
+        self.stuck_handle = ""  # a visibility change naming it never returns
         self.delete_policy: Callable[[Sequence[str]], list[EntryFailure]] = lambda handles: []
 
     async def receive(
@@ -306,6 +307,8 @@ class FakeQueue:
     async def change_visibility(
         self, receipt_handles: Sequence[str], timeout: int
     ) -> list[EntryFailure]:
+        if self.stuck_handle in receipt_handles:
+            await asyncio.sleep(60)
         self.extended += receipt_handles
         return []
 
@@ -590,6 +593,25 @@ async def test_held_messages_get_their_visibility_extended() -> None:
     run = asyncio.ensure_future(forwarder.run())
     await _until(lambda: set(queue.extended) >= {f"rh-{i}" for i in range(10)}, timeout=5)
     assert queue.deleted == []
+    sink.ack_all()
+    forwarder.request_stop("test")
+    await asyncio.wait_for(run, 5)
+
+
+@synchronous
+async def test_a_stuck_visibility_call_does_not_hold_up_the_others() -> None:
+    queue, sink = FakeQueue(_messages(20)), FakeSink(auto_ack=False)
+    queue.stuck_handle = "rh-0"
+    forwarder = Forwarder(queue, sink, _config(visibility_timeout=2, pollers=1))
+    run = asyncio.ensure_future(forwarder.run())
+
+    def extended_twice() -> int:
+        counts = Counter(queue.extended)
+        return sum(1 for n in counts.values() if n >= 2)
+
+    # The ten messages outside the stuck call's batch keep being extended.
+    await _until(lambda: extended_twice() >= 10, timeout=5)
+    assert "rh-0" not in queue.extended
     sink.ack_all()
     forwarder.request_stop("test")
     await asyncio.wait_for(run, 5)
