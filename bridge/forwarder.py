@@ -83,6 +83,10 @@ class ForwarderConfig:
     exit_when_idle: float | None = None
     # No acknowledgement for this long while messages wait: Kafka is slow or down.
     stall_warning_seconds: float = 10.0
+    # A message sent this long ago and still unacknowledged is produced again:
+    # a batch handed to a producer that was then replaced may never report
+    # back. Duplicates are harmless downstream (rows are unique per message id).
+    resend_after_seconds: float = 60.0
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
 
@@ -426,6 +430,10 @@ class Forwarder:
 
     def _on_delivery(self, batch: list[Held], error: BaseException | None) -> None:
         """The sink's report for one Kafka batch: acknowledged, or failed with *error*."""
+        # A message produced again (see _resend_stuck) may be reported twice.
+        batch = [h for h in dict.fromkeys(batch) if not h.acked and h in self._held]
+        if not batch:
+            return
         if error is not None:
             for held in batch:
                 self._produce_failed(held, error)
@@ -595,6 +603,7 @@ class Forwarder:
             await asyncio.sleep(TICK_SECONDS)
             now = self._clock()
             self._check_stall(now)
+            self._resend_stuck(now)
             if now >= next_stats:
                 next_stats = now + config.stats_interval
                 log.info("bridge stats: %s", self.counters.summary(len(self._held)))
@@ -615,6 +624,26 @@ class Forwarder:
             self._kafka.failure(
                 f"no acknowledgement for {quiet:.0f}s; holding {len(self._held)} messages, "
                 "extending their visibility"
+            )
+
+    def _resend_stuck(self, now: float) -> None:
+        """Produce again what has waited too long for an acknowledgement.
+
+        Kafka restarting under an idempotent producer can leave a batch whose
+        delivery never resolves; without this the message would be held (and
+        kept invisible) until the bridge stops.
+        """
+        if self._hurry.is_set():
+            return
+        limit = self._config.resend_after_seconds
+        stuck = [h for h in self._held if not h.acked and h.sent_at and now - h.sent_at >= limit]
+        for held in stuck:
+            held.sent_at = now
+            self.counters.retried += 1
+            self._resend(held)
+        if stuck:
+            log.warning(
+                "%d messages unacknowledged for %.0fs; producing them again", len(stuck), limit
             )
 
     def _is_idle(self, now: float) -> bool:

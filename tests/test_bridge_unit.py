@@ -667,3 +667,21 @@ async def test_stop_while_kafka_is_unreachable_at_start() -> None:
     forwarder.request_stop("test")
     assert await asyncio.wait_for(run, 2)
     assert forwarder.counters.received == 0
+
+
+@synchronous
+async def test_messages_never_acknowledged_are_produced_again_and_deleted_once() -> None:
+    queue, sink = FakeQueue(_messages(5)), FakeSink(auto_ack=False)
+    forwarder = Forwarder(queue, sink, _config(resend_after_seconds=0.3))
+    run = asyncio.ensure_future(forwarder.run())
+    await _until(lambda: len(sink.pending) == 5)
+    lost, sink.pending = sink.pending, []  # these deliveries never report back
+    await _until(lambda: len(sink.pending) == 5)  # produced again
+    assert {id(t) for t in sink.pending} == {id(t) for t in lost}
+    sink.pending += lost  # a late report of the first send arrives too
+    sink.ack_all()
+    await _until(lambda: len(queue.deleted) == 5)
+    forwarder.request_stop("test")
+    await asyncio.wait_for(run, 5)
+    assert len(queue.deleted) == 5
+    assert forwarder.counters.forwarded == 5
