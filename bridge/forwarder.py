@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 from bridge.counters import Counters
 from bridge.producer import ErrorKind, RawRecord, classify_error, to_record
 from bridge.sqs import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS, EntryFailure, SqsMessage
+from stream.retry import backoff_delay
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,15 +119,6 @@ class ForwarderConfig:
         if self.exit_when_idle is not None:
             wait = min(wait, max(1, int(self.exit_when_idle)))
         return wait
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
-    """Capped exponential backoff with jitter: in [d/2, d], d = min(cap, base * 2**(attempt-1)).
-
-    *rand* in [0, 1) spreads retries of many messages that failed together.
-    """
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
-    return ceiling / 2 + rand * ceiling / 2
 
 
 def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:

@@ -6,18 +6,23 @@ import random
 from dataclasses import dataclass
 
 
+def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
+    """In [d/2, d], d = min(cap, base * 2**(attempt-1)).
+
+    *rand* in [0, 1) spreads out retries of many clients that failed together
+    (all workers losing the database at once, every held message at a Kafka
+    outage).
+    """
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + rand * ceiling / 2
+
+
 @dataclass(frozen=True)
 class Backoff:
-    """Delays of ``min(cap, base * 2**(attempt-1))``, jittered into its upper half.
-
-    The jitter spreads out retries of many clients that failed together (all
-    workers losing the database at once, say).
-    """
+    """:func:`backoff_delay` with fixed base and cap and its own randomness."""
 
     base: float = 0.5
     cap: float = 30.0
 
-    def delay(self, attempt: int, rand: float | None = None) -> float:
-        ceiling = min(self.cap, self.base * 2 ** max(0, attempt - 1))
-        jitter = random.random() if rand is None else rand
-        return ceiling / 2 + jitter * ceiling / 2
+    def delay(self, attempt: int) -> float:
+        return backoff_delay(attempt, self.base, self.cap, random.random())
