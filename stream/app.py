@@ -20,7 +20,8 @@ from stream import settings as settings_module
 from stream.kafka_security import KafkaSecurity, KafkaSecurityError
 from stream.keyring import KeyRingError, load_keyring
 from stream.metrics import WorkerMetrics
-from stream.records import MaskedLogin, Rejection, SeenDevice
+from stream.monitor import LeanMonitor
+from stream.records import Rejection, SeenDevice
 from stream.stack.ports import choose_port
 from stream.stats import PipelineStats
 
@@ -60,6 +61,7 @@ app = faust.App(
     broker_commit_every=settings.sink_batch_size,
     stream_buffer_maxsize=4 * settings.sink_batch_size,
     autodiscover=False,
+    monitor=LeanMonitor(),
 )
 
 # internal=True: the worker creates missing topics with our partition count
@@ -73,10 +75,13 @@ raw_topic = app.topic(
     retention=timedelta(hours=settings.topics.raw_retention_hours),
     internal=True,
 )
+# Masked logins travel as bytes: the agents encode and decode MaskedLogin
+# themselves (see stream.records for why).
 masked_topic = app.topic(
     settings.topics.masked,
-    key_type=str,
-    value_type=MaskedLogin,
+    key_type=bytes,
+    value_type=bytes,
+    value_serializer="raw",
     partitions=settings.topics.partitions,
     internal=True,
 )

@@ -15,15 +15,26 @@ twice around a rebalance are processed twice, which this pipeline absorbs
 (rows are unique per message id, ``seen_devices`` entries are recomputed).
 Our topics hold no transaction markers or compacted holes, the only real
 gaps that logic existed for.
+
+It also replaces the loop that hands fetched records to the streams. Faust's
+races every record's delivery against "flow suspended" with
+``Service.wait_first``: four tasks and an ``asyncio.wait`` per record, which
+capped a do-nothing agent at about 4,000 records/s here. Delivery only
+blocks when a stream's buffer is full, so this loop awaits it directly and
+checks the suspension flag between records; a record skipped while flow is
+suspended (a rebalance) is fetched again from the committed offset.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable
 from typing import Any
 
 from faust.transport import drivers
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from mode import ServiceT
 
 SCHEME = "maskstream-kafka"
 
@@ -42,6 +53,37 @@ class Consumer(aiokafka_driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = ForgetfulReadOffsets()
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        deliver = self.callback
+        flow_suspended = self.suspend_flow.is_set
+        stopping = self._stopped.is_set
+        fetcher_stopping = fetcher._stopped.is_set  # type: ignore[attr-defined]
+        commit_every = self._commit_every
+        try:
+            while not (stopping() or fetcher_stopping()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                await asyncio.sleep(0)  # getmany can return at once, again and again
+                if self.should_stop:
+                    break
+                async for _tp, message in records:
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if not flow_suspended():
+                        await deliver(message)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
 
 
 class Transport(aiokafka_driver.Transport):

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from stream.settings import Settings
@@ -117,6 +118,8 @@ async def group_caught_up(bootstrap: str, group: str, targets: dict[TopicPartiti
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
+    if not targets:
+        return False  # nothing known yet is never "caught up"
     # A partition that never held a record has no commit, and needs none.
     return all(
         target == 0 or (tp in committed and committed[tp].offset >= target)
@@ -129,9 +132,14 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
     await consumer.start()
     try:
         partitions = [tp for topic in topics for tp in await _partitions(bootstrap, topic)]
-        return await consumer.end_offsets(partitions)
+        offsets = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
+    missing = set(partitions) - set(offsets)
+    if missing:
+        # Comparing against a partial map would declare a rebuild finished early.
+        raise KafkaError(f"no end offset for {sorted(missing)}")
+    return offsets
 
 
 def rebuild_environment(settings: Settings, table: str) -> dict[str, str]:

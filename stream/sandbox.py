@@ -167,7 +167,14 @@ class IsolatedPipeline:
         await admin.start()
         try:
             names = (self.raw_topic, self.masked_topic, self.rejected_topic)
-            await admin.create_topics([NewTopic(n, self.partitions, 1) for n in names])
+            # Kept forever: tests replay logins "sent" in 2023, and Kafka's
+            # time-based retention counts from the record's timestamp (the SQS
+            # SentTimestamp), so a default 7-day retention would delete them
+            # at its next check, in the middle of a test.
+            forever = {"retention.ms": "-1"}
+            await admin.create_topics(
+                [NewTopic(n, self.partitions, 1, topic_configs=forever) for n in names]
+            )
         finally:
             await admin.close()
 

@@ -146,6 +146,14 @@ class Settings:
     standby_replicas: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_STANDBY_REPLICAS", 1)
     )
+    # The masking agent hands Kafka a batch at a time and acknowledges the raw
+    # records only once Kafka has every masked record of the batch.
+    mask_batch_size: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_MASK_BATCH_SIZE", 500)
+    )
+    mask_batch_seconds: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_MASK_BATCH_SECONDS", 0.05)
+    )
     sink_batch_size: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_SINK_BATCH_SIZE", 1000)
     )

@@ -137,12 +137,16 @@ def wait_until_drained(
         if asyncio.run(group_caught_up(bootstrap, group, targets)):
             if stage == "sinks":
                 return
+            intermediate = [
+                overrides["MASKSTREAM_TOPIC_MASKED"],
+                overrides["MASKSTREAM_TOPIC_REJECTED"],
+            ]
+            try:
+                targets = asyncio.run(end_offsets(bootstrap, intermediate))
+            except ReplayRefused:
+                # The worker creates its intermediate topics as it starts.
+                time.sleep(1.0)
+                continue
             stage = "sinks"
-            targets = asyncio.run(
-                end_offsets(
-                    bootstrap,
-                    [overrides["MASKSTREAM_TOPIC_MASKED"], overrides["MASKSTREAM_TOPIC_REJECTED"]],
-                )
-            )
             continue
         time.sleep(1.0)
