@@ -21,6 +21,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -98,20 +99,42 @@ async def baseline_consume_and_copy(pipe: IsolatedPipeline, expected: int) -> fl
         await conn.close()
 
 
-def pipeline_rate(pipe: IsolatedPipeline, expected: int) -> float:
-    """Rate of the Faust pipeline from workers ready to the last row committed."""
-    names = [f"worker-{n}" for n in range(WORKERS)]
+def rate_once_ready(
+    pipe: IsolatedPipeline,
+    expected: int,
+    progress: Callable[[], int],
+    app: str = "stream.app",
+    extra_env: dict[str, str] | None = None,
+) -> float:
+    """Start ``WORKERS`` workers of *app*; rate from all ready until *progress*
+    reaches *expected*. The workers are stopped afterwards."""
+    names = [f"{app}-{n}" for n in range(WORKERS)]
     for name in names:
-        pipe.launcher.start_worker(name)
+        pipe.launcher.start_worker(name, extra_env, app=app)
     deadline = time.monotonic() + 120
     while not all("Worker]: Ready" in pipe.launcher.log(name) for name in names):
         assert time.monotonic() < deadline, "workers did not start"
         time.sleep(0.05)
     started = time.perf_counter()
-    while (rows := pipe.row_count()) < expected:
-        assert time.monotonic() < deadline + 600, f"only {rows} of {expected} rows"
+    while (done := progress()) < expected:
+        assert time.monotonic() < deadline + 600, f"only {done} of {expected} done"
         time.sleep(0.1)
-    return expected / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    for name in names:
+        pipe.launcher.stop(name)
+    return expected / elapsed
+
+
+def faust_floor_rate(pipe: IsolatedPipeline, expected: int) -> float:
+    """Rate of Faust workers whose agent does nothing (bench/faust_floor.py)."""
+    count_dir = pipe.launcher.log_dir / "floor-counts"
+    count_dir.mkdir(parents=True, exist_ok=True)
+
+    def counted() -> int:
+        return sum(int(f.read_text() or 0) for f in count_dir.glob("*.count"))
+
+    env = {"FLOOR_COUNT_DIR": str(count_dir), "MASKSTREAM_APP_ID": f"{pipe.name}-floor"}
+    return rate_once_ready(pipe, expected, counted, app="bench.faust_floor", extra_env=env)
 
 
 def run() -> list[Result]:
@@ -120,7 +143,8 @@ def run() -> list[Result]:
     with IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=8) as pipe:
         pipe.produce_raw(valid_messages(MESSAGES))
         baseline = asyncio.run(baseline_consume_and_copy(pipe, MESSAGES))
-        subject = pipeline_rate(pipe, MESSAGES)
+        floor = faust_floor_rate(pipe, MESSAGES)
+        subject = rate_once_ready(pipe, MESSAGES, pipe.row_count)
     return [
         Result(
             "stream",
@@ -130,5 +154,15 @@ def run() -> list[Result]:
             baseline,
             "rows",
             ">= 0.5",
-        )
+        ),
+        # Not a target of ours: the ceiling any one Faust hop could reach here.
+        Result(
+            "stream",
+            f"do-nothing faust agent ({WORKERS} w)",
+            floor,
+            "aiokafka consume + COPY",
+            baseline,
+            "records",
+            ">= 0.5",
+        ),
     ]

@@ -11,14 +11,12 @@ is committed in PostgreSQL, so a crash replays the batch instead of losing it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from functools import partial
 
 import faust
-from aiokafka.errors import KafkaError
-from faust.exceptions import ProducerSendError
+from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -34,9 +32,10 @@ from stream.app import (
 )
 from stream.keyring import load_keyring
 from stream.masking import Masker
+from stream.producing import Deliveries, send_many, until_delivered
 from stream.records import MaskedLogin, RawLogin, Rejection
-from stream.retry import Backoff
 from stream.rows import device_summaries, login_row, logins_spec, rejection_row, rejections_spec
+from stream.seen import store_entries
 from stream.sink import PostgresSink
 from stream.transform import mask_login, reject
 
@@ -56,7 +55,13 @@ async def mask_logins(stream: faust.StreamT[bytes]) -> None:
         outcomes = [mask_login(raw_login(event), masker) for event in events]
         # take_events acknowledges the batch when this body returns, so it
         # returns only once Kafka holds every masked record and rejection.
-        await publish_until_delivered(outcomes)
+        await until_delivered(partial(publish, outcomes), "a masked batch")
+        for outcome in outcomes:
+            if isinstance(outcome, MaskedLogin):
+                stats.masked += 1
+                stats.extra_fields_dropped += outcome.dropped_fields
+            else:
+                stats.rejections[outcome.reason] += 1
 
 
 def raw_login(event: faust.EventT) -> RawLogin:
@@ -70,44 +75,24 @@ def raw_login(event: faust.EventT) -> RawLogin:
     )
 
 
-async def publish_until_delivered(outcomes: list[MaskedLogin | Rejection]) -> None:
-    """Send each outcome to its topic and wait for Kafka's acknowledgements,
-    sending the whole batch again after a failure (duplicates on the masked
-    topic are harmless: rows are unique per message id)."""
-    backoff, attempt = Backoff(), 0
-    while True:
-        try:
-            deliveries = [await publish(outcome) for outcome in outcomes]
-            await asyncio.gather(*deliveries)
-        except (KafkaError, ProducerSendError) as exc:
-            attempt += 1
-            delay = backoff.delay(attempt)
-            log.warning("Kafka did not take a masked batch (%r); again in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            continue
-        break
+async def publish(outcomes: list[MaskedLogin | Rejection]) -> Deliveries:
+    """Masked logins to the masked topic keyed by masked device id, a batch per
+    partition; rejections (rare) through Faust to the rejected topic."""
+    masked = [
+        (outcome.masked_device_id.encode(), outcome.dumps())
+        for outcome in outcomes
+        if isinstance(outcome, MaskedLogin)
+    ]
+    deliveries = await send_many(kafka_producer(), masked_topic.get_topic_name(), masked)
     for outcome in outcomes:
-        if isinstance(outcome, MaskedLogin):
-            stats.masked += 1
-            stats.extra_fields_dropped += outcome.dropped_fields
-        else:
-            stats.rejections[outcome.reason] += 1
+        if isinstance(outcome, Rejection):
+            deliveries.append(await rejected_topic.send(key=outcome.message_id, value=outcome))
+    return deliveries
 
 
-async def publish(outcome: MaskedLogin | Rejection) -> Awaitable[object]:
-    """Hand one outcome to the producer; the result resolves once Kafka has it."""
-    if isinstance(outcome, MaskedLogin):
-        # Straight to the producer with bytes we encoded: the per-record cost
-        # of Faust's Topic.send was a fifth of this agent's time.
-        return await app.producer.send(
-            masked_topic.get_topic_name(),
-            key=outcome.masked_device_id.encode(),
-            value=outcome.dumps(),
-            partition=None,
-            timestamp=None,
-            headers=None,
-        )
-    return await rejected_topic.send(key=outcome.message_id, value=outcome)
+def kafka_producer() -> AIOKafkaProducer:
+    """The aiokafka producer inside Faust's, which Faust flushes before commits."""
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
 @app.agent(masked_topic)
@@ -134,8 +119,8 @@ async def sink_logins(stream: faust.StreamT[bytes]) -> None:
                 settings.logins_table,
                 {login.masked_device_id for login in batch},
             )
-            for device, summary in summaries.items():
-                seen_devices[device.encode()] = summary
+            store = partial(store_entries, seen_devices, kafka_producer(), summaries)
+            await until_delivered(store, "seen_devices entries")
     finally:
         await sink.close()
 

@@ -21,6 +21,7 @@ from stream.kafka_security import KafkaSecurity, KafkaSecurityError
 from stream.keyring import KeyRingError, load_keyring
 from stream.metrics import WorkerMetrics
 from stream.monitor import LeanMonitor
+from stream.partitioning import partition_for_key
 from stream.records import Rejection, SeenDevice
 from stream.stack.ports import choose_port
 from stream.stats import PipelineStats
@@ -58,7 +59,12 @@ app = faust.App(
     producer_linger=0.02,
     producer_max_batch_size=256 * 1024,
     producer_max_request_size=2 * 1024 * 1024,
-    broker_commit_every=settings.sink_batch_size,
+    # Kafka's default partitioning, without aiokafka's byte-at-a-time murmur2.
+    producer_partitioner=partition_for_key,
+    # Commit by time (every few seconds) rather than every few hundred records:
+    # each commit first flushes the producer, and replaying a few seconds of
+    # records after a crash costs nothing (rows are unique per message id).
+    broker_commit_every=50 * settings.sink_batch_size,
     stream_buffer_maxsize=4 * settings.sink_batch_size,
     autodiscover=False,
     monitor=LeanMonitor(),

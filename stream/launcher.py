@@ -40,9 +40,9 @@ class Launcher:
         return child
 
     def start_worker(
-        self, name: str, extra_env: Mapping[str, str] | None = None
+        self, name: str, extra_env: Mapping[str, str] | None = None, app: str = "stream.app"
     ) -> subprocess.Popen:
-        """``faust -A stream.app worker`` with its own web port and data directory."""
+        """``faust -A <app> worker`` with its own web port and data directory."""
         port = self.web_ports[name] = any_free_port()
         data_dir = self.log_dir / f"{name}-data"
         argv = [
@@ -50,7 +50,7 @@ class Launcher:
             "-m",
             "faust",
             "-A",
-            "stream.app",
+            app,
             "worker",
             "-l",
             "info",

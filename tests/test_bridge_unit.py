@@ -48,12 +48,11 @@ from bridge.producer import (
     ErrorKind,
     RawRecord,
     classify_error,
-    murmur2,
-    partition_for_key,
     producer_options,
     to_record,
 )
 from bridge.sqs import EntryFailure, SqsMessage, batch_failures, parse_message
+from stream.partitioning import murmur2, partition_for_key
 from stream.settings import Settings, Topics
 
 
