@@ -9,6 +9,7 @@ thousands of records a second it was among the largest costs of both.
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 
@@ -44,9 +45,14 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+# A worker partitions each masked device id twice (its masked login and its
+# seen_devices entry) and sees busy devices again and again.
+_recent_murmur2 = functools.lru_cache(maxsize=1 << 16)(murmur2)
+
+
 def partition_for_key(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
     """The Java client's default choice for a keyed record, so the same message id
     lands in the same partition whichever Kafka client writes it."""
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+    return all_partitions[(_recent_murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]

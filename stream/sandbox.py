@@ -208,6 +208,19 @@ class IsolatedPipeline:
         finally:
             await producer.stop()
 
+    def produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        """(key, value) records onto *topic*, as some other producer might write them."""
+        asyncio.run(self._produce_plain(topic, records))
+
+    async def _produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+
     def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
         """Every record currently on *topic*, as (key, value)."""
         return asyncio.run(self._read_topic(topic))

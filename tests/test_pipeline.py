@@ -98,6 +98,26 @@ def test_each_bad_input_is_one_rejection_and_good_messages_around_it_are_written
     assert on_topic == expected_reasons.keys()
 
 
+def test_a_foreign_record_on_the_masked_topic_is_logged_and_skipped(
+    pipeline: IsolatedPipeline,
+) -> None:
+    before, after = RawMessage(new_id(), login(device_id="dev-1")), RawMessage(new_id(), login())
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw([before])
+    pipeline.wait_for_outcomes(1)
+    pipeline.produce_plain(
+        pipeline.masked_topic, [(b"k", b"not a masked login"), (b"k", b'{"user_id": "u"}')]
+    )
+    pipeline.produce_raw([after])
+    pipeline.wait_for_outcomes(2)
+
+    log = pipeline.launcher.log("worker")
+    assert log.count("on the masked topic skipped: not a masked login") == 2
+    rows = pipeline.query("SELECT message_id FROM user_logins ORDER BY sent_at")
+    assert [r[0] for r in rows] == [before.message_id, after.message_id]
+    assert pipeline.launcher.children["worker"].poll() is None
+
+
 def test_redelivery_gives_one_row_and_repeated_content_gives_two(
     pipeline: IsolatedPipeline,
 ) -> None:

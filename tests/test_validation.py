@@ -113,6 +113,20 @@ def test_mask_login_masks_pii_and_dates_from_sent_timestamp() -> None:
     assert VALID["device_id"] not in masked.dumps().decode()
 
 
+def test_masked_login_round_trips_through_its_json() -> None:
+    masked = mask_login(RawLogin("m-3", 1_700_000_000_000, body()), Masker(new_keyring()))
+    assert isinstance(masked, MaskedLogin)
+    assert MaskedLogin.loads(masked.dumps()) == masked
+
+
+@pytest.mark.parametrize(
+    "data", [b"not json", b"[1]", b'{"message_id": "m"}', b'{"unknown": 1}', b"\xff"]
+)
+def test_masked_login_refuses_what_is_not_one(data: bytes) -> None:
+    with pytest.raises(ValueError, match=r"^not a masked login: "):
+        MaskedLogin.loads(data)
+
+
 def test_rejection_keeps_the_body_only_encrypted() -> None:
     masker = Masker(new_keyring())
     raw = RawLogin("m-2", sent_at_ms=1_700_000_000_000, body=body(app_version=3))
