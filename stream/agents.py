@@ -33,7 +33,7 @@ from stream.app import (
 from stream.keyring import load_keyring
 from stream.masking import Masker
 from stream.producing import Deliveries, send_many, until_delivered
-from stream.records import MaskedLogin, RawLogin, Rejection
+from stream.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.rows import device_summaries, login_row, logins_spec, rejection_row, rejections_spec
 from stream.seen import store_entries
 from stream.sink import PostgresSink
@@ -180,7 +180,8 @@ class SeenDeviceView(View):
         entry = seen_devices.get(device.encode())
         if entry is None:
             return self.json({"error": "device not seen", "device": device}, status=404)
-        return self.json({"device": device, **entry.asdict(), "observed_at": time.time()})
+        fields = SeenDevice.loads(entry).asdict()
+        return self.json({"device": device, **fields, "observed_at": time.time()})
 
 
 @app.page("/metrics")

@@ -22,7 +22,7 @@ from stream.keyring import KeyRingError, load_keyring
 from stream.metrics import WorkerMetrics
 from stream.monitor import LeanMonitor
 from stream.partitioning import partition_for_key
-from stream.records import Rejection, SeenDevice
+from stream.records import Rejection
 from stream.stack.ports import choose_port
 from stream.stats import PipelineStats
 
@@ -105,7 +105,7 @@ rejected_topic = app.topic(
 seen_devices = app.Table(
     "seen_devices",
     key_type=bytes,
-    value_type=SeenDevice,
+    value_type=bytes,  # SeenDevice JSON, stored raw: see stream.records
     partitions=settings.topics.partitions,
     use_partitioner=True,
 )

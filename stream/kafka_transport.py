@@ -20,9 +20,11 @@ It also replaces the loop that hands fetched records to the streams. Faust's
 races every record's delivery against "flow suspended" with
 ``Service.wait_first``: four tasks and an ``asyncio.wait`` per record, which
 capped a do-nothing agent at about 4,000 records/s here. Delivery only
-blocks when a stream's buffer is full, so this loop awaits it directly and
-checks the suspension flag between records; a record skipped while flow is
-suspended (a rebalance) is fetched again from the committed offset.
+blocks when a stream's buffer is full, so this loop awaits it directly.
+It never skips a record while flow is suspended: Faust resumes partitions
+and seeks them *before* it resumes flow, so a record fetched in between
+would never be fetched again (Faust's own race delivers such records too,
+as a delivery that does not block wins it).
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class Consumer(aiokafka_driver.Consumer):
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = self.callback
-        flow_suspended = self.suspend_flow.is_set
         stopping = self._stopped.is_set
         fetcher_stopping = fetcher._stopped.is_set  # type: ignore[attr-defined]
         commit_every = self._commit_every
@@ -71,8 +72,7 @@ class Consumer(aiokafka_driver.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if not flow_suspended():
-                        await deliver(message)
+                    await deliver(message)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

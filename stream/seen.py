@@ -5,7 +5,7 @@ table's changelog through ``Topic.send_soon``, serializer, producer buffer
 and all: a quarter of the sink's time when every batch of 1,000 logins
 touches about as many devices. The entries of a batch are known together,
 so they go into the local store directly and to the changelog as one
-aiokafka batch per partition, with the same keys, partitions and JSON that
+aiokafka batch per partition, with the same keys, partitions and bytes that
 Faust itself would have written. Recovery and standbys read them as usual.
 """
 
@@ -28,7 +28,7 @@ async def store_entries(
     the futures resolve once Kafka holds the changelog records."""
     records = []
     for device, entry in entries.items():
-        key = device.encode()
-        table.data[key] = entry
-        records.append((key, entry.dumps()))
+        key, value = device.encode(), entry.dumps()
+        table.data[key] = value
+        records.append((key, value))
     return await send_many(producer, table.changelog_topic.get_topic_name(), records)
