@@ -36,7 +36,7 @@ from stream.producing import Deliveries, send_many, until_delivered
 from stream.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.rows import device_summaries, login_row, logins_spec, rejection_row, rejections_spec
 from stream.seen import store_entries
-from stream.sink import PostgresSink
+from stream.sink import PostgresSink, Row
 from stream.transform import mask_login, reject
 
 log = logging.getLogger(__name__)
@@ -105,19 +105,19 @@ async def sink_logins(stream: faust.StreamT[bytes]) -> None:
         ):
             batch = decode_masked(events)
             started = time.perf_counter()
-            outcome = await sink.write([login_row(login) for login in batch])
+            outcome = await sink.write([row for _, row in batch])
             metrics.observe_batch(settings.logins_table, len(batch), time.perf_counter() - started)
             stats.rows_written += outcome.inserted
             stats.rows_already_present += len(batch) - outcome.inserted - len(outcome.refused)
             for index, reason in outcome.refused:
-                login = batch[index]
+                login = batch[index][0]
                 stats.rejections[reason] += 1
                 raw = RawLogin(login.message_id, login.sent_at_ms, login.dumps())
                 await rejected_topic.send(key=login.message_id, value=reject(raw, reason, masker))
-            summaries = await device_summaries(
-                await sink.connection(),
-                settings.logins_table,
-                {login.masked_device_id for login in batch},
+            devices = {login.masked_device_id for login, _ in batch}
+            summaries = await sink.retrying(
+                partial(device_summaries, table=settings.logins_table, device_ids=devices),
+                "reading device summaries",
             )
             store = partial(store_entries, seen_devices, kafka_producer(), summaries)
             await until_delivered(store, "seen_devices entries")
@@ -125,14 +125,18 @@ async def sink_logins(stream: faust.StreamT[bytes]) -> None:
         await sink.close()
 
 
-def decode_masked(events: list[faust.EventT]) -> list[MaskedLogin]:
-    """The masked logins among *events*; anything else on the topic is logged
-    with its position (never its content) and counted, not written."""
-    logins = []
+def decode_masked(events: list[faust.EventT]) -> list[tuple[MaskedLogin, Row]]:
+    """The masked logins among *events*, each with its row; anything else on
+    the topic is logged with its position (never its content) and counted.
+
+    Nothing may raise here: take_events would acknowledge the batch anyway.
+    """
+    decoded = []
     for event in events:
         try:
-            logins.append(MaskedLogin.loads(event.value))
-        except ValueError as exc:
+            login = MaskedLogin.loads(event.value)
+            decoded.append((login, login_row(login)))
+        except (TypeError, ValueError) as exc:
             message = event.message
             log.error(
                 "record %s:%s:%s on the masked topic skipped: %s",
@@ -142,7 +146,7 @@ def decode_masked(events: list[faust.EventT]) -> list[MaskedLogin]:
                 exc,
             )
             stats.rejections[UNDECODABLE_MASKED] += 1
-    return logins
+    return decoded
 
 
 @app.agent(rejected_topic)

@@ -21,21 +21,32 @@ races every record's delivery against "flow suspended" with
 ``Service.wait_first``: four tasks and an ``asyncio.wait`` per record, which
 capped a do-nothing agent at about 4,000 records/s here. Delivery only
 blocks when a stream's buffer is full, so this loop awaits it directly.
-It never skips a record while flow is suspended: Faust resumes partitions
-and seeks them *before* it resumes flow, so a record fetched in between
-would never be fetched again (Faust's own race delivers such records too,
-as a delivery that does not block wins it).
+
+A record this loop fetches but does not deliver is lost unless its partition
+is rewound to it: aiokafka's position is already past it, and an offset that
+is never acknowledged also stops every later commit of its partition. That
+happened at the end of rebalances: Faust's recovery makes the new stream
+partitions fetchable, seeks them to their committed offsets, and only then
+resumes flow control, which empties every stream's queue. Records fetched in
+between were queued, thrown away unacknowledged, and the worker went idle
+with rows missing (the fault suite, about one run in five). So while a
+rebalance is under way or flow is suspended, this loop delivers only
+changelog records (recovery reads them) and rewinds the partition of any
+other record to it; it is fetched again once the streams run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Hashable
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.transport import drivers
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
 from mode import ServiceT
 
 SCHEME = "maskstream-kafka"
@@ -61,6 +72,9 @@ class Consumer(aiokafka_driver.Consumer):
         stopping = self._stopped.is_set
         fetcher_stopping = fetcher._stopped.is_set  # type: ignore[attr-defined]
         commit_every = self._commit_every
+        flow_suspended = self.suspend_flow.is_set
+        app = self.app
+        is_changelog = self._is_changelog_tp
         try:
             while not (stopping() or fetcher_stopping()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -68,11 +82,22 @@ class Consumer(aiokafka_driver.Consumer):
                 await asyncio.sleep(0)  # getmany can return at once, again and again
                 if self.should_stop:
                     break
-                async for _tp, message in records:
+                held_back: set[TP] = set()  # partitions rewound in this batch
+                async for tp, message in records:
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    if tp in held_back:
+                        continue
+                    if flow_suspended() or (app.rebalancing and not is_changelog(tp)):
+                        held_back.add(tp)
+                        await self._rewind(tp, message.offset)
+                        continue
                     await deliver(message)
+                if held_back:
+                    # The rebalance is still ending: don't spin fetching and
+                    # rewinding the same records while it does.
+                    await asyncio.sleep(0.05)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -84,6 +109,14 @@ class Consumer(aiokafka_driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _rewind(self, tp: TP, offset: int) -> None:
+        """Make *offset* of *tp* the next record fetched, so that a record held
+        back is read again; the seek runs in the consumer's own thread."""
+        if tp not in self.assignment():
+            return  # revoked: its next owner starts at the committed offset
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile, as above
+            await self._thread.seek_wait({tp: offset})  # type: ignore[attr-defined]
 
 
 class Transport(aiokafka_driver.Transport):

@@ -8,7 +8,8 @@ redelivered or replayed message adds no row. Failures are split in two kinds:
   the batch is bisected inside savepoints until each refused row stands
   alone; it is reported with the database's reason and the rest is written;
 * anything else (connection lost, server restarting): the whole batch is
-  retried with capped exponential backoff until it commits. The caller's
+  retried with capped exponential backoff until it commits (and so is any
+  other work the caller runs through :meth:`PostgresSink.retrying`). The caller's
   Kafka offsets do not advance meanwhile, so nothing is lost.
 
 Reasons carry only PostgreSQL's primary message, never the DETAIL or
@@ -18,10 +19,11 @@ CONTEXT lines, which can quote the row's values.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -32,6 +34,7 @@ from stream.schema import ensure_schema_async
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 # Errors about particular rows' contents: isolate the row instead of retrying.
 ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
@@ -109,29 +112,41 @@ class PostgresSink:
 
     async def write(self, rows: Sequence[Row]) -> BatchOutcome:
         """Write *rows* exactly once each; return only when the batch has committed."""
+        return await self.retrying(
+            functools.partial(self._write_batch, rows), f"writing a batch of {len(rows)}"
+        )
+
+    async def _write_batch(
+        self, rows: Sequence[Row], conn: psycopg.AsyncConnection
+    ) -> BatchOutcome:
+        async with conn.transaction():
+            return await self._write_isolating(conn, rows, 0)
+
+    async def retrying(
+        self, operation: Callable[[psycopg.AsyncConnection], Awaitable[T]], what: str
+    ) -> T:
+        """Run *operation* on this sink's connection until it succeeds.
+
+        Any error but cancellation counts as transient (connection lost, server
+        restarting): reconnect, back off, run it again. Whatever the caller
+        does after this returns (acknowledging Kafka offsets) waits meanwhile.
+        """
         attempt = 0
         while True:
             try:
-                conn = await self.connection()
-                async with conn.transaction():
-                    outcome = await self._write_isolating(conn, rows, 0)
+                result = await operation(await self.connection())
                 if attempt:
-                    log.info(
-                        "%s: batch of %d committed after %d retries",
-                        self.spec.table,
-                        len(rows),
-                        attempt,
-                    )
-                return outcome
+                    log.info("%s: %s succeeded after %d retries", self.spec.table, what, attempt)
+                return result
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # anything else is transient: keep the batch
+            except Exception as exc:
                 attempt += 1
                 delay = self.backoff.delay(attempt)
                 log.warning(
-                    "%s: writing a batch of %d failed (%s: %s); retry %d in %.1f s",
+                    "%s: %s failed (%s: %s); retry %d in %.1f s",
                     self.spec.table,
-                    len(rows),
+                    what,
                     type(exc).__name__,
                     refusal_reason(exc).removeprefix("database refused row: "),
                     attempt,

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from stream.records import MASKED_FIELDS
 from stream.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
@@ -102,17 +103,21 @@ def test_a_foreign_record_on_the_masked_topic_is_logged_and_skipped(
     pipeline: IsolatedPipeline,
 ) -> None:
     before, after = RawMessage(new_id(), login(device_id="dev-1")), RawMessage(new_id(), login())
+    fields = dict.fromkeys(MASKED_FIELDS, "x")  # every field there, none of the right type
+    wrong_types = json.dumps(fields | {"sent_at_ms": "soon", "create_date": 20240101}).encode()
     pipeline.launcher.start_worker("worker")
     pipeline.produce_raw([before])
     pipeline.wait_for_outcomes(1)
     pipeline.produce_plain(
-        pipeline.masked_topic, [(b"k", b"not a masked login"), (b"k", b'{"user_id": "u"}')]
+        pipeline.masked_topic,
+        [(b"k", b"not a masked login"), (b"k", b'{"user_id": "u"}'), (b"k", wrong_types)],
     )
     pipeline.produce_raw([after])
     pipeline.wait_for_outcomes(2)
 
     log = pipeline.launcher.log("worker")
     assert log.count("on the masked topic skipped: not a masked login") == 2
+    assert log.count("on the masked topic skipped: ") == 3
     rows = pipeline.query("SELECT message_id FROM user_logins ORDER BY sent_at")
     assert [r[0] for r in rows] == [before.message_id, after.message_id]
     assert pipeline.launcher.children["worker"].poll() is None
