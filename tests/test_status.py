@@ -573,9 +573,12 @@ def test_watch_redraws_until_interrupted(lane: StatusLane) -> None:
         text=True,
     )
     try:
-        time.sleep(4)  # imports, then a refresh every 0.5 s
+        assert process.stdout is not None
+        first_line = process.stdout.readline()  # the first frame has begun
+        time.sleep(2)  # a few more refreshes, every 0.5 s
         process.send_signal(signal.SIGINT)
-        seen, errors = process.communicate(timeout=30)
+        rest, errors = process.communicate(timeout=30)
+        seen = first_line + rest
     finally:
         if process.poll() is None:
             process.kill()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from stream import settings as settings_module
@@ -67,7 +70,25 @@ def run(args: argparse.Namespace) -> int:
     _quiet_client_logs()
     take = functools.partial(status.collect, settings, args.timeout)
     if args.watch:
-        return status.watch(take, sys.stdout, args.interval)
+        return watch_until_interrupted(take, args.interval)
     snapshot = take()
     print(status.render(snapshot, status.current_rate(snapshot)))
     return 1 if snapshot.problems else 0
+
+
+def watch_until_interrupted(take: Callable[[], status.Snapshot], interval: float) -> int:
+    """``--watch`` with Ctrl-C as a flag the loop checks between refreshes.
+
+    Left to raise KeyboardInterrupt, a Ctrl-C that lands inside
+    ``asyncio.run`` becomes a cancellation that the Kafka client can absorb,
+    and the watch went on refreshing. ``asyncio.run`` leaves a handler that
+    is not Python's default alone.
+    """
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        return status.watch(
+            take, sys.stdout, interval, sleep=interrupted.wait, stopped=interrupted.is_set
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
