@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
@@ -109,6 +109,16 @@ class Consumer(aiokafka_driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Seek and wait, reading a negative offset as "from the start".
+
+        Faust's table recovery seeks standby changelog partitions to the offset
+        before the earliest it knows; while the broker cannot name the earliest
+        (a coordinator moving after a worker was killed) that is below -1, and
+        aiokafka's refusal crashed the worker (the fault suite, once).
+        """
+        await super().seek_wait({tp: max(0, offset) for tp, offset in partitions.items()})
 
     async def _rewind(self, tp: TP, offset: int) -> None:
         """Make *offset* of *tp* the next record fetched, so that a record held
