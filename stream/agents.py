@@ -84,10 +84,17 @@ async def publish(outcomes: list[MaskedLogin | Rejection]) -> Deliveries:
         if isinstance(outcome, MaskedLogin)
     ]
     deliveries = await send_many(kafka_producer(), masked_topic.get_topic_name(), masked)
-    for outcome in outcomes:
-        if isinstance(outcome, Rejection):
-            deliveries.append(await rejected_topic.send(key=outcome.message_id, value=outcome))
-    return deliveries
+    rejections = [outcome for outcome in outcomes if isinstance(outcome, Rejection)]
+    return deliveries + await send_rejections(rejections)
+
+
+async def send_rejections(rejections: list[Rejection]) -> Deliveries:
+    """Submit *rejections* to the rejected topic; the futures resolve once
+    Kafka acknowledges them."""
+    return [
+        await rejected_topic.send(key=rejection.message_id, value=rejection)
+        for rejection in rejections
+    ]
 
 
 def kafka_producer() -> AIOKafkaProducer:
@@ -109,11 +116,11 @@ async def sink_logins(stream: faust.StreamT[bytes]) -> None:
             metrics.observe_batch(settings.logins_table, len(batch), time.perf_counter() - started)
             stats.rows_written += outcome.inserted
             stats.rows_already_present += len(batch) - outcome.inserted - len(outcome.refused)
-            for index, reason in outcome.refused:
-                login = batch[index][0]
-                stats.rejections[reason] += 1
-                raw = RawLogin(login.message_id, login.sent_at_ms, login.dumps())
-                await rejected_topic.send(key=login.message_id, value=reject(raw, reason, masker))
+            if outcome.refused:
+                refusals = refused_rejections(batch, outcome.refused, masker)
+                # The rows' offsets move on when this body returns: the
+                # rejections must be in Kafka by then, or they are lost.
+                await until_delivered(partial(send_rejections, refusals), "refused rows")
             devices = {login.masked_device_id for login, _ in batch}
             summaries = await sink.retrying(
                 partial(device_summaries, table=settings.logins_table, device_ids=devices),
@@ -123,6 +130,19 @@ async def sink_logins(stream: faust.StreamT[bytes]) -> None:
             await until_delivered(store, "seen_devices entries")
     finally:
         await sink.close()
+
+
+def refused_rejections(
+    batch: list[tuple[MaskedLogin, Row]], refused: list[tuple[int, str]], masker: Masker
+) -> list[Rejection]:
+    """A rejection for each login whose row the database refused, counted by reason."""
+    rejections = []
+    for index, reason in refused:
+        login = batch[index][0]
+        stats.rejections[reason] += 1
+        raw = RawLogin(login.message_id, login.sent_at_ms, login.dumps())
+        rejections.append(reject(raw, reason, masker))
+    return rejections
 
 
 def decode_masked(events: list[faust.EventT]) -> list[tuple[MaskedLogin, Row]]:
