@@ -65,7 +65,8 @@ class IsolatedPipeline:
         self.launcher = Launcher(self.env, self.work_dir / self.name)
 
     def __enter__(self) -> IsolatedPipeline:
-        """Create the database and topics; on exit stop children, drop the database."""
+        """Create the database and topics; on exit stop children, drop the
+        database and delete every topic named after this pipeline."""
         self.create_database()
         self.create_topics()
         return self
@@ -73,6 +74,7 @@ class IsolatedPipeline:
     def __exit__(self, *exc_info: object) -> None:
         self.launcher.stop_all()
         self.drop_database()
+        self.delete_topics()
 
     # -- database ---------------------------------------------------------------
 
@@ -175,6 +177,29 @@ class IsolatedPipeline:
             await admin.create_topics(
                 [NewTopic(n, self.partitions, 1, topic_configs=forever) for n in names]
             )
+        finally:
+            await admin.close()
+
+    def delete_topics(self) -> None:
+        """Delete this pipeline's topics, Faust's changelogs and replay topics included.
+
+        A suite creates hundreds of partitions; a broker keeping them all
+        takes minutes to restart on a loaded 2-core machine, which is what
+        the fault cases that restart Kafka then wait for.
+        """
+        asyncio.run(self._delete_topics())
+
+    async def _delete_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        await admin.start()
+        try:
+            ours = [
+                topic
+                for topic in await admin.list_topics()
+                if topic.startswith((f"{self.name}.", f"{self.name}-"))
+            ]
+            if ours:
+                await admin.delete_topics(ours)
         finally:
             await admin.close()
 

@@ -148,6 +148,15 @@ def kafka_down_for_10_seconds(run: FaultRun, stack: Stack) -> None:
     outage(stack, "kafka", 10)
 
 
+def kafka_restarted_three_times_in_a_minute(run: FaultRun, stack: Stack) -> None:
+    # Each restart replaces the bridge's and the workers' connections while
+    # batches are in flight; a batch whose producer was replaced mid-send
+    # once stayed unacknowledged until the bridge resent it.
+    for _ in range(3):
+        outage(stack, "kafka", 2)
+        time.sleep(8)
+
+
 def postgres_down_for_10_seconds(run: FaultRun, stack: Stack) -> None:
     outage(stack, "postgres", 10)
 
@@ -163,6 +172,7 @@ FAULTS = [
     (kill_one_of_two_workers_then_restart, 0.3, 101),
     (kill_the_bridge_mid_batch_then_restart, 0.2, 102),
     (kafka_down_for_10_seconds, 0.3, 103),
+    (kafka_restarted_three_times_in_a_minute, 0.2, 108),
     (postgres_down_for_10_seconds, 0.3, 104),
 ]
 
