@@ -25,6 +25,7 @@ app = faust.App(
     settings.app_id,
     broker=f"{kafka_transport.SCHEME}://{settings.kafka_bootstrap_servers.split(',')[0]}",
     store="memory://",
+    datadir=str(settings.data_dir),  # as the workers: not the current directory
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
     autodiscover=False,
