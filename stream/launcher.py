@@ -68,6 +68,15 @@ class Launcher:
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
+    def failed(self) -> dict[str, str]:
+        """Children that have exited with an error: name -> exit code and the
+        end of their log's last traceback or error, so a failure says why."""
+        return {
+            name: f"exit code {child.returncode}; {last_error(self.log(name))}"
+            for name, child in self.children.items()
+            if child.poll()
+        }
+
     def stop(
         self, name: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0
     ) -> int | None:
@@ -89,3 +98,15 @@ class Launcher:
     def stop_all(self) -> None:
         for name in list(self.children):
             self.stop(name)
+
+
+def last_error(log: str, lines: int = 40) -> str:
+    """The log from its last traceback (or, without one, its last ERROR line) on."""
+    entries = log.splitlines()
+    for marker in ("Traceback", "[ERROR]"):
+        starts = [index for index, line in enumerate(entries) if marker in line]
+        if starts:
+            return "its log from the last error:\n" + "\n".join(
+                entries[starts[-1] : starts[-1] + lines]
+            )
+    return "no error in its log"

@@ -115,8 +115,8 @@ class IsolatedPipeline:
     def wait_for_outcomes(self, expected: int, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while (count := self.outcome_count()) < expected:
-            crashed = {n: c.returncode for n, c in self.launcher.children.items() if c.poll()}
-            assert not crashed, f"children exited: {crashed}"
+            failed = self.launcher.failed()
+            assert not failed, f"children exited: {failed}"
             assert time.monotonic() < deadline, (
                 f"only {count} of {expected} outcomes ({self.row_count()} rows)"
             )
