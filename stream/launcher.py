@@ -26,6 +26,7 @@ class Launcher:
     log_dir: Path
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
     web_ports: dict[str, int] = field(default_factory=dict)
+    workers: set[str] = field(default_factory=set)
 
     def _start(
         self, name: str, argv: list[str], extra_env: Mapping[str, str] | None
@@ -57,6 +58,7 @@ class Launcher:
             "--web-port",
             str(port),
         ]
+        self.workers.add(name)
         return self._start(name, argv, {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})})
 
     def start_bridge(self, name: str = "bridge", *args: str) -> subprocess.Popen:
@@ -90,6 +92,13 @@ class Launcher:
         except subprocess.TimeoutExpired:
             child.kill()
             return child.wait()
+
+    def signal_workers(self, sig: signal.Signals) -> None:
+        """Send *sig* to every Faust worker still running."""
+        for name in self.workers:
+            child = self.children.get(name)
+            if child is not None and child.poll() is None:
+                child.send_signal(sig)
 
     def kill(self, name: str) -> None:
         """kill -9: no flush, no goodbye (fault injection)."""

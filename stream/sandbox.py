@@ -8,6 +8,7 @@ can count exactly what it produced.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import Iterable
@@ -117,9 +118,15 @@ class IsolatedPipeline:
         while (count := self.outcome_count()) < expected:
             failed = self.launcher.failed()
             assert not failed, f"children exited: {failed}"
-            assert time.monotonic() < deadline, (
-                f"only {count} of {expected} outcomes ({self.row_count()} rows)"
-            )
+            if time.monotonic() >= deadline:
+                # mode's workers answer SIGUSR1 with every thread's and task's
+                # stack in their logs: where a stalled worker is waiting.
+                self.launcher.signal_workers(signal.SIGUSR1)
+                time.sleep(2)
+                raise AssertionError(
+                    f"only {count} of {expected} outcomes ({self.row_count()} rows); "
+                    f"workers' stacks are in their logs under {self.launcher.log_dir}"
+                )
             time.sleep(0.5)
         # Let in-flight batches land so a test can see an excess, not just enough.
         time.sleep(2 * float(self.env["MASKSTREAM_SINK_BATCH_SECONDS"]) + 1)
