@@ -192,6 +192,9 @@ async def sink_rejections(stream: faust.StreamT[Rejection]) -> None:
 @app.timer(interval=30.0)
 async def log_stats() -> None:
     log.info("pipeline: %s", stats.summary())
+    idle = app.consumer.idle_partitions()  # type: ignore[attr-defined]
+    if idle and not app.rebalancing:
+        log.warning("assigned partitions not being fetched: %s", idle)
 
 
 @app.page("/seen-devices/{device}/")

@@ -110,6 +110,22 @@ class Consumer(aiokafka_driver.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    def idle_partitions(self) -> str:
+        """Assigned stream partitions this worker is not fetching, and why
+        (paused for recovery, or its stream's buffer full); "" if none."""
+        active = self._active_partitions or set()
+        idle = [
+            tp
+            for tp in sorted(self.assignment())
+            if tp not in active and not self._is_changelog_tp(tp)
+        ]
+        return ", ".join(
+            f"{tp.topic}:{tp.partition}"
+            + (" paused" if tp in self._paused_partitions else "")
+            + (" buffer-full" if tp in self._buffered_partitions else "")
+            for tp in idle
+        )
+
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         """Seek and wait, reading a negative offset as "from the start".
 

@@ -202,7 +202,9 @@ def test_replay_from_earliest_while_new_data_arrives(run: FaultRun) -> None:
     for name in ("worker-1", "worker-2"):
         run.pipe.launcher.stop(name)
     replay = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "replay", "--from", "earliest"],
+        # A worker stopped while the other's leaving rebalanced the group
+        # may stay a member until its session times out.
+        [sys.executable, "-m", "stream.cli", "replay", "--from", "earliest", "--wait", "60"],
         env={**os.environ, **run.pipe.env},
         capture_output=True,
         text=True,

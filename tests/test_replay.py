@@ -53,9 +53,10 @@ def test_replay_refuses_while_workers_run_then_replays_without_duplicates(
     pipeline.launcher.start_worker("worker")
     pipeline.wait_for_outcomes(len(sent))
 
-    refused = replay(pipeline, "--from", "earliest")
+    refused = replay(pipeline, "--from", "earliest", "--wait", "2")
     assert refused.returncode == 2
     assert "running; stop them first" in refused.stderr
+    assert "--wait covers that" in refused.stderr
 
     pipeline.launcher.stop("worker")
     done = replay(pipeline, "--from", "earliest")

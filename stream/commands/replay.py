@@ -52,6 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--timeout", type=float, default=3600.0, help="--into: give up after this many seconds"
     )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=(
+            "wait up to SECONDS for the group to empty before refusing (a worker stopped "
+            "during a rebalance stays a member until its session times out)"
+        ),
+    )
     parser.set_defaults(handler=run)
 
 
@@ -61,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         start_ms = parse_start(args.start)
         if args.into:
             return rebuild_into(settings, args.into, start_ms, args.timeout, args.dry_run)
-        return rewind(settings, start_ms, args.dry_run)
+        return rewind(settings, start_ms, args.dry_run, args.wait)
     except ReplayRefused as exc:
         raise CommandError(str(exc)) from None
     except (KafkaError, OSError) as exc:
@@ -70,19 +80,31 @@ def run(args: argparse.Namespace) -> int:
         ) from None
 
 
-def rewind(settings: Settings, start_ms: int | None, dry_run: bool) -> int:
+def rewind(settings: Settings, start_ms: int | None, dry_run: bool, wait: float = 0.0) -> int:
     bootstrap, group = settings.kafka_bootstrap_servers, settings.app_id
-    members = asyncio.run(active_members(bootstrap, group))
+    members = members_after(bootstrap, group, 0.0 if dry_run else wait)
     if members and not dry_run:
         raise ReplayRefused(
             f"{members} worker(s) of group {group!r} are running; stop them first, "
-            "replay, then start them again (their commits would undo the rewind)"
+            "replay, then start them again (their commits would undo the rewind). A worker "
+            "stopped during a rebalance stays a member until its session times out "
+            f"({settings.session_timeout_seconds:g} s): --wait covers that"
         )
     moves = asyncio.run(rewind_group(bootstrap, group, settings.topics.raw, start_ms, dry_run))
     print(describe(moves))
     verb = "would rewind" if dry_run else "rewound"
     print(f"{verb} group {group!r} on {settings.topics.raw}; start the workers to replay")
     return 0
+
+
+def members_after(bootstrap: str, group: str, wait: float) -> int:
+    """Members of *group*, polled for up to *wait* seconds until there are none."""
+    deadline = time.monotonic() + wait
+    while (members := asyncio.run(active_members(bootstrap, group))) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(1.0)
+    return members
 
 
 def rebuild_into(
