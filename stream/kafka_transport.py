@@ -126,15 +126,16 @@ class Consumer(aiokafka_driver.Consumer):
             for tp in idle
         )
 
-    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
-        """Seek and wait, reading a negative offset as "from the start".
+    async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
+        """Seek and wait, reading a negative or missing offset as "from the start".
 
         Faust's table recovery seeks standby changelog partitions to the offset
-        before the earliest it knows; while the broker cannot name the earliest
-        (a coordinator moving after a worker was killed) that is below -1, and
-        aiokafka's refusal crashed the worker (the fault suite, once).
+        before the earliest it knows. While the broker cannot name the earliest
+        (a group coordinator moving after a worker was killed), that came out
+        below -1, or None, and aiokafka's refusal crashed the worker (the fault
+        suite, twice). Reading a standby changelog from its start is always safe.
         """
-        await super().seek_wait({tp: max(0, offset) for tp, offset in partitions.items()})
+        await super().seek_wait({tp: seek_target(offset) for tp, offset in partitions.items()})
 
     async def _rewind(self, tp: TP, offset: int) -> None:
         """Make *offset* of *tp* the next record fetched, so that a record held
@@ -143,6 +144,12 @@ class Consumer(aiokafka_driver.Consumer):
             return  # revoked: its next owner starts at the committed offset
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile, as above
             await self._thread.seek_wait({tp: offset})  # type: ignore[attr-defined]
+
+
+def seek_target(offset: int | None) -> int:
+    """The offset to seek to for Faust's *offset*: a negative or missing one
+    means "from the start"."""
+    return offset if offset is not None and offset > 0 else 0
 
 
 class Transport(aiokafka_driver.Transport):
