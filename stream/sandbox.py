@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
 
@@ -125,6 +125,7 @@ class IsolatedPipeline:
                 time.sleep(2)
                 raise AssertionError(
                     f"only {count} of {expected} outcomes ({self.row_count()} rows); "
+                    f"uncommitted records by partition: {self.lag()}; "
                     f"workers' stacks are in their logs under {self.launcher.log_dir}"
                 )
             time.sleep(0.5)
@@ -209,6 +210,34 @@ class IsolatedPipeline:
                 await admin.delete_topics(ours)
         finally:
             await admin.close()
+
+    def lag(self) -> dict[str, int]:
+        """Records past the workers' committed offset, per partition of the
+        raw and masked topics: which partitions a stalled pipeline left behind."""
+        return asyncio.run(self._lag())
+
+    async def _lag(self) -> dict[str, int]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+            group_id=self.name,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in (self.raw_topic, self.masked_topic)
+                for partition in range(self.partitions)
+            ]
+            ends = await consumer.end_offsets(partitions)
+            lag = {}
+            for tp in partitions:
+                behind = ends[tp] - (await consumer.committed(tp) or 0)
+                if behind:
+                    lag[f"{tp.topic.removeprefix(self.name + '.')}:{tp.partition}"] = behind
+            return lag
+        finally:
+            await consumer.stop()
 
     def produce_raw(self, messages: Iterable[RawMessage]) -> None:
         asyncio.run(self._produce_raw(list(messages)))
