@@ -195,6 +195,11 @@ async def log_stats() -> None:
     idle = app.consumer.idle_partitions()  # type: ignore[attr-defined]
     if idle and not app.rebalancing:
         log.warning("assigned partitions not being fetched: %s", idle)
+    stalled = app.consumer.stalled_partitions()  # type: ignore[attr-defined]
+    if stalled and not app.rebalancing:
+        log.warning(
+            "partitions with no commit for 30 s (committed/position/highwater): %s", stalled
+        )
 
 
 @app.page("/seen-devices/{device}/")

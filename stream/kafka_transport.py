@@ -66,6 +66,7 @@ class Consumer(aiokafka_driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = ForgetfulReadOffsets()
+        self._last_committed_seen: dict[TP, int | None] = {}
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = self.callback
@@ -125,6 +126,30 @@ class Consumer(aiokafka_driver.Consumer):
             + (" buffer-full" if tp in self._buffered_partitions else "")
             for tp in idle
         )
+
+    def stalled_partitions(self) -> str:
+        """Assigned stream partitions with records waiting and no commit since
+        the last call: each with its committed offset, fetch position and
+        highwater, to tell "never fetched" from "fetched and dropped"."""
+        previous, seen, stalled = self._last_committed_seen, {}, []
+        for tp in sorted(self.assignment()):
+            if self._is_changelog_tp(tp):
+                continue
+            committed, highwater = self._committed_offset.get(tp), self.highwater(tp)
+            seen[tp] = committed
+            if highwater and (committed or 0) < highwater and previous.get(tp) == committed:
+                stalled.append(
+                    f"{tp.topic}:{tp.partition} {committed}/{self._position(tp)}/{highwater}"
+                )
+        self._last_committed_seen = seen
+        return ", ".join(stalled)
+
+    def _position(self, tp: TP) -> int | None:
+        consumer = self._thread._consumer  # type: ignore[attr-defined]
+        if consumer is None:
+            return None
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        return None if state is None else state._position
 
     async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
         """Seek and wait, reading a negative or missing offset as "from the start".
