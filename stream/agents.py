@@ -11,6 +11,7 @@ is committed in PostgreSQL, so a crash replays the batch instead of losing it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from functools import partial
@@ -195,11 +196,34 @@ async def log_stats() -> None:
     idle = app.consumer.idle_partitions()  # type: ignore[attr-defined]
     if idle and not app.rebalancing:
         log.warning("assigned partitions not being fetched: %s", idle)
+    for agent in (mask_logins, sink_logins, sink_rejections):
+        for actor in agent._actors:  # type: ignore[attr-defined]
+            task, stream = actor.actor_task, actor.stream
+            if (task is not None and task.done()) or not stream._passive:
+                log.error(
+                    "agent %s has stopped consuming: actor ended with %s, stream draining=%s, "
+                    "stream stopped=%s, channel errors=%s",
+                    agent.name,
+                    task_outcome(task),
+                    stream._passive,
+                    stream.should_stop,
+                    [type(e).__name__ for e in getattr(stream.channel.queue, "_errors", [])],
+                )
     stalled = app.consumer.stalled_partitions()  # type: ignore[attr-defined]
     if stalled and not app.rebalancing:
         log.warning(
             "partitions with no commit for 30 s (committed/position/highwater): %s", stalled
         )
+
+
+def task_outcome(task: asyncio.Task | None) -> str:
+    """How an actor task ended, by exception type only (messages may hold data)."""
+    if task is None or not task.done():
+        return "nothing (still running)"
+    if task.cancelled():
+        return "cancellation"
+    exc = task.exception()
+    return "a normal return" if exc is None else type(exc).__name__
 
 
 @app.page("/seen-devices/{device}/")
