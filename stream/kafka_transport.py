@@ -42,6 +42,7 @@ import contextlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import IllegalStateError
 from faust.transport import drivers
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -67,6 +68,7 @@ class Consumer(aiokafka_driver.Consumer):
         super().__init__(*args, **kwargs)
         self._read_offset = ForgetfulReadOffsets()
         self._last_committed_seen: dict[TP, int | None] = {}
+        self._stalled_before: set[TP] = set()
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = self.callback
@@ -127,22 +129,46 @@ class Consumer(aiokafka_driver.Consumer):
             for tp in idle
         )
 
-    def stalled_partitions(self) -> str:
+    def stalled_partitions(self) -> dict[TP, str]:
         """Assigned stream partitions with records waiting and no commit since
-        the last call: each with its committed offset, fetch position and
-        highwater, to tell "never fetched" from "fetched and dropped"."""
-        previous, seen, stalled = self._last_committed_seen, {}, []
+        the last call while nothing of theirs is queued for an agent, each
+        described by its committed offset, fetch position and highwater (to
+        tell "never fetched" from "fetched and dropped")."""
+        previous, seen, stalled = self._last_committed_seen, {}, {}
         for tp in sorted(self.assignment()):
             if self._is_changelog_tp(tp):
                 continue
             committed, highwater = self._committed_offset.get(tp), self.highwater(tp)
             seen[tp] = committed
-            if highwater and (committed or 0) < highwater and previous.get(tp) == committed:
-                stalled.append(
+            if (
+                highwater
+                and (committed or 0) < highwater
+                and previous.get(tp) == committed
+                and self._nothing_queued(tp)
+            ):
+                stalled[tp] = (
                     f"{tp.topic}:{tp.partition} {committed}/{self._position(tp)}/{highwater}"
                 )
         self._last_committed_seen = seen
-        return ", ".join(stalled)
+        return stalled
+
+    def _nothing_queued(self, tp: TP) -> bool:
+        """No record of *tp*'s topic waits in a stream buffer: its agent is idle."""
+        channels = self.app.topics._tp_index.get(tp, ())  # type: ignore[attr-defined]
+        return all(channel.queue.empty() for channel in channels)
+
+    def stalled_twice(self, stalled: Mapping[TP, str]) -> list[TP]:
+        """Those of *stalled* that were stalled at the previous check too."""
+        again = [tp for tp in stalled if tp in self._stalled_before]
+        self._stalled_before = set(stalled) - set(again)
+        return again
+
+    async def refetch(self, partitions: list[TP]) -> None:
+        """Seek *partitions* back to their committed offsets, so that records
+        fetched but never processed are read again (processing twice is
+        harmless here: rows are unique per message id)."""
+        consumer = self._thread._ensure_consumer()  # type: ignore[attr-defined]
+        await self._thread.call_thread(seek_to_committed, consumer, partitions)  # type: ignore[attr-defined]
 
     def _position(self, tp: TP) -> int | None:
         consumer = self._thread._consumer  # type: ignore[attr-defined]
@@ -169,6 +195,18 @@ class Consumer(aiokafka_driver.Consumer):
             return  # revoked: its next owner starts at the committed offset
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile, as above
             await self._thread.seek_wait({tp: offset})  # type: ignore[attr-defined]
+
+
+async def seek_to_committed(consumer: AIOKafkaConsumer, partitions: list[TP]) -> None:
+    """In the consumer's thread: each partition to its committed offset, or
+    its start when nothing is committed."""
+    for tp in partitions:
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
 
 
 def seek_target(offset: int | None) -> int:
