@@ -38,6 +38,7 @@ other record to it; it is fetched again once the streams run.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -69,6 +70,7 @@ class Consumer(aiokafka_driver.Consumer):
         self._read_offset = ForgetfulReadOffsets()
         self._last_committed_seen: dict[TP, int | None] = {}
         self._stalled_before: set[TP] = set()
+        self._seek_committed: dict[TP, int] = {}
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = self.callback
@@ -177,6 +179,42 @@ class Consumer(aiokafka_driver.Consumer):
         state = consumer._subscription.subscription.assignment.state_value(tp)
         return None if state is None else state._position
 
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """As Faust's, remembering each partition's committed offset exactly:
+        Faust stores a committed 0 as None, which :meth:`_new_offset` must tell
+        apart from "unknown"."""
+        committed = await super().seek_to_committed()
+        self._seek_committed.update(
+            {
+                TP(tp.topic, tp.partition): offset
+                for tp, offset in committed.items()
+                if offset is not None
+            }
+        )
+        return committed
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:  # its next owner's commits make ours stale
+            self._seek_committed.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit for *tp*: the end of the run of acknowledged
+        offsets that starts at its committed offset; None while that record
+        itself is not acknowledged.
+
+        Faust's version commits over missing records at the head of the run:
+        always when the committed offset is 0 (stored as None), one record
+        otherwise. Records lost to a race around a rebalance were then
+        committed as processed: the replay fault case, which starts from
+        offset 0, lost thousands of rows. Here the commit waits, and
+        the stalled-partition repair reads the missing records again.
+        """
+        committed = self._committed_offset[tp] or self._seek_committed.get(tp)
+        if committed is None or self._gap[tp]:
+            return super()._new_offset(tp)
+        return next_commit(self._acked[tp], self._acked_index[tp], committed)
+
     async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
         """Seek and wait, reading a negative or missing offset as "from the start".
 
@@ -207,6 +245,26 @@ async def seek_to_committed(consumer: AIOKafkaConsumer, partitions: list[TP]) ->
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, committed)
+
+
+def next_commit(acked: list[int], acked_index: set[int], committed: int) -> int | None:
+    """The next offset to commit after *committed*, given the *acked* offsets
+    (which it sorts and consumes, keeping *acked_index* in step); None when
+    the record at *committed* is not acknowledged yet."""
+    acked.sort()
+    already = bisect.bisect_left(acked, committed)  # processed again after a seek
+    done = acked[:already]
+    if not acked[already:] or acked[already] != committed:
+        del acked[:already]
+        acked_index.difference_update(done)
+        return None
+    end = already
+    while end + 1 < len(acked) and acked[end + 1] == acked[end] + 1:
+        end += 1
+    done = acked[: end + 1]
+    del acked[: end + 1]
+    acked_index.difference_update(done)
+    return done[-1] + 1
 
 
 def seek_target(offset: int | None) -> int:

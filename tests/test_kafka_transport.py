@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.kafka_transport import seek_target
+from stream.kafka_transport import next_commit, seek_target
 
 
 @pytest.mark.parametrize(("asked", "sought"), [(None, 0), (-2, 0), (-1, 0), (0, 0), (7, 7)])
@@ -12,3 +12,24 @@ def test_a_negative_or_missing_recovery_offset_seeks_from_the_start(
     asked: int | None, sought: int
 ) -> None:
     assert seek_target(asked) == sought
+
+
+def commit_after(acked: list[int], committed: int) -> tuple[int | None, list[int], set[int]]:
+    index = set(acked)
+    offset = next_commit(acked, index, committed)
+    return offset, acked, index
+
+
+def test_the_commit_covers_the_run_that_starts_at_the_committed_offset() -> None:
+    assert commit_after([2, 0, 1, 5, 6], committed=0) == (3, [5, 6], {5, 6})
+
+
+def test_a_missing_record_at_the_head_holds_the_commit_even_from_offset_0() -> None:
+    # Faust's own rule committed 2 here (and over one missing record from any offset).
+    assert commit_after([1, 2], committed=0) == (None, [1, 2], {1, 2})
+    assert commit_after([31, 32], committed=30) == (None, [31, 32], {31, 32})
+
+
+def test_offsets_below_the_committed_one_are_dropped_as_already_done() -> None:
+    assert commit_after([3, 4, 10, 11], committed=10) == (12, [], set())
+    assert commit_after([3, 4], committed=10) == (None, [], set())
