@@ -18,7 +18,6 @@ from functools import partial
 
 import faust
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -238,7 +237,7 @@ async def repair_stalled_partitions() -> None:
         )
         try:
             await consumer.refetch(again)  # type: ignore[attr-defined]
-        except KafkaError as exc:
+        except Exception as exc:  # a best-effort repair must not stop the worker
             log.warning("re-fetch failed (%r); the next check tries again", exc)
 
 

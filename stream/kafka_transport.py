@@ -43,7 +43,7 @@ import contextlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.transport import drivers
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -238,7 +238,7 @@ class Consumer(aiokafka_driver.Consumer):
 async def seek_to_committed(consumer: AIOKafkaConsumer, partitions: list[TP]) -> None:
     """In the consumer's thread: each partition to its committed offset, or
     its start when nothing is committed."""
-    for tp in partitions:
+    for tp in (TopicPartition(tp.topic, tp.partition) for tp in partitions):
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile
             committed = await consumer.committed(tp)
             if committed is None:
