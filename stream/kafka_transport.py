@@ -180,16 +180,20 @@ class Consumer(aiokafka_driver.Consumer):
         return None if state is None else state._position
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
-        """As Faust's, remembering each partition's committed offset exactly:
-        Faust stores a committed 0 as None, which :meth:`_new_offset` must tell
-        apart from "unknown"."""
+        """As Faust's, remembering where each partition's processing starts:
+        its committed offset exactly (Faust stores 0 as None, which
+        :meth:`_new_offset` must tell apart from "unknown"), or, with none
+        committed yet, its earliest offset (``auto_offset_reset``)."""
         committed = await super().seek_to_committed()
+        starts = {
+            tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0
+        }
+        fresh = [tp for tp in committed if tp not in starts]
+        if fresh:
+            earliest = await self.earliest_offsets(*fresh)
+            starts.update({tp: offset for tp, offset in earliest.items() if offset is not None})
         self._seek_committed.update(
-            {
-                TP(tp.topic, tp.partition): offset
-                for tp, offset in committed.items()
-                if offset is not None
-            }
+            {TP(tp.topic, tp.partition): offset for tp, offset in starts.items()}
         )
         return committed
 
@@ -204,8 +208,8 @@ class Consumer(aiokafka_driver.Consumer):
         itself is not acknowledged.
 
         Faust's version commits over missing records at the head of the run:
-        always when the committed offset is 0 (stored as None), one record
-        otherwise. Records lost to a race around a rebalance were then
+        always when the committed offset is 0 (stored as None) or nothing is
+        committed yet, one record otherwise. Records lost to a race around a rebalance were then
         committed as processed: the replay fault case, which starts from
         offset 0, lost thousands of rows. Here the commit waits, and
         the stalled-partition repair reads the missing records again.
