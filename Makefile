@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 # The test suite gets its own stack directory so it never disturbs the demo's.
 TEST_STACK_DIR ?= .stack-test
 # Everything but the fault-injection suite (kill -9, outages, rebalances:
-# about 6 more minutes), which `make test-faults` runs: it passed whole in
-# most runs here, but a rare Faust recovery crash is not yet proven gone,
-# and a flaky case must not block every other change.
+# about 6 more minutes), which `make test-faults` runs: it passes on the
+# latest fixes, but over too few runs yet to block every other change on it
+# (README, "Fault injection").
 PYTEST_ARGS ?= -m "not faults"
 
 .PHONY: install test test-faults lint demo bench soak stack-up stack-down clean
