@@ -11,7 +11,6 @@ is committed in PostgreSQL, so a crash replays the batch instead of losing it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from functools import partial
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from stream import watchdog
 from stream.app import (
     app,
     masked_topic,
@@ -43,7 +43,6 @@ from stream.transform import mask_login, reject
 log = logging.getLogger(__name__)
 
 TABLES = (settings.logins_table, settings.rejections_table)
-
 # Counted with the rejections, though no row or rejection can be written for it.
 UNDECODABLE_MASKED = "undecodable record on the masked topic"
 
@@ -194,61 +193,8 @@ async def sink_rejections(stream: faust.StreamT[Rejection]) -> None:
 @app.timer(interval=30.0)
 async def log_stats() -> None:
     log.info("pipeline: %s", stats.summary())
-    idle = app.consumer.idle_partitions()  # type: ignore[attr-defined]
-    if idle and not app.rebalancing:
-        log.warning("assigned partitions not being fetched: %s", idle)
-    for agent in (mask_logins, sink_logins, sink_rejections):
-        for actor in agent._actors:  # type: ignore[attr-defined]
-            task, stream = actor.actor_task, actor.stream
-            if (task is not None and task.done()) or not stream._passive:
-                log.error(
-                    "agent %s has stopped consuming: actor ended with %s, stream draining=%s, "
-                    "stream stopped=%s, channel errors=%s",
-                    agent.name,
-                    task_outcome(task),
-                    stream._passive,
-                    stream.should_stop,
-                    [type(e).__name__ for e in getattr(stream.channel.queue, "_errors", [])],
-                )
-    await repair_stalled_partitions()
-
-
-async def repair_stalled_partitions() -> None:
-    """Re-fetch stream partitions that made no progress over two checks.
-
-    Faust drops fetched records in several races around rebalances (a record
-    fetched as its partition is paused, a batch cut off by a new generation).
-    A partition that lost records that way keeps its commit at the first one
-    and, when the rest was never delivered either, stops: the fault suite's
-    replay case, about one run in four. Seeking it back to its committed
-    offset reads the lost records again.
-    """
-    consumer = app.consumer
-    stalled = {} if app.rebalancing else consumer.stalled_partitions()  # type: ignore[attr-defined]
-    again = consumer.stalled_twice(stalled)  # type: ignore[attr-defined]
-    if stalled:
-        log.warning(
-            "partitions with no commit for 30 s (committed/fetch position/highwater): %s",
-            ", ".join(stalled.values()),
-        )
-    if again:
-        log.error(
-            "re-fetching from the committed offset: %s", ", ".join(stalled[tp] for tp in again)
-        )
-        try:
-            await consumer.refetch(again)  # type: ignore[attr-defined]
-        except Exception as exc:  # a best-effort repair must not stop the worker
-            log.warning("re-fetch failed (%r); the next check tries again", exc)
-
-
-def task_outcome(task: asyncio.Task | None) -> str:
-    """How an actor task ended, by exception type only (messages may hold data)."""
-    if task is None or not task.done():
-        return "nothing (still running)"
-    if task.cancelled():
-        return "cancellation"
-    exc = task.exception()
-    return "a normal return" if exc is None else type(exc).__name__
+    watchdog.report_stopped_agents((mask_logins, sink_logins, sink_rejections))
+    await watchdog.repair_stalled_partitions(app)
 
 
 @app.page("/seen-devices/{device}/")

@@ -115,22 +115,6 @@ class Consumer(aiokafka_driver.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    def idle_partitions(self) -> str:
-        """Assigned stream partitions this worker is not fetching, and why
-        (paused for recovery, or its stream's buffer full); "" if none."""
-        active = self._active_partitions or set()
-        idle = [
-            tp
-            for tp in sorted(self.assignment())
-            if tp not in active and not self._is_changelog_tp(tp)
-        ]
-        return ", ".join(
-            f"{tp.topic}:{tp.partition}"
-            + (" paused" if tp in self._paused_partitions else "")
-            + (" buffer-full" if tp in self._buffered_partitions else "")
-            for tp in idle
-        )
-
     def stalled_partitions(self) -> dict[TP, str]:
         """Assigned stream partitions with records waiting and no commit since
         the last call while nothing of theirs is queued for an agent, each
@@ -170,7 +154,7 @@ class Consumer(aiokafka_driver.Consumer):
         fetched but never processed are read again (processing twice is
         harmless here: rows are unique per message id)."""
         consumer = self._thread._ensure_consumer()  # type: ignore[attr-defined]
-        await self._thread.call_thread(seek_to_committed, consumer, partitions)  # type: ignore[attr-defined]
+        await self._thread.call_thread(seek_back_to_committed, consumer, partitions)  # type: ignore[attr-defined]
 
     def _position(self, tp: TP) -> int | None:
         consumer = self._thread._consumer  # type: ignore[attr-defined]
@@ -239,7 +223,7 @@ class Consumer(aiokafka_driver.Consumer):
             await self._thread.seek_wait({tp: offset})  # type: ignore[attr-defined]
 
 
-async def seek_to_committed(consumer: AIOKafkaConsumer, partitions: list[TP]) -> None:
+async def seek_back_to_committed(consumer: AIOKafkaConsumer, partitions: list[TP]) -> None:
     """In the consumer's thread: each partition to its committed offset, or
     its start when nothing is committed."""
     for tp in (TopicPartition(tp.topic, tp.partition) for tp in partitions):

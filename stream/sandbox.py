@@ -119,8 +119,8 @@ class IsolatedPipeline:
             failed = self.launcher.failed()
             assert not failed, f"children exited: {failed}"
             if time.monotonic() >= deadline:
-                # mode's workers answer SIGUSR1 with every thread's and task's
-                # stack in their logs: where a stalled worker is waiting.
+                # Workers answer SIGUSR1 with every thread's and task's stack
+                # in their logs (stream/worker.py): where a stalled one waits.
                 self.launcher.signal_workers(signal.SIGUSR1)
                 time.sleep(2)
                 raise AssertionError(
