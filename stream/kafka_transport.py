@@ -33,6 +33,17 @@ with rows missing (the fault suite, about one run in five). So while a
 rebalance is under way or flow is suspended, this loop delivers only
 changelog records (recovery reads them) and rewinds the partition of any
 other record to it; it is fetched again once the streams run.
+
+For the same reason it iterates fetched batches itself instead of through
+Faust's ``getmany``, which silently drops the rest of a batch when flow
+stops or the generation changes mid-batch, and the records of a partition
+paused since the fetch: those are held back and rewound too. A rewind only
+ever seeks backwards, because a rebalance may have seeked the partition back
+to its committed offset meanwhile; seeking forward from there would skip
+the records in between and leave the partition with its fetch position at
+the end and its commits stuck: the signature of the stalls the fault
+suite's replay case showed before the stalled-partition repair (which
+stays, as a safety net).
 """
 
 from __future__ import annotations
@@ -77,30 +88,32 @@ class Consumer(aiokafka_driver.Consumer):
         stopping = self._stopped.is_set
         fetcher_stopping = fetcher._stopped.is_set  # type: ignore[attr-defined]
         commit_every = self._commit_every
-        flow_suspended = self.suspend_flow.is_set
-        app = self.app
-        is_changelog = self._is_changelog_tp
+        to_message = self._to_message
+        track_end_offset = self.app.monitor.track_tp_end_offset
         try:
             while not (stopping() or fetcher_stopping()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records = self.getmany(timeout=1.0)
-                await asyncio.sleep(0)  # getmany can return at once, again and again
-                if self.should_stop:
+                records, active_partitions = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)  # a fetch can return at once, again and again
+                if records is None or self.should_stop:
                     break
-                held_back: set[TP] = set()  # partitions rewound in this batch
-                async for tp, message in records:
+                generation = self.app.consumer_generation_id
+                held_back: dict[TP, int] = {}  # partition -> first offset not delivered
+                for tp, record in self.scheduler.iterate(records):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
                     if tp in held_back:
                         continue
-                    if flow_suspended() or (app.rebalancing and not is_changelog(tp)):
-                        held_back.add(tp)
-                        await self._rewind(tp, message.offset)
+                    if not self._may_deliver(tp, generation, active_partitions):
+                        held_back[tp] = record.offset
                         continue
-                    await deliver(message)
+                    track_end_offset(tp, self.highwater(tp))
+                    await deliver(to_message(tp, record))
+                for tp, offset in held_back.items():
+                    await self._rewind(tp, offset)
                 if held_back:
-                    # The rebalance is still ending: don't spin fetching and
+                    # A rebalance is still ending: don't spin fetching and
                     # rewinding the same records while it does.
                     await asyncio.sleep(0.05)
                 self.diag.unset_flag(CONSUMER_FETCHING)
@@ -114,6 +127,22 @@ class Consumer(aiokafka_driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    def _may_deliver(self, tp: TP, generation: int, active_partitions: set[TP] | None) -> bool:
+        """Whether a record of *tp*, fetched in consumer *generation*, may go
+        to its stream now. Faust's ``getmany`` silently drops the rest of a
+        batch when flow stops or the generation changes, and the records of a
+        partition paused since the fetch; here they are held back instead."""
+        app = self.app
+        if self.suspend_flow.is_set() or not self.flow_active:
+            return False
+        if app.consumer_generation_id != generation:
+            return False
+        if app.rebalancing and not self._is_changelog_tp(tp):
+            return False
+        return (
+            active_partitions is None or tp in active_partitions or tp in self._buffered_partitions
+        )
 
     def stalled_partitions(self) -> dict[TP, str]:
         """Assigned stream partitions with records waiting and no commit since
@@ -158,10 +187,7 @@ class Consumer(aiokafka_driver.Consumer):
 
     def _position(self, tp: TP) -> int | None:
         consumer = self._thread._consumer  # type: ignore[attr-defined]
-        if consumer is None:
-            return None
-        state = consumer._subscription.subscription.assignment.state_value(tp)
-        return None if state is None else state._position
+        return None if consumer is None else fetch_position(consumer, tp)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """As Faust's, remembering where each partition's processing starts:
@@ -215,12 +241,24 @@ class Consumer(aiokafka_driver.Consumer):
         await super().seek_wait({tp: seek_target(offset) for tp, offset in partitions.items()})
 
     async def _rewind(self, tp: TP, offset: int) -> None:
-        """Make *offset* of *tp* the next record fetched, so that a record held
-        back is read again; the seek runs in the consumer's own thread."""
+        """Make sure *offset* of *tp* is fetched again, for a record held back;
+        runs in the consumer's own thread."""
         if tp not in self.assignment():
             return  # revoked: its next owner starts at the committed offset
-        with contextlib.suppress(IllegalStateError):  # revoked meanwhile, as above
-            await self._thread.seek_wait({tp: offset})  # type: ignore[attr-defined]
+        consumer = self._thread._ensure_consumer()  # type: ignore[attr-defined]
+        await self._thread.call_thread(rewind_to, consumer, tp, offset)  # type: ignore[attr-defined]
+
+
+async def rewind_to(consumer: AIOKafkaConsumer, tp: TP, offset: int) -> None:
+    """In the consumer's thread: seek *tp* back to *offset* if it was fetched
+    past it, but never forward: a rebalance may have seeked it back to its
+    committed offset since, and seeking forward from there would skip every
+    record in between (they would never be processed, and the partition's
+    commits would stop at the first of them)."""
+    partition = TopicPartition(tp.topic, tp.partition)
+    with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+        if must_rewind(fetch_position(consumer, tp), offset):
+            consumer.seek(partition, offset)
 
 
 async def seek_back_to_committed(consumer: AIOKafkaConsumer, partitions: list[TP]) -> None:
@@ -253,6 +291,23 @@ def next_commit(acked: list[int], acked_index: set[int], committed: int) -> int 
     del acked[: end + 1]
     acked_index.difference_update(done)
     return done[-1] + 1
+
+
+def fetch_position(consumer: AIOKafkaConsumer, tp: TP) -> int | None:
+    """The offset *consumer* fetches next for *tp*; None when unassigned or
+    being reset (without waiting for the reset, as ``position()`` does)."""
+    subscription = consumer._subscription.subscription
+    if subscription is None:
+        return None
+    state = subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
+    return state.position if state is not None and state.has_valid_position else None
+
+
+def must_rewind(position: int | None, offset: int) -> bool:
+    """Whether a partition at fetch *position* must seek back for *offset*
+    to be fetched again (an unknown position is being reset to the start or
+    to the committed offset, neither of which is past it)."""
+    return position is not None and position > offset
 
 
 def seek_target(offset: int | None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.kafka_transport import next_commit, seek_target
+from stream.kafka_transport import must_rewind, next_commit, seek_target
 
 
 @pytest.mark.parametrize(("asked", "sought"), [(None, 0), (-2, 0), (-1, 0), (0, 0), (7, 7)])
@@ -12,6 +12,21 @@ def test_a_negative_or_missing_recovery_offset_seeks_from_the_start(
     asked: int | None, sought: int
 ) -> None:
     assert seek_target(asked) == sought
+
+
+@pytest.mark.parametrize(
+    ("position", "held_back", "rewind"),
+    [
+        (120, 100, True),  # fetched past the held-back record: seek back to it
+        (100, 100, False),  # it is the next record fetched anyway
+        (40, 100, False),  # a rebalance seeked back to the committed offset 40
+        (None, 100, False),  # being reset to the start or the committed offset
+    ],
+)
+def test_a_held_back_record_rewinds_its_partition_backwards_only(
+    position: int | None, held_back: int, rewind: bool
+) -> None:
+    assert must_rewind(position, held_back) is rewind
 
 
 def commit_after(acked: list[int], committed: int) -> tuple[int | None, list[int], set[int]]:
