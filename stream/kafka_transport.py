@@ -155,12 +155,7 @@ class Consumer(aiokafka_driver.Consumer):
                 continue
             committed, highwater = self._committed_offset.get(tp), self.highwater(tp)
             seen[tp] = committed
-            if (
-                highwater
-                and (committed or 0) < highwater
-                and previous.get(tp) == committed
-                and self._nothing_queued(tp)
-            ):
+            if no_progress(previous, tp, committed, highwater) and self._nothing_queued(tp):
                 stalled[tp] = (
                     f"{tp.topic}:{tp.partition} {committed}/{self._position(tp)}/{highwater}"
                 )
@@ -291,6 +286,21 @@ def next_commit(acked: list[int], acked_index: set[int], committed: int) -> int 
     del acked[: end + 1]
     acked_index.difference_update(done)
     return done[-1] + 1
+
+
+def no_progress(
+    previous: Mapping[TP, int | None], tp: TP, committed: int | None, highwater: int | None
+) -> bool:
+    """Whether records wait in *tp* (its *committed* offset is below its
+    *highwater*) with the same committed offset as at the *previous* check.
+    A partition the previous check did not see (the first check, or newly
+    assigned) has had no time to make progress, so it does not count."""
+    return (
+        bool(highwater)
+        and (committed or 0) < (highwater or 0)
+        and tp in previous
+        and previous[tp] == committed
+    )
 
 
 def fetch_position(consumer: AIOKafkaConsumer, tp: TP) -> int | None:

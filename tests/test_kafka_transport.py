@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from faust.types import TP
 
-from stream.kafka_transport import must_rewind, next_commit, seek_target
+from stream.kafka_transport import must_rewind, next_commit, no_progress, seek_target
 
 
 @pytest.mark.parametrize(("asked", "sought"), [(None, 0), (-2, 0), (-1, 0), (0, 0), (7, 7)])
@@ -48,3 +49,23 @@ def test_a_missing_record_at_the_head_holds_the_commit_even_from_offset_0() -> N
 def test_offsets_below_the_committed_one_are_dropped_as_already_done() -> None:
     assert commit_after([3, 4, 10, 11], committed=10) == (12, [], set())
     assert commit_after([3, 4], committed=10) == (None, [], set())
+
+
+RAW_0 = TP("logins.raw", 0)
+
+
+@pytest.mark.parametrize(
+    ("previous", "committed", "highwater", "stalled"),
+    [
+        ({RAW_0: 40}, 40, 100, True),  # records waiting, no commit since the last check
+        ({RAW_0: 40}, 60, 100, False),  # committed since
+        ({RAW_0: 100}, 100, 100, False),  # nothing waiting
+        ({RAW_0: None}, None, 100, True),  # nothing ever committed, two checks running
+        ({}, None, 100, False),  # the first check: no time to progress yet
+        ({RAW_0: None}, None, None, False),  # highwater not known yet
+    ],
+)
+def test_a_partition_stalls_only_after_a_whole_check_interval_without_commit(
+    previous: dict[TP, int | None], committed: int | None, highwater: int | None, stalled: bool
+) -> None:
+    assert no_progress(previous, RAW_0, committed, highwater) is stalled
