@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The test suite gets its own stack directory so it never disturbs the demo's.
 TEST_STACK_DIR ?= .stack-test
 # Everything, the fault-injection suite included (kill -9, outages,
-# rebalances: about 6 of the 9 minutes). `make test-quick` leaves it out,
+# rebalances: about 6 of the 9 to 11 minutes); `make test-quick` leaves it out,
 # `make test-faults` runs only it.
 PYTEST_ARGS ?=
 
