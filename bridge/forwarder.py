@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from bridge.counters import Counters
-from bridge.producer import ErrorKind, RawRecord, classify_error, to_record
+from bridge.producer import (
+    DEFAULT_KEY_FIELD,
+    ErrorKind,
+    RawRecord,
+    classify_error,
+    to_record,
+)
 from bridge.sqs import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS, EntryFailure, SqsMessage
 from stream.retry import backoff_delay
 from stream.settings import Settings
@@ -82,6 +88,8 @@ class ForwarderConfig:
     shutdown_timeout: float
     stats_interval: float
     exit_when_idle: float | None = None
+    # The body field whose hash keys each raw record (see stream.canonical).
+    key_field: str = DEFAULT_KEY_FIELD
     # No acknowledgement for this long while messages wait: Kafka is slow or down.
     stall_warning_seconds: float = 10.0
     # A message sent this long ago and still unacknowledged is produced again:
@@ -101,6 +109,7 @@ class ForwarderConfig:
             shutdown_timeout=settings.bridge_shutdown_timeout,
             stats_interval=settings.bridge_stats_interval,
             exit_when_idle=exit_when_idle,
+            key_field=settings.bridge_key_field,
         )
 
     @property
@@ -406,7 +415,7 @@ class Forwarder:
         if not messages:
             return
         visible_until = received_at + self._config.visibility_timeout
-        batch = [Held(m, to_record(m), visible_until) for m in messages]
+        batch = [Held(m, to_record(m, self._config.key_field), visible_until) for m in messages]
         self._held.update(batch)
         self._drained.clear()
         self.counters.received += len(batch)

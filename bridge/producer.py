@@ -31,12 +31,15 @@ from aiokafka.errors import (
 )
 
 from bridge.sqs import SqsMessage
+from stream.canonical import raw_record_key
 from stream.kafka_security import KafkaSecurity
 from stream.partitioning import murmur2, partition_for_key
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The body field whose hash keys each raw record (MASKSTREAM_BRIDGE_KEY_FIELD).
+DEFAULT_KEY_FIELD = "device_id"
 HEADER_MESSAGE_ID = "sqs_message_id"
 HEADER_SENT_TIMESTAMP = "sqs_sent_timestamp"
 HEADER_RECEIVE_COUNT = "sqs_receive_count"
@@ -62,8 +65,10 @@ class RawRecord:
     timestamp_ms: int | None
 
 
-def to_record(message: SqsMessage) -> RawRecord:
-    """Key by message id (downstream de-duplicates on it); time is SentTimestamp."""
+def to_record(message: SqsMessage, key_field: str = DEFAULT_KEY_FIELD) -> RawRecord:
+    """Key by a hash of the body's *key_field* (so a device's logins share a
+    partition), or by message id when the body has no such field; the body is
+    forwarded unchanged and the time is SentTimestamp."""
     headers = [
         (HEADER_MESSAGE_ID, message.message_id.encode()),
         (HEADER_RECEIVE_COUNT, str(message.receive_count).encode()),
@@ -71,7 +76,7 @@ def to_record(message: SqsMessage) -> RawRecord:
     if message.sent_timestamp_ms is not None:
         headers.append((HEADER_SENT_TIMESTAMP, str(message.sent_timestamp_ms).encode()))
     return RawRecord(
-        key=message.message_id.encode(),
+        key=raw_record_key(message.body, key_field) or message.message_id.encode(),
         value=message.body,
         headers=tuple(headers),
         timestamp_ms=message.sent_timestamp_ms,

@@ -117,6 +117,11 @@ class Settings:
     bridge_shutdown_timeout: float = field(
         default_factory=lambda: _env_float("MASKSTREAM_BRIDGE_SHUTDOWN_TIMEOUT", 20.0)
     )
+    # The body field whose hash keys raw records, like Kafka Connect's ValueToKey:
+    # every login of a device lands in one partition (see stream.canonical).
+    bridge_key_field: str = field(
+        default_factory=lambda: _env("MASKSTREAM_BRIDGE_KEY_FIELD", "device_id")
+    )
     # How often the bridge logs its counters.
     bridge_stats_interval: float = field(
         default_factory=lambda: _env_float("MASKSTREAM_BRIDGE_STATS_INTERVAL", 30.0)

@@ -80,7 +80,29 @@ def test_parse_message_keeps_body_bytes_and_attributes() -> None:
     assert message == SqsMessage("m-1", "r-1", "José 🚀 not json".encode(), 1700000000123, 3)
 
 
-def test_to_record_keys_by_message_id_and_stamps_sent_time() -> None:
+def test_to_record_keys_by_device_hash_never_the_id_itself() -> None:
+    body = b'{"device_id": "593-47-5928", "ip": "1.2.3.4"}'
+    record = to_record(SqsMessage("m-1", "r-1", body, 1700000000123, 2))
+    assert record.value == body  # forwarded byte for byte
+    assert len(record.key) == 16 and b"593" not in record.key
+    # Every spelling of the device (surrounding whitespace) shares the key.
+    padded = b'{"device_id": " 593-47-5928\\t", "ip": "9.9.9.9"}'
+    assert to_record(SqsMessage("m-2", "r-2", padded, None, 1)).key == record.key
+    other = b'{"device_id": "593-47-5929"}'
+    assert to_record(SqsMessage("m-3", "r-3", other, None, 1)).key != record.key
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[1, 2]", b'{"device_id": 5}', b'{"foo": "x"}', b"\xff\xfe",
+     b'{"device_id": "\\ud800"}', b'{"device_id": 1' + b"1" * 5000 + b"}",
+     b"[" * 100_000 + b"]" * 100_000],
+)
+def test_to_record_keys_bodies_without_a_device_by_message_id(body: bytes) -> None:
+    assert to_record(SqsMessage("m-9", "r-9", body, None, 1)).key == b"m-9"
+
+
+def test_to_record_stamps_sqs_headers_and_sent_time() -> None:
     message = SqsMessage("m-1", "r-1", b'{"a": 1}', 1700000000123, 2)
     record = to_record(message)
     assert record.key == b"m-1"
