@@ -39,7 +39,7 @@ async def count_records(stream: faust.StreamT[bytes]) -> None:
     count_file = Path(os.environ["FLOOR_COUNT_DIR"]) / f"{os.getpid()}.count"
     seen = 0
     async for events in stream.take_events(
-        settings.mask_batch_size, within=settings.mask_batch_seconds
+        settings.batch_size, within=settings.batch_seconds
     ):
         seen += len(events)
         count_file.write_text(str(seen))

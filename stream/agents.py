@@ -1,12 +1,16 @@
-"""The pipeline's agents, in the order data flows through them.
+"""The pipeline's one agent: ``logins.raw`` -> PostgreSQL and the output topics.
 
-1. ``mask_logins``: ``logins.raw`` -> ``logins.masked`` or ``logins.rejected``
-2. ``sink_logins``: ``logins.masked`` -> ``user_logins`` rows, ``seen_devices``
-3. ``sink_rejections``: ``logins.rejected`` -> ``rejected_logins`` rows
+Per batch of raw records, ``process_logins``
 
-Sinks consume with ``stream.take()``: Faust acknowledges a batch's offsets
-only after the loop body returns, and the body returns only once the batch
-is committed in PostgreSQL, so a crash replays the batch instead of losing it.
+1. turns each record into a masked login or a rejection (pure: stream.batch);
+2. writes the rows, the rejections and the devices' state in one PostgreSQL
+   transaction (stream.writer), which returns each device's absolute state;
+3. puts those states in the Faust table ``seen_devices`` and its changelog,
+   at the raw partition of the device (stream.seen);
+4. publishes masked logins to ``logins.masked`` and rejections to
+   ``logins.rejected`` for downstream consumers (each can be turned off);
+5. returns, and only then does ``take_events`` acknowledge the raw offsets,
+   so a crash anywhere before replays the batch instead of losing it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from functools import partial
 
 import faust
+import psycopg
 from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -31,38 +36,46 @@ from stream.app import (
     settings,
     stats,
 )
+from stream.batch import LoginBatch
 from stream.keyring import load_keyring
 from stream.masking import Masker
-from stream.producing import Deliveries, send_many, until_delivered
-from stream.records import MaskedLogin, RawLogin, Rejection, SeenDevice
-from stream.rows import device_summaries, login_row, logins_spec, rejection_row, rejections_spec
+from stream.producing import Deliveries, KeyedRecord, send_many, until_delivered
+from stream.records import RawLogin, Rejection, SeenDevice
+from stream.rows import device_entry
+from stream.schema import tables_of
 from stream.seen import store_entries
-from stream.sink import PostgresSink, Row
-from stream.transform import mask_login, reject
+from stream.transform import reject
+from stream.writer import BatchWriter, Written
 
 log = logging.getLogger(__name__)
 
-TABLES = (settings.logins_table, settings.rejections_table)
-# Counted with the rejections, though no row or rejection can be written for it.
-UNDECODABLE_MASKED = "undecodable record on the masked topic"
+# An output record larger than this is left off its topic (logged, counted):
+# Kafka's default message.max.bytes is 1 MiB, and retrying a record the
+# broker can never take would stall the partition. Its row is in PostgreSQL.
+MAX_OUTPUT_RECORD_BYTES = 900_000
 
 
 @app.agent(raw_topic)
-async def mask_logins(stream: faust.StreamT[bytes]) -> None:
+async def process_logins(stream: faust.StreamT[bytes]) -> None:
     masker = Masker(load_keyring(settings))
-    async for events in stream.take_events(
-        settings.mask_batch_size, within=settings.mask_batch_seconds
-    ):
-        outcomes = [mask_login(raw_login(event), masker) for event in events]
-        # take_events acknowledges the batch when this body returns, so it
-        # returns only once Kafka holds every masked record and rejection.
-        await until_delivered(partial(publish, outcomes), "a masked batch")
-        for outcome in outcomes:
-            if isinstance(outcome, MaskedLogin):
-                stats.masked += 1
-                stats.extra_fields_dropped += outcome.dropped_fields
-            else:
-                stats.rejections[outcome.reason] += 1
+    writer = BatchWriter(settings.database_url, tables_of(settings))
+    # Faust creates topics when an agent consumes them or on its own sends;
+    # ours go through aiokafka batches, so create the outputs up front.
+    await masked_topic.maybe_declare()
+    await rejected_topic.maybe_declare()
+    try:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            batch = LoginBatch.of(((raw_login(e), e.message.partition) for e in events), masker)
+            started = time.perf_counter()
+            refusal = partial(refused_row, batch, masker)
+            written = await writer.write(batch.rows, batch.rejections, refusal)
+            metrics.observe_batch(
+                settings.logins_table, len(batch.rows), time.perf_counter() - started
+            )
+            await until_delivered(partial(publish, batch, written), "a batch's outputs")
+            count(batch, written)
+    finally:
+        await writer.close()
 
 
 def raw_login(event: faust.EventT) -> RawLogin:
@@ -76,26 +89,52 @@ def raw_login(event: faust.EventT) -> RawLogin:
     )
 
 
-async def publish(outcomes: list[MaskedLogin | Rejection]) -> Deliveries:
-    """Masked logins to the masked topic keyed by masked device id, a batch per
-    partition; rejections (rare) through Faust to the rejected topic."""
-    masked = [
-        (outcome.masked_device_id.encode(), outcome.dumps())
-        for outcome in outcomes
-        if isinstance(outcome, MaskedLogin)
-    ]
-    deliveries = await send_many(kafka_producer(), masked_topic.get_topic_name(), masked)
-    rejections = [outcome for outcome in outcomes if isinstance(outcome, Rejection)]
-    return deliveries + await send_rejections(rejections)
+def refused_row(batch: LoginBatch, masker: Masker, index: int, reason: str) -> Rejection:
+    """The rejection of a login whose row the database refused: its raw body,
+    encrypted, so a key holder can see what the database would not take."""
+    return reject(batch.raws[index], reason, masker)
 
 
-async def send_rejections(rejections: list[Rejection]) -> Deliveries:
-    """Submit *rejections* to the rejected topic; the futures resolve once
-    Kafka acknowledges them."""
-    return [
-        await rejected_topic.send(key=rejection.message_id, value=rejection)
-        for rejection in rejections
-    ]
+async def publish(batch: LoginBatch, written: Written) -> Deliveries:
+    """The devices' new state to ``seen_devices``, masked logins and rejections to
+    their output topics; the futures resolve once Kafka holds them all."""
+    producer = kafka_producer()
+    entries = {device: state.entry for device, state in written.devices.items()}
+    deliveries = await store_entries(seen_devices, producer, entries, batch.device_partitions())
+    if settings.publish_masked:
+        refused = {index for index, _ in written.refused}
+        masked = [
+            (login.masked_device_id.encode(), login.dumps())
+            for index, login in enumerate(batch.logins)
+            if index not in refused
+        ]
+        deliveries += await send_many(producer, masked_topic.get_topic_name(), fitting(masked))
+    if settings.publish_rejected:
+        rejections = [(r.message_id.encode(), r.dumps()) for r in written.rejections]
+        deliveries += await send_many(
+            producer, rejected_topic.get_topic_name(), fitting(rejections)
+        )
+    return deliveries
+
+
+def fitting(records: list[KeyedRecord]) -> list[KeyedRecord]:
+    """*records* without those too large for any Kafka topic (counted)."""
+    kept = [record for record in records if len(record[1]) <= MAX_OUTPUT_RECORD_BYTES]
+    if len(kept) < len(records):
+        stats.unpublished += len(records) - len(kept)
+        log.error(
+            "%d output records too large for Kafka left off their topic", len(records) - len(kept)
+        )
+    return kept
+
+
+def count(batch: LoginBatch, written: Written) -> None:
+    stats.masked += len(batch.logins)
+    stats.extra_fields_dropped += sum(login.dropped_fields for login in batch.logins)
+    stats.rows_written += written.new_rows
+    stats.rows_already_present += len(batch.rows) - written.new_rows - len(written.refused)
+    for rejection in written.rejections:
+        stats.rejections[rejection.reason] += 1
 
 
 def kafka_producer() -> AIOKafkaProducer:
@@ -103,112 +142,37 @@ def kafka_producer() -> AIOKafkaProducer:
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
-@app.agent(masked_topic)
-async def sink_logins(stream: faust.StreamT[bytes]) -> None:
-    masker = Masker(load_keyring(settings))
-    sink = PostgresSink(settings.database_url, logins_spec(settings.logins_table), TABLES)
-    try:
-        async for events in stream.take_events(
-            settings.sink_batch_size, within=settings.sink_batch_seconds
-        ):
-            batch = decode_masked(events)
-            started = time.perf_counter()
-            outcome = await sink.write([row for _, row in batch])
-            metrics.observe_batch(settings.logins_table, len(batch), time.perf_counter() - started)
-            stats.rows_written += outcome.inserted
-            stats.rows_already_present += len(batch) - outcome.inserted - len(outcome.refused)
-            if outcome.refused:
-                refusals = refused_rejections(batch, outcome.refused, masker)
-                # The rows' offsets move on when this body returns: the
-                # rejections must be in Kafka by then, or they are lost.
-                await until_delivered(partial(send_rejections, refusals), "refused rows")
-            devices = {login.masked_device_id for login, _ in batch}
-            summaries = await sink.retrying(
-                partial(device_summaries, table=settings.logins_table, device_ids=devices),
-                "reading device summaries",
-            )
-            store = partial(store_entries, seen_devices, kafka_producer(), summaries)
-            await until_delivered(store, "seen_devices entries")
-    finally:
-        await sink.close()
-
-
-def refused_rejections(
-    batch: list[tuple[MaskedLogin, Row]], refused: list[tuple[int, str]], masker: Masker
-) -> list[Rejection]:
-    """A rejection for each login whose row the database refused, counted by reason."""
-    rejections = []
-    for index, reason in refused:
-        login = batch[index][0]
-        stats.rejections[reason] += 1
-        raw = RawLogin(login.message_id, login.sent_at_ms, login.dumps())
-        rejections.append(reject(raw, reason, masker))
-    return rejections
-
-
-def decode_masked(events: list[faust.EventT]) -> list[tuple[MaskedLogin, Row]]:
-    """The masked logins among *events*, each with its row; anything else on
-    the topic is logged with its position (never its content) and counted.
-
-    Nothing may raise here: take_events would acknowledge the batch anyway.
-    """
-    decoded = []
-    for event in events:
-        try:
-            login = MaskedLogin.loads(event.value)
-            decoded.append((login, login_row(login)))
-        except (TypeError, ValueError) as exc:
-            message = event.message
-            log.error(
-                "record %s:%s:%s on the masked topic skipped: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
-            stats.rejections[UNDECODABLE_MASKED] += 1
-    return decoded
-
-
-@app.agent(rejected_topic)
-async def sink_rejections(stream: faust.StreamT[Rejection]) -> None:
-    sink = PostgresSink(settings.database_url, rejections_spec(settings.rejections_table), TABLES)
-    try:
-        async for batch in stream.take(
-            settings.sink_batch_size, within=settings.sink_batch_seconds
-        ):
-            started = time.perf_counter()
-            outcome = await sink.write([rejection_row(r) for r in batch])
-            metrics.observe_batch(
-                settings.rejections_table, len(batch), time.perf_counter() - started
-            )
-            for index, reason in outcome.refused:
-                # Rejections hold only ids, reasons and tokens; this should not
-                # happen, and if it does the message id says which one.
-                log.error("rejection of message %s not stored: %s", batch[index].message_id, reason)
-    finally:
-        await sink.close()
-
-
 @app.timer(interval=30.0)
 async def log_stats() -> None:
     log.info("pipeline: %s", stats.summary())
-    watchdog.report_stopped_agents((mask_logins, sink_logins, sink_rejections))
+    watchdog.report_stopped_agents((process_logins,))
     await watchdog.repair_stalled_partitions(app)
 
 
 @app.page("/seen-devices/{device}/")
 class SeenDeviceView(View):
-    """``GET /seen-devices/<masked device id>/``: that device's ``seen_devices`` entry,
-    answered by whichever worker owns the device's partition."""
+    """``GET /seen-devices/<masked device id>/``: that device's ``seen_devices`` entry.
 
-    @app.table_route(table=seen_devices, match_info="device")
+    From this worker's table if it holds the device's partition, otherwise
+    from PostgreSQL, where the entry is written in the transaction of the
+    device's rows: exact either way, and any worker can answer.
+    """
+
     async def get(self, request: Request, device: str) -> Response:
-        entry = seen_devices.get(device.encode())
+        entry, source = None, "table"
+        local = seen_devices.data.get(device.encode())
+        if local is not None:
+            entry = SeenDevice.loads(local)
+        else:
+            source = "database"
+            async with await psycopg.AsyncConnection.connect(
+                settings.database_url, connect_timeout=5
+            ) as conn:
+                entry = await device_entry(conn, settings.devices_table, device)
         if entry is None:
             return self.json({"error": "device not seen", "device": device}, status=404)
-        fields = SeenDevice.loads(entry).asdict()
-        return self.json({"device": device, **fields, "observed_at": time.time()})
+        fields = entry.asdict()
+        return self.json({"device": device, **fields, "source": source, "observed_at": time.time()})
 
 
 @app.page("/metrics")

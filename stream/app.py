@@ -1,8 +1,9 @@
 """The Faust application: ``faust -A stream.app worker -l info``.
 
-This module wires configuration to Faust: the app, its three topics and the
-``seen_devices`` table. The agents that move data between them live in
-:mod:`stream.agents`, imported at the bottom so they register with the app.
+This module wires configuration to Faust: the app, the raw topic it consumes,
+the two output topics it publishes to and the ``seen_devices`` table. The
+agent that moves data between them lives in :mod:`stream.agents`, imported at
+the bottom so it registers with the app.
 
 A worker refuses to start without a masking key: it exits with one line
 naming the variables to set, and never processes PII unmasked.
@@ -22,7 +23,6 @@ from stream.keyring import KeyRingError, load_keyring
 from stream.metrics import WorkerMetrics
 from stream.monitor import LeanMonitor
 from stream.partitioning import partition_for_key
-from stream.records import Rejection
 from stream.stack.ports import choose_port
 from stream.stats import PipelineStats
 from stream.worker import Worker
@@ -65,8 +65,8 @@ app = faust.App(
     # Commit by time (every few seconds) rather than every few hundred records:
     # each commit first flushes the producer, and replaying a few seconds of
     # records after a crash costs nothing (rows are unique per message id).
-    broker_commit_every=50 * settings.sink_batch_size,
-    stream_buffer_maxsize=4 * settings.sink_batch_size,
+    broker_commit_every=50 * settings.batch_size,
+    stream_buffer_maxsize=4 * settings.batch_size,
     autodiscover=False,
     monitor=LeanMonitor(),
     Worker=Worker,  # its SIGUSR1 stack dump leaves out local variables (PII)
@@ -83,8 +83,9 @@ raw_topic = app.topic(
     retention=timedelta(hours=settings.topics.raw_retention_hours),
     internal=True,
 )
-# Masked logins travel as bytes: the agents encode and decode MaskedLogin
-# themselves (see stream.records for why).
+# Output topics for downstream consumers: JSON bytes that the agent encodes
+# itself (see stream.records for why), masked logins keyed by masked device id,
+# rejections by message id.
 masked_topic = app.topic(
     settings.topics.masked,
     key_type=bytes,
@@ -95,21 +96,21 @@ masked_topic = app.topic(
 )
 rejected_topic = app.topic(
     settings.topics.rejected,
-    key_type=str,
-    value_type=Rejection,
+    key_type=bytes,
+    value_type=bytes,
+    value_serializer="raw",
     partitions=settings.topics.partitions,
     internal=True,
 )
 
-# Keys are masked device ids as bytes, the very bytes that key logins.masked:
-# with use_partitioner, a device's changelog partition is its masked-topic
-# partition, so each entry moves with the partition that updates it.
+# Keys are masked device ids as bytes. An entry's changelog partition is the
+# raw partition of its device's logins (stream.seen writes it there), so each
+# entry lives with, and moves with, the raw partition that updates it.
 seen_devices = app.Table(
     "seen_devices",
     key_type=bytes,
     value_type=bytes,  # SeenDevice JSON, stored raw: see stream.records
     partitions=settings.topics.partitions,
-    use_partitioner=True,
 )
 
 # What this worker processed, for the periodic log line (and metrics later).

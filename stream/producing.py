@@ -2,9 +2,10 @@
 
 aiokafka's ``send()`` costs a coroutine, a future, a partitioner call and a
 metadata check per record: about 45 µs here, more than masking the login.
-The masking agent already holds a whole batch of records, so it builds one
+The agent already holds a whole batch of records, so it builds one
 ``BatchBuilder`` per partition itself (partitioned by Kafka's default rule,
-as ``send()`` would) and submits each with ``send_batch``. The records go
+as ``send()`` would, or to a partition it chooses) and submits each with
+``send_batch``. The records go
 through the same producer as everything else the worker writes, so Faust's
 flush before each offset commit covers them too.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -43,14 +44,22 @@ def by_partition(
 async def send_many(
     producer: AIOKafkaProducer, topic: str, records: Iterable[KeyedRecord]
 ) -> Deliveries:
-    """Submit *records* to *topic*; the futures resolve once Kafka acknowledges them.
+    """Submit *records* to *topic*, partitioned as Kafka's default rule would;
+    the futures resolve once Kafka acknowledges them."""
+    partitions = sorted(await producer.partitions_for(topic))
+    return await send_to_partitions(producer, topic, by_partition(records, partitions))
+
+
+async def send_to_partitions(
+    producer: AIOKafkaProducer, topic: str, groups: Mapping[int, Iterable[KeyedRecord]]
+) -> Deliveries:
+    """Submit each group of records to its partition of *topic*.
 
     A batch that fills up is submitted and a new one started, so any number of
     records fits; a record too large for an empty batch raises ValueError.
     """
-    partitions = sorted(await producer.partitions_for(topic))
     deliveries = []
-    for partition, group in by_partition(records, partitions).items():
+    for partition, group in groups.items():
         batch = producer.create_batch()
         for key, value in group:
             if batch.append(key=key, value=value, timestamp=None) is None:
@@ -67,8 +76,8 @@ async def until_delivered(send: Callable[[], Awaitable[Deliveries]], what: str) 
     back off and run it again, for as long as it takes.
 
     Whole batches are sent again, so what *send* writes must be harmless
-    twice: masked logins (rows are unique per message id) and seen_devices
-    entries (recomputed from the rows) are.
+    twice: output records (consumers de-duplicate on the message id) and
+    seen_devices entries (absolute values, not increments) are.
     """
     backoff, attempt = Backoff(), 0
     while True:

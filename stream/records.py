@@ -1,9 +1,10 @@
-"""The three shapes an event takes on its way through the pipeline.
+"""The shapes an event takes on its way through the pipeline.
 
 ``RawLogin`` is what the bridge put on ``logins.raw``: an untouched body plus
-the SQS metadata from its headers. ``MaskedLogin`` (on ``logins.masked``) and
-``Rejection`` (on ``logins.rejected``) travel as JSON objects; neither ever
-holds an IP or a device id in clear.
+the SQS metadata from its headers. Each becomes a ``MaskedLogin`` (a row of
+``user_logins``, published to ``logins.masked``) or a ``Rejection`` (a row of
+``rejected_logins``, published to ``logins.rejected``), both JSON objects on
+their topics; neither ever holds an IP or a device id in clear.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import faust
 
 # Header names written by the bridge (bridge/producer.py).
 HEADER_MESSAGE_ID = "sqs_message_id"
@@ -63,9 +62,9 @@ def _header(headers: Mapping[str, bytes], name: str) -> str | None:
 class MaskedLogin:
     """A valid login with PII replaced by tokens; one row of ``user_logins``.
 
-    A plain dataclass with its own JSON, not a Faust record: it crosses
-    ``logins.masked`` once per login, and building Faust models (field
-    descriptors, ``__faust`` metadata) cost more than masking the login.
+    A plain dataclass with its own JSON, not a Faust record: one is built per
+    login, and building Faust models (field descriptors, ``__faust``
+    metadata) cost more than masking the login.
     """
 
     message_id: str
@@ -97,7 +96,8 @@ class MaskedLogin:
 MASKED_FIELDS = tuple(MaskedLogin.__dataclass_fields__)
 
 
-class Rejection(faust.Record, serializer="json"):
+@dataclass(frozen=True, slots=True)
+class Rejection:
     """Why a message did not become a row; the body is kept only as a token."""
 
     message_id: str
@@ -105,6 +105,21 @@ class Rejection(faust.Record, serializer="json"):
     rejected_at_ms: int
     reason: str
     body_token: str  # the original body, encrypted under the key ring (field "body")
+
+    def dumps(self) -> bytes:
+        """This rejection as the JSON object that ``logins.rejected`` carries."""
+        return json.dumps({name: getattr(self, name) for name in REJECTION_FIELDS}).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> Rejection:
+        """Parse a ``logins.rejected`` value; ``ValueError`` if it is not one."""
+        try:
+            return cls(**json.loads(data))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a rejection: {exc}") from None
+
+
+REJECTION_FIELDS = tuple(Rejection.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,7 +144,7 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
 
 def rebuild_environment(settings: Settings, table: str) -> dict[str, str]:
     """The variables of a worker that rebuilds into *table* without touching the
-    live pipeline: its own consumer group, intermediate topics and tables."""
+    live pipeline: its own consumer group, output topics and tables."""
     suffix = f"replay-{table}"
     return {
         "MASKSTREAM_APP_ID": f"{settings.app_id}-{suffix}",
@@ -152,6 +152,7 @@ def rebuild_environment(settings: Settings, table: str) -> dict[str, str]:
         "MASKSTREAM_TOPIC_REJECTED": f"{settings.topics.rejected}.{suffix}",
         "MASKSTREAM_LOGINS_TABLE": table,
         "MASKSTREAM_REJECTIONS_TABLE": f"{table}_rejected",
+        "MASKSTREAM_DEVICES_TABLE": f"{table}_devices",
     }
 
 

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
 
+from stream.canonical import raw_record_key
 from stream.launcher import Launcher
 from stream.records import HEADER_MESSAGE_ID, HEADER_RECEIVE_COUNT, HEADER_SENT_TIMESTAMP
 
@@ -59,7 +60,7 @@ class IsolatedPipeline:
             "MASKSTREAM_TOPIC_MASKED": self.masked_topic,
             "MASKSTREAM_TOPIC_REJECTED": self.rejected_topic,
             "MASKSTREAM_PARTITIONS": str(self.partitions),
-            "MASKSTREAM_SINK_BATCH_SECONDS": "0.5",
+            "MASKSTREAM_BATCH_SECONDS": "0.5",
             # Tests kill workers: let the group notice within seconds.
             "MASKSTREAM_SESSION_TIMEOUT_SECONDS": "10",
         }
@@ -130,7 +131,7 @@ class IsolatedPipeline:
                 )
             time.sleep(0.5)
         # Let in-flight batches land so a test can see an excess, not just enough.
-        time.sleep(2 * float(self.env["MASKSTREAM_SINK_BATCH_SECONDS"]) + 1)
+        time.sleep(2 * float(self.env["MASKSTREAM_BATCH_SECONDS"]) + 1)
 
     # -- sqs ---------------------------------------------------------------------
 
@@ -213,7 +214,7 @@ class IsolatedPipeline:
 
     def lag(self) -> dict[str, int]:
         """Records past the workers' committed offset, per partition of the
-        raw and masked topics: which partitions a stalled pipeline left behind."""
+        raw topic: which partitions a stalled pipeline left behind."""
         return asyncio.run(self._lag())
 
     async def _lag(self) -> dict[str, int]:
@@ -226,7 +227,7 @@ class IsolatedPipeline:
         try:
             partitions = [
                 TopicPartition(topic, partition)
-                for topic in (self.raw_topic, self.masked_topic)
+                for topic in (self.raw_topic,)
                 for partition in range(self.partitions)
             ]
             ends = await consumer.end_offsets(partitions)
@@ -255,7 +256,7 @@ class IsolatedPipeline:
                 await producer.send(
                     self.raw_topic,
                     m.body,
-                    key=m.message_id.encode(),
+                    key=raw_record_key(m.body, "device_id") or m.message_id.encode(),
                     timestamp_ms=m.sent_at_ms,
                     headers=[
                         (HEADER_MESSAGE_ID, m.message_id.encode()),

@@ -40,6 +40,17 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Topics:
     """Kafka topic names and layout shared by the bridge and the workers."""
@@ -134,6 +145,9 @@ class Settings:
     rejections_table: str = field(
         default_factory=lambda: _env("MASKSTREAM_REJECTIONS_TABLE", "rejected_logins")
     )
+    devices_table: str = field(
+        default_factory=lambda: _env("MASKSTREAM_DEVICES_TABLE", "seen_devices")
+    )
 
     # Prometheus /metrics, /health and /ready of the bridge; 0 turns them off.
     bridge_metrics_port: int = field(
@@ -151,19 +165,18 @@ class Settings:
     standby_replicas: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_STANDBY_REPLICAS", 1)
     )
-    # The masking agent hands Kafka a batch at a time and acknowledges the raw
-    # records only once Kafka has every masked record of the batch.
-    mask_batch_size: int = field(
-        default_factory=lambda: _env_int("MASKSTREAM_MASK_BATCH_SIZE", 500)
+    # The agent takes up to batch_size raw records (waiting at most
+    # batch_seconds to fill a batch) and writes them in one transaction.
+    batch_size: int = field(default_factory=lambda: _env_int("MASKSTREAM_BATCH_SIZE", 1000))
+    batch_seconds: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_BATCH_SECONDS", 0.25)
     )
-    mask_batch_seconds: float = field(
-        default_factory=lambda: _env_float("MASKSTREAM_MASK_BATCH_SECONDS", 0.05)
+    # The output topics for downstream consumers; either can be turned off.
+    publish_masked: bool = field(
+        default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_MASKED", True)
     )
-    sink_batch_size: int = field(
-        default_factory=lambda: _env_int("MASKSTREAM_SINK_BATCH_SIZE", 1000)
-    )
-    sink_batch_seconds: float = field(
-        default_factory=lambda: _env_float("MASKSTREAM_SINK_BATCH_SECONDS", 1.0)
+    publish_rejected: bool = field(
+        default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_REJECTED", True)
     )
     worker_web_port: int = field(default_factory=lambda: _env_int("MASKSTREAM_WEB_PORT", 6066))
     data_dir: Path = field(

@@ -14,6 +14,7 @@ class PipelineStats:
     extra_fields_dropped: int = 0
     rows_written: int = 0
     rows_already_present: int = 0
+    unpublished: int = 0  # output records too large for Kafka
     rejections: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:

@@ -61,7 +61,7 @@ class FaultRun:
             {
                 "MASKSTREAM_BRIDGE_VISIBILITY_TIMEOUT": "15",
                 "MASKSTREAM_BRIDGE_WAIT_SECONDS": "2",
-                "MASKSTREAM_SINK_BATCH_SIZE": "500",
+                "MASKSTREAM_BATCH_SIZE": "500",
             }
         )
 

@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 
-from stream.records import MASKED_FIELDS
 from stream.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
@@ -99,27 +98,23 @@ def test_each_bad_input_is_one_rejection_and_good_messages_around_it_are_written
     assert on_topic == expected_reasons.keys()
 
 
-def test_a_foreign_record_on_the_masked_topic_is_logged_and_skipped(
+def test_records_from_another_producer_on_the_raw_topic_are_processed(
     pipeline: IsolatedPipeline,
 ) -> None:
-    before, after = RawMessage(new_id(), login(device_id="dev-1")), RawMessage(new_id(), login())
-    fields = dict.fromkeys(MASKED_FIELDS, "x")  # every field there, none of the right type
-    wrong_types = json.dumps(fields | {"sent_at_ms": "soon", "create_date": 20240101}).encode()
+    """No SQS headers: the key stands in for the message id, the record's own
+    timestamp for SentTimestamp, and a record without a key gets its position."""
     pipeline.launcher.start_worker("worker")
-    pipeline.produce_raw([before])
-    pipeline.wait_for_outcomes(1)
     pipeline.produce_plain(
-        pipeline.masked_topic,
-        [(b"k", b"not a masked login"), (b"k", b'{"user_id": "u"}'), (b"k", wrong_types)],
+        pipeline.raw_topic,
+        [(b"other-1", login(device_id="dev-foreign")), (None, b"not json"), (b"other-2", b"")],
     )
-    pipeline.produce_raw([after])
-    pipeline.wait_for_outcomes(2)
-
-    log = pipeline.launcher.log("worker")
-    assert log.count("on the masked topic skipped: not a masked login") == 2
-    assert log.count("on the masked topic skipped: ") == 3
-    rows = pipeline.query("SELECT message_id FROM user_logins ORDER BY sent_at")
-    assert [r[0] for r in rows] == [before.message_id, after.message_id]
+    pipeline.wait_for_outcomes(3)
+    rows = pipeline.query("SELECT message_id, sent_at IS NOT NULL FROM user_logins")
+    assert rows == [("other-1", True)]
+    rejected = dict(pipeline.query("SELECT message_id, reason FROM rejected_logins"))
+    assert rejected["other-2"].startswith("empty body")
+    (positional,) = rejected.keys() - {"other-2"}
+    assert positional.startswith(f"kafka:{pipeline.raw_topic}:")
     assert pipeline.launcher.children["worker"].poll() is None
 
 
@@ -157,6 +152,7 @@ def test_seen_devices_counts_match_rows(pipeline: IsolatedPipeline) -> None:
         )
     )
     assert sorted(counts.values()) == [1, 3]
+    assert dict(pipeline.query("SELECT masked_device_id, login_count FROM seen_devices")) == counts
     port = pipeline.launcher.web_ports["worker"]
     for device, rows in counts.items():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/{device}/") as response:

@@ -34,7 +34,7 @@ from stream import settings as settings_module
 from stream import status
 from stream.cli import main
 from stream.sandbox import IsolatedPipeline
-from stream.schema import ensure_schema
+from stream.schema import Tables, ensure_schema
 from stream.settings import Settings, Topics
 from stream.status import (
     ConsumerLag,
@@ -406,7 +406,7 @@ def fill_database(
 ) -> None:
     """4 rows of 3 devices, 2 of them ingested just now; 4 rejections of 2 reasons."""
     with psycopg.connect(pipe.database_url) as conn:
-        ensure_schema(conn, logins, rejections)
+        ensure_schema(conn, Tables(logins, rejections, f"{logins}_devices"))
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (message_id, masked_device_id, ingested_at) VALUES "
