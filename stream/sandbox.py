@@ -90,7 +90,7 @@ class IsolatedPipeline:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
             )
 
-    def query(self, statement: str, params: tuple = ()) -> list[tuple]:
+    def query(self, statement: str | sql.Composable, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(statement, params).fetchall()
 
@@ -103,6 +103,21 @@ class IsolatedPipeline:
             return int(self.query("SELECT count(*) FROM user_logins")[0][0])
         except psycopg.errors.UndefinedTable:
             return 0
+
+    def device_mismatches(
+        self, logins: str = "user_logins", devices: str = "seen_devices"
+    ) -> dict[str, tuple[int | None, int]]:
+        """Devices whose count in *devices* differs from their rows in *logins*:
+        masked id -> (stored count or None, rows)."""
+        rows = self.query(
+            sql.SQL(
+                "SELECT l.masked_device_id, d.login_count, l.n FROM"
+                " (SELECT masked_device_id, count(*) AS n FROM {} GROUP BY 1) l"
+                " FULL JOIN {} d USING (masked_device_id)"
+                " WHERE d.login_count IS DISTINCT FROM l.n"
+            ).format(sql.Identifier(logins), sql.Identifier(devices))
+        )
+        return {device: (stored, n or 0) for device, stored, n in rows}
 
     def outcome_count(self) -> int:
         """Rows plus rejections (0 before the worker has created the tables)."""

@@ -6,8 +6,9 @@ something mid-stream, and checks at the end that
 
 - rows in ``user_logins`` = the valid messages sent, each exactly once;
 - rows in ``rejected_logins`` = the invalid messages sent;
-- every ``seen_devices`` entry (as a restarting worker would restore it from
-  the changelog) counts exactly the rows of its device.
+- every ``seen_devices`` entry, in PostgreSQL and in the Faust table (as a
+  restarting worker would restore it from the changelog), counts exactly the
+  rows of its device.
 
 Run alone with ``pytest -m faults``.
 """
@@ -91,6 +92,8 @@ class FaultRun:
         assert distinct == rows, f"{rows - distinct} duplicate rows"
         assert rows == self.valid, f"{rows} rows for {self.valid} valid messages"
         assert rejected == self.sent - self.valid
+        wrong = self.pipe.device_mismatches()
+        assert not wrong, f"{len(wrong)} devices off in PostgreSQL, e.g. {list(wrong.items())[:3]}"
         self.check_seen_devices()
 
     def check_seen_devices(self, timeout: float = 60.0) -> None:

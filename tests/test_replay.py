@@ -72,6 +72,7 @@ def test_replay_refuses_while_workers_run_then_replays_without_duplicates(
         "SELECT count(*), count(DISTINCT message_id) FROM user_logins"
     )[0]
     assert total == distinct == len(sent) + len(later)
+    assert pipeline.device_mismatches() == {}, "a replay must add nothing to seen_devices"
     # The replayed messages really were processed again (and skipped as present).
     assert "duplicates_skipped=" in log or pipeline.outcome_count() == total
 
@@ -107,6 +108,7 @@ def test_replay_into_a_new_table_leaves_user_logins_untouched(pipeline: Isolated
         " WHERE r.masked_device_id = u.masked_device_id"
     )
     assert masked_match == [(299,)]
+    assert pipeline.device_mismatches("logins_rebuilt", "logins_rebuilt_devices") == {}
 
     again = replay(pipeline, "--from", "earliest", "--into", "logins_rebuilt")
     assert again.returncode == 2

@@ -146,29 +146,13 @@ def wait_until_drained(
     timeout: float,
     launcher: Launcher,
 ) -> None:
-    """Wait until the rebuild group has processed the raw topic as it was at the
-    start, and then everything it produced to its intermediate topics."""
+    """Wait until the rebuild group has committed the raw topic as it was at the
+    start: a worker commits a raw offset only once its batch is in PostgreSQL."""
     bootstrap, group = settings.kafka_bootstrap_servers, overrides["MASKSTREAM_APP_ID"]
     deadline = time.monotonic() + timeout
-    stage, targets = "raw", raw_targets
-    while True:
+    while not asyncio.run(group_caught_up(bootstrap, group, raw_targets)):
         if launcher.children["worker"].poll() is not None:
             raise ReplayRefused(f"the rebuild worker exited; see {launcher.log_dir}/worker.log")
         if time.monotonic() > deadline:
             raise ReplayRefused(f"rebuild not finished after {timeout:.0f} s")
-        if asyncio.run(group_caught_up(bootstrap, group, targets)):
-            if stage == "sinks":
-                return
-            intermediate = [
-                overrides["MASKSTREAM_TOPIC_MASKED"],
-                overrides["MASKSTREAM_TOPIC_REJECTED"],
-            ]
-            try:
-                targets = asyncio.run(end_offsets(bootstrap, intermediate))
-            except ReplayRefused:
-                # The worker creates its intermediate topics as it starts.
-                time.sleep(1.0)
-                continue
-            stage = "sinks"
-            continue
         time.sleep(1.0)
