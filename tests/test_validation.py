@@ -142,3 +142,131 @@ def test_raw_login_falls_back_to_key_and_kafka_timestamp_without_headers() -> No
     assert (raw.message_id, raw.sent_at_ms) == ("key-1", 1234)
     anonymous = RawLogin.from_kafka(None, {}, None, 99, "t:0:6")
     assert (anonymous.message_id, anonymous.body) == ("kafka:t:0:6", b"")
+
+
+# ----------------------------------------------------------- what the database cannot store
+
+STRING_FIELDS = ("user_id", "device_type", "ip", "device_id", "locale", "app_version")
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_a_lone_surrogate_in_any_field_is_rejected_by_name(field: str) -> None:
+    raw = json.dumps({**VALID, field: "ab\ud800"}).encode()  # JSON text "ab\\ud800"
+    assert b"\\ud800" in raw
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(raw)
+    assert caught.value.reason == f"{field} is not valid Unicode (a lone surrogate)"
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_a_nul_in_any_field_is_rejected_by_name(field: str) -> None:
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(body(**{field: "ab\x00cd"}))
+    assert caught.value.reason == f"{field} contains a NUL character"
+
+
+def test_a_surrogate_pair_is_one_character_and_accepted() -> None:
+    raw = body(user_id="\U0001f600", device_type="\U0001f600")
+    assert b"\\ud83d\\ude00" in raw
+    assert parse_login(raw).user_id == "\U0001f600"
+
+
+# ----------------------------------------------------------- what json itself refuses
+
+
+@pytest.mark.parametrize("where", ["extra", "user_id"])
+def test_an_integer_past_the_digit_limit_is_a_rejection(where: str) -> None:
+    raw = body().replace(b"{", b'{"%s": %s, ' % (where.encode(), b"7" * 5000), 1)
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(raw)
+    assert caught.value.reason == "not JSON (an integer of more than 4300 digits)"
+
+
+def test_deep_nesting_is_a_rejection() -> None:
+    raw = body().replace(b"{", b'{"extra": ' + b"[" * 100_000 + b"]" * 100_000 + b", ", 1)
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(raw)
+    assert caught.value.reason == "not JSON (nested too deeply)"
+
+
+@pytest.mark.parametrize(
+    ("duplicate", "reason"),
+    [
+        (b'"ip": "10.0.0.1"', "duplicate field ip"),
+        (b'"device_id": "d-2"', "duplicate field device_id"),
+        (b'"593-47-5928": 1, "593-47-5928": 2', "duplicate field (not a login field)"),
+    ],
+)
+def test_a_key_named_twice_is_rejected_naming_login_fields_only(
+    duplicate: bytes, reason: str
+) -> None:
+    raw = body().replace(b"{", b"{" + duplicate + b", ", 1)
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(raw)
+    assert caught.value.reason == reason
+
+
+def test_repeated_keys_inside_an_extra_field_do_not_matter() -> None:
+    raw = body().replace(b"{", b'{"extra": {"a": 1, "a": 2}, ', 1)
+    assert parse_login(raw).extra_fields == 1
+
+
+@pytest.mark.parametrize("version", ["\uff12.\uff13.\uff10", "\u0662.3", "2.\u00b3"])
+def test_app_version_takes_ascii_digits_only(version: str) -> None:
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(body(app_version=version))
+    assert caught.value.reason == "app_version is not a version like 2.3.0, 0.96 or 3.7"
+
+
+# ----------------------------------------------------------- canonical values before masking
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("2001:DB8::1", "2001:db8::1"),
+        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("::ffff:198.19.7.7", "198.19.7.7"),
+        ("fe80::1%eth0", "fe80::1%eth0"),
+    ],
+)
+def test_ips_are_validated_in_canonical_form(spelling: str, canonical: str) -> None:
+    assert parse_login(body(ip=spelling)).ip == canonical
+
+
+def test_every_spelling_of_an_ip_or_device_gets_one_token() -> None:
+    masker = Masker(new_keyring())
+    spellings = [
+        body(ip="2001:DB8::1", device_id="593-47-5928"),
+        body(ip="2001:db8::1", device_id=" 593-47-5928"),
+        body(ip="2001:0db8:0:0:0:0:0:0001", device_id="593-47-5928\t"),
+    ]
+    masked = [mask_login(RawLogin(f"m-{i}", 1, raw), masker) for i, raw in enumerate(spellings)]
+    assert all(isinstance(login, MaskedLogin) for login in masked)
+    assert len({login.masked_ip for login in masked}) == 1  # type: ignore[union-attr]
+    assert len({login.masked_device_id for login in masked}) == 1  # type: ignore[union-attr]
+
+
+def test_device_id_bounds_apply_to_the_canonical_form() -> None:
+    assert parse_login(body(device_id="  " + "d" * 64 + "  ")).device_id == "d" * 64
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(body(device_id="   "))
+    assert caught.value.reason == "device_id is empty"
+
+
+@pytest.mark.parametrize(
+    ("ip", "reason"),
+    [
+        ("", "ip is empty"),
+        ("::ffff:1.2.3.4%eth0", "ip has a zone id on an IPv4-mapped address"),
+        (
+            "fe80::1%eth\x010",
+            "ip has a zone id other than 1-64 letters, digits, '-', '.', '_', '~'",
+        ),
+        ("fe80::1%" + "e" * 40, "ip longer than 45"),
+    ],
+)
+def test_ip_problems_have_their_own_reasons(ip: str, reason: str) -> None:
+    with pytest.raises(InvalidLogin) as caught:
+        parse_login(body(ip=ip))
+    assert caught.value.reason == reason
