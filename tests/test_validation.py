@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -11,7 +12,15 @@ from hypothesis import strategies as st
 from stream.keyring import new_keyring
 from stream.masking import Masker
 from stream.records import MaskedLogin, RawLogin, Rejection
-from stream.transform import mask_login, utc_date
+from stream.timestamps import MAX_EPOCH_MS
+from stream.transform import (
+    MAX_BODY_TEXT_BYTES,
+    MAX_BODY_TOKEN_CHARS,
+    body_text,
+    mask_login,
+    text_bytes,
+    utc_date,
+)
 from stream.validation import InvalidLogin, parse_login
 
 VALID = {
@@ -270,3 +279,108 @@ def test_ip_problems_have_their_own_reasons(ip: str, reason: str) -> None:
     with pytest.raises(InvalidLogin) as caught:
         parse_login(body(ip=ip))
     assert caught.value.reason == reason
+
+
+# ----------------------------------------------------------- headers and times
+
+
+@pytest.mark.parametrize(
+    "sent", [b"\xc2\xb2", b"\xd9\xa3", b"-5", b"1.5", b"", b"9" * 16, b"9" * 5000]
+)
+def test_a_sent_timestamp_that_is_not_a_plain_number_in_range_falls_back(sent: bytes) -> None:
+    raw = RawLogin.from_kafka(b"{}", {"sqs_sent_timestamp": sent}, None, 1234, "t:0:1")
+    assert raw.sent_at_ms == 1234
+
+
+def test_a_sent_timestamp_keeps_every_representable_millisecond() -> None:
+    for ms in (0, 1_700_000_000_123, MAX_EPOCH_MS):
+        header = {"sqs_sent_timestamp": str(ms).encode()}
+        assert RawLogin.from_kafka(b"{}", header, None, 1, "t:0:1").sent_at_ms == ms
+    past = {"sqs_sent_timestamp": str(MAX_EPOCH_MS + 1).encode()}
+    assert RawLogin.from_kafka(b"{}", past, None, 7, "t:0:1").sent_at_ms == 7
+    padded = {"sqs_sent_timestamp": b"0" * 40 + b"42"}
+    assert RawLogin.from_kafka(b"{}", padded, None, 7, "t:0:1").sent_at_ms == 42
+
+
+@pytest.mark.parametrize(
+    ("timestamp_ms", "sent_at_ms"), [(-1, 0), (-(10**20), 0), (10**20, MAX_EPOCH_MS)]
+)
+def test_a_record_timestamp_out_of_range_is_clamped(timestamp_ms: int, sent_at_ms: int) -> None:
+    raw = RawLogin.from_kafka(body(), {"sqs_sent_timestamp": b"x"}, None, timestamp_ms, "t:0:1")
+    assert raw.sent_at_ms == sent_at_ms
+    masked = mask_login(raw, Masker(new_keyring()))
+    assert isinstance(masked, MaskedLogin)
+    assert masked.create_date in ("1970-01-01", "9999-12-31")
+
+
+def test_the_range_is_what_datetime_can_hold() -> None:
+    assert datetime.fromtimestamp(MAX_EPOCH_MS / 1000, tz=UTC).year == 9999
+    assert utc_date(MAX_EPOCH_MS) == "9999-12-31" == utc_date(MAX_EPOCH_MS + 1)
+    assert utc_date(-1) == "1970-01-01"
+
+
+@pytest.mark.parametrize("count", [b"\xc2\xb2", b"-1", b"9" * 11, b"2147483648", b"1" * 5000])
+def test_a_receive_count_that_is_not_a_plain_number_in_range_is_one(count: bytes) -> None:
+    raw = RawLogin.from_kafka(b"{}", {"sqs_receive_count": count}, None, 1, "t:0:1")
+    assert raw.receive_count == 1
+    kept = RawLogin.from_kafka(b"{}", {"sqs_receive_count": b"2147483647"}, None, 1, "t:0:1")
+    assert kept.receive_count == 2**31 - 1
+
+
+def test_message_ids_are_storable_text_of_at_most_128_characters() -> None:
+    nul = RawLogin.from_kafka(b"{}", {"sqs_message_id": b"m\x00-1\xff"}, None, 1, "t:0:1")
+    assert nul.message_id == "m\ufffd-1\ufffd"
+    long_key = RawLogin.from_kafka(b"{}", None, b"k" * 500, 1, "t:0:1")
+    assert long_key.message_id == "k" * 128
+    odd_position = RawLogin.from_kafka(b"{}", None, None, 1, "t\ud800:0:1")
+    assert odd_position.message_id == "kafka:t?:0:1"
+
+
+# ----------------------------------------------------------- rejected bodies fit a Kafka record
+
+
+@pytest.mark.parametrize(
+    "raw_body",
+    [
+        b"\xff" * 400_000,  # escaped: 4 text bytes a byte, the token 5x the body
+        b"x" * 1_000_000,  # over the limit of Kafka's default record
+        b"\xe2\x82\xac" * 300_000,  # multi-byte characters: never cut in the middle
+        b"a\xff" * 120_000,
+    ],
+)
+def test_a_large_rejected_body_is_truncated_to_fit_and_says_so(raw_body: bytes) -> None:
+    masker = Masker(new_keyring())
+    rejection = mask_login(RawLogin("m-big", 1, raw_body), masker)
+    assert isinstance(rejection, Rejection)
+    assert len(rejection.body_token) <= MAX_BODY_TOKEN_CHARS
+    kept = int(rejection.reason.split("truncated to ")[1].split(" ")[0])
+    assert rejection.reason.endswith(f" (body truncated to {kept} of {len(raw_body)} bytes)")
+    _, text = masker.unmask(rejection.body_token)
+    assert text == raw_body[:kept].decode("utf-8", "backslashreplace")
+    assert len(text.encode()) <= MAX_BODY_TEXT_BYTES
+    next_text = raw_body[: kept + 1].decode("utf-8", "backslashreplace")
+    assert len(next_text.encode()) > MAX_BODY_TEXT_BYTES  # nothing more would have fit
+
+
+def test_a_rejected_body_that_fits_is_kept_whole() -> None:
+    masker = Masker(new_keyring())
+    for raw_body in (b"a" * MAX_BODY_TEXT_BYTES, b"\xff" * (MAX_BODY_TEXT_BYTES // 4)):
+        rejection = mask_login(RawLogin("m-fit", 1, raw_body), masker)
+        assert isinstance(rejection, Rejection)
+        assert "truncated" not in rejection.reason
+        assert len(rejection.body_token) <= MAX_BODY_TOKEN_CHARS
+        assert masker.unmask(rejection.body_token)[1] == raw_body.decode(
+            "utf-8", "backslashreplace"
+        )
+
+
+@given(st.binary(max_size=200))
+def test_text_bytes_measures_the_escaped_text(raw_body: bytes) -> None:
+    assert text_bytes(raw_body) == len(raw_body.decode("utf-8", "backslashreplace").encode())
+
+
+@given(st.binary(min_size=1, max_size=400), st.integers(min_value=4, max_value=300))
+def test_body_text_never_exceeds_its_limit(raw_body: bytes, limit: int) -> None:
+    text, kept = body_text(raw_body, limit)
+    assert len(text.encode()) <= limit
+    assert text == raw_body[:kept].decode("utf-8", "backslashreplace")
