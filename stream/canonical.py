@@ -63,11 +63,15 @@ def canonical_ip(value: str) -> str:
         address = ipaddress.ip_address(address_text)
     except ValueError:
         raise InvalidAddress("is not an IPv4 or IPv6 address") from None
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    if isinstance(address, ipaddress.IPv4Address):
+        if has_zone:
+            raise InvalidAddress("is not an IPv4 or IPv6 address")  # IPv4 has no zones
+        # ipaddress takes only the one dotted-decimal spelling (no leading
+        # zeros, four octets): the text is canonical, and str() would cost time.
+        return address_text
+    mapped = address.ipv4_mapped
     if not has_zone:
         return str(mapped or address)
-    if not isinstance(address, ipaddress.IPv6Address):
-        raise InvalidAddress("is not an IPv4 or IPv6 address")  # IPv4 has no zones
     if mapped is not None:
         raise InvalidAddress("has a zone id on an IPv4-mapped address")
     if not ZONE_ID.match(zone):

@@ -174,10 +174,11 @@ def _string(document: dict, name: str) -> str:
     value = document[name]
     if not isinstance(value, str):
         raise InvalidLogin(f"{name} must be a string, got {_json_kind(value)}")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise InvalidLogin(f"{name} is not valid Unicode (a lone surrogate)") from None
+    if not value.isascii():  # ASCII (a flag on the str, no scan) always encodes
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidLogin(f"{name} is not valid Unicode (a lone surrogate)") from None
     if "\0" in value:
         raise InvalidLogin(f"{name} contains a NUL character")
     return value
@@ -210,7 +211,7 @@ def _device_id(document: dict) -> str:
     """The canonical device id (the bridge keys by the same form); bounds apply to it."""
     value = canonical_device_id(_string(document, "device_id"))
     _bounded("device_id", value, MAX_DEVICE_ID)
-    if len(value.encode()) > MAX_DEVICE_ID_BYTES:
+    if not value.isascii() and len(value.encode()) > MAX_DEVICE_ID_BYTES:
         raise InvalidLogin(f"device_id longer than {MAX_DEVICE_ID_BYTES} bytes in UTF-8")
     return value
 
