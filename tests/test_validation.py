@@ -191,8 +191,12 @@ def test_an_integer_past_the_digit_limit_is_a_rejection(where: str) -> None:
     assert caught.value.reason == "not JSON (an integer of more than 4300 digits)"
 
 
-def test_deep_nesting_is_a_rejection() -> None:
-    raw = body().replace(b"{", b'{"extra": ' + b"[" * 100_000 + b"]" * 100_000 + b", ", 1)
+@pytest.mark.parametrize(
+    ("opening", "closing"), [(b"[", b"]"), (b'{"a": ', b"}")], ids=["arrays", "objects"]
+)
+def test_deep_nesting_is_a_rejection(opening: bytes, closing: bytes) -> None:
+    nested = opening * 100_000 + b"1" + closing * 100_000
+    raw = body().replace(b"{", b'{"extra": ' + nested + b", ", 1)
     with pytest.raises(InvalidLogin) as caught:
         parse_login(raw)
     assert caught.value.reason == "not JSON (nested too deeply)"
