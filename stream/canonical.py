@@ -53,7 +53,7 @@ def canonical_ip(value: str) -> str:
       reports an IPv4 client, the same client as ``198.19.7.7``;
     - a zone id (``fe80::1%eth0``) is kept, verbatim (interface names are
       case-sensitive), if it is 1-64 of RFC 6874's unreserved characters; it
-      is refused on an IPv4-mapped address, which has no zone.
+      is refused on IPv4 and IPv4-mapped addresses, which have no zones.
     """
     text = value.strip()
     if not text.isascii():
