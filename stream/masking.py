@@ -38,6 +38,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from stream.canonical import canonical_value
 from stream.keyring import KEY_ID_PATTERN, MODES, KeyRing
 
 SEPARATOR = ":"
@@ -288,8 +289,16 @@ class Masker:
         return token_key_id(token) == self._ring.active_id
 
     def rekey(self, token: str) -> str:
-        """*token* re-made under the active key (unchanged if it already is)."""
+        """*token* re-made under the active key (unchanged if it already is).
+
+        The recovered value is re-masked in its canonical spelling
+        (:func:`stream.canonical.canonical_value`), so tokens that workers
+        issued before values were canonicalized (``2001:DB8::1`` beside
+        ``2001:db8::1``, a device id with a trailing space) come out as the
+        token today's workers give that value: rotating the key and running
+        ``maskstream rekey`` merges them.
+        """
         if self.is_current(token):
             return token
         field, value = self.unmask(token)
-        return self.mask(field, value)
+        return self.mask(field, canonical_value(field, value))

@@ -13,10 +13,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stream.timestamps import MAX_EPOCH_MS, clamp_epoch_ms
+
 # Header names written by the bridge (bridge/producer.py).
 HEADER_MESSAGE_ID = "sqs_message_id"
 HEADER_SENT_TIMESTAMP = "sqs_sent_timestamp"
 HEADER_RECEIVE_COUNT = "sqs_receive_count"
+# user_logins.message_id is varchar(128); a receive count fits a Postgres integer.
+MAX_MESSAGE_ID = 128
+MAX_RECEIVE_COUNT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,24 +43,51 @@ class RawLogin:
         position: str,
     ) -> RawLogin:
         """Build from a Kafka record; fall back to the key and the record's own
-        timestamp when a producer other than the bridge left headers out."""
+        timestamp when a producer other than the bridge left headers out.
+
+        Never raises, whatever the record holds: a header that is not a plain
+        number in range is treated as absent, and a record timestamp out of
+        range is clamped (see :mod:`stream.timestamps`), so every later step
+        can represent the time.
+        """
         headers = headers or {}
         message_id = _header(headers, HEADER_MESSAGE_ID) or (
             key.decode("utf-8", "replace") if key else f"kafka:{position}"
         )
-        sent = _header(headers, HEADER_SENT_TIMESTAMP)
-        receives = _header(headers, HEADER_RECEIVE_COUNT)
+        sent = _header_number(headers, HEADER_SENT_TIMESTAMP, MAX_EPOCH_MS)
+        receives = _header_number(headers, HEADER_RECEIVE_COUNT, MAX_RECEIVE_COUNT)
         return cls(
-            message_id=message_id[:128],
-            sent_at_ms=int(sent) if sent and sent.isdigit() else timestamp_ms,
+            message_id=_storable(message_id)[:MAX_MESSAGE_ID],
+            sent_at_ms=sent if sent is not None else clamp_epoch_ms(timestamp_ms),
             body=body or b"",
-            receive_count=int(receives) if receives and receives.isdigit() else 1,
+            receive_count=receives if receives is not None else 1,
         )
 
 
 def _header(headers: Mapping[str, bytes], name: str) -> str | None:
     value = headers.get(name)
     return value.decode("utf-8", "replace") if value is not None else None
+
+
+def _header_number(headers: Mapping[str, bytes], name: str, maximum: int) -> int | None:
+    """The header as an integer from 0 to *maximum*, or None if it is anything else.
+
+    ASCII digits only: ``str.isdigit`` also accepts "²" (which ``int`` refuses)
+    and other scripts' digits; and the length is checked before ``int``,
+    which refuses more than 4,300 digits.
+    """
+    text = _header(headers, name)
+    if text is None or not (text.isascii() and text.isdigit()):
+        return None
+    if len(text.lstrip("0")) > len(str(maximum)):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
+def _storable(text: str) -> str:
+    """*text* as PostgreSQL text can hold it: no NUL, no lone surrogate."""
+    return text.encode("utf-8", "replace").decode().replace("\0", "\ufffd")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,13 @@ the values may be PII.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
+import sys
+from collections import Counter
 from dataclasses import dataclass
 
+from stream.canonical import InvalidAddress, canonical_device_id, canonical_ip
 from stream.masking import max_value_bytes
 
 # Column limits from the exercise's DDL (varchar lengths).
@@ -31,8 +33,36 @@ REQUIRED_FIELDS = ("user_id", "app_version", "device_type", "ip", "device_id")
 OPTIONAL_FIELDS = ("locale",)
 KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 
-# "2.3.0", "0.96", "3.7": digits, then one or two more dotted groups.
-VERSION_PATTERN = re.compile(r"\d{1,9}(?:\.\d{1,9}){1,2}")
+# "2.3.0", "0.96", "3.7": ASCII digits, then one or two more dotted groups
+# (re.ASCII: \d would also take fullwidth or Arabic-Indic digits, which int()
+# reads but which are no version anyone ships).
+VERSION_PATTERN = re.compile(r"\d{1,9}(?:\.\d{1,9}){1,2}", re.ASCII)
+
+
+class _DuplicateKeys(dict):
+    """A JSON object that named some keys more than once (the last value kept)."""
+
+    duplicates: frozenset[str]
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook``: a dict, marked when a key repeats.
+
+    Plain ``json.loads`` keeps the last of repeated keys silently, so a body
+    with two ``ip`` values would be masked with whichever came last while
+    another reader might take the first. Only the marking costs anything,
+    and only for such bodies.
+    """
+    document = dict(pairs)
+    if len(document) == len(pairs):
+        return document
+    marked = _DuplicateKeys(document)
+    counts = Counter(key for key, _ in pairs)
+    marked.duplicates = frozenset(key for key, count in counts.items() if count > 1)
+    return marked
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object)
 
 
 class InvalidLogin(ValueError):
@@ -68,14 +98,13 @@ def parse_login(body: bytes) -> LoginFields:
         raise InvalidLogin("not UTF-8 text") from None
     if not text.strip():
         raise InvalidLogin("empty body")
-    try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise InvalidLogin("not JSON") from None
+    document = _decode(text)
     if not isinstance(document, dict):
         raise InvalidLogin(f"not an object (JSON {_json_kind(document)})")
     if not document:
         raise InvalidLogin("empty object")
+    if isinstance(document, _DuplicateKeys):
+        raise InvalidLogin(_duplicates_reason(document.duplicates))
     if KNOWN_FIELDS.isdisjoint(document):
         raise InvalidLogin("not a login (no login fields)")
     for name in REQUIRED_FIELDS:
@@ -95,6 +124,32 @@ def parse_login(body: bytes) -> LoginFields:
     return fields
 
 
+def _decode(text: str) -> object:
+    """The JSON value of *text*; every way ``json`` can fail is an :class:`InvalidLogin`.
+
+    Besides syntax errors, ``json`` raises a plain ValueError for an integer
+    longer than Python's int digit limit (CVE-2020-10735) and RecursionError
+    for deep nesting: bodies are untrusted, so neither may escape.
+    """
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise InvalidLogin("not JSON") from None
+    except RecursionError:
+        raise InvalidLogin("not JSON (nested too deeply)") from None
+    except ValueError:
+        limit = sys.get_int_max_str_digits()
+        raise InvalidLogin(f"not JSON (an integer of more than {limit} digits)") from None
+
+
+def _duplicates_reason(duplicates: frozenset[str]) -> str:
+    """Names login fields only: any other key is body text, and may be PII."""
+    known = sorted(duplicates & KNOWN_FIELDS)
+    if not known:
+        return "duplicate field (not a login field)"
+    return "duplicate field " + ", ".join(known)
+
+
 def _json_kind(value: object) -> str:
     if value is None:
         return "null"
@@ -109,10 +164,27 @@ def _json_kind(value: object) -> str:
     return "object"
 
 
-def _text(document: dict, name: str, max_length: int) -> str:
+def _string(document: dict, name: str) -> str:
+    """The field as a string PostgreSQL can store.
+
+    JSON may escape a lone UTF-16 surrogate (``"\\ud800"``), which Python keeps
+    but no UTF-8 encoder (so no database) accepts; and PostgreSQL refuses NUL
+    in text. Either would fail the whole batch's insert, so both are refused here.
+    """
     value = document[name]
     if not isinstance(value, str):
         raise InvalidLogin(f"{name} must be a string, got {_json_kind(value)}")
+    if not value.isascii():  # ASCII (a flag on the str, no scan) always encodes
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidLogin(f"{name} is not valid Unicode (a lone surrogate)") from None
+    if "\0" in value:
+        raise InvalidLogin(f"{name} contains a NUL character")
+    return value
+
+
+def _bounded(name: str, value: str, max_length: int) -> str:
     if not value.strip():
         raise InvalidLogin(f"{name} is empty")
     if len(value) > max_length:
@@ -120,28 +192,32 @@ def _text(document: dict, name: str, max_length: int) -> str:
     return value
 
 
+def _text(document: dict, name: str, max_length: int) -> str:
+    return _bounded(name, _string(document, name), max_length)
+
+
 def _ip(document: dict) -> str:
-    value = _text(document, "ip", MAX_IP)
+    """The canonical text of the address, so every spelling of it gets one token."""
+    value = _string(document, "ip")
     try:
-        if not value.isascii():  # e.g. an IPv6 scope id in another script
-            raise ValueError
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise InvalidLogin("ip is not an IPv4 or IPv6 address") from None
-    return value
+        return _bounded("ip", canonical_ip(value), MAX_IP)
+    except InvalidAddress as exc:
+        if not value.strip():
+            raise InvalidLogin("ip is empty") from None
+        raise InvalidLogin(f"ip {exc}") from None
 
 
 def _device_id(document: dict) -> str:
-    value = _text(document, "device_id", MAX_DEVICE_ID)
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_DEVICE_ID_BYTES:
+    """The canonical device id (the bridge keys by the same form); bounds apply to it."""
+    value = canonical_device_id(_string(document, "device_id"))
+    _bounded("device_id", value, MAX_DEVICE_ID)
+    if not value.isascii() and len(value.encode()) > MAX_DEVICE_ID_BYTES:
         raise InvalidLogin(f"device_id longer than {MAX_DEVICE_ID_BYTES} bytes in UTF-8")
     return value
 
 
 def _version(document: dict) -> str:
-    value = document["app_version"]
-    if not isinstance(value, str):
-        raise InvalidLogin(f"app_version must be a string, got {_json_kind(value)}")
+    value = _string(document, "app_version")
     if len(value) > MAX_APP_VERSION:
         raise InvalidLogin(f"app_version longer than {MAX_APP_VERSION}")
     if not VERSION_PATTERN.fullmatch(value):

@@ -117,8 +117,10 @@ def _register_rekey(subparsers: Any) -> None:
         description=(
             "Re-encrypt tokens in user_logins (masked_ip, masked_device_id) and "
             "rejected_logins (body_token) that were made with a key other than the "
-            "active one, in batches, each committed. Safe to stop and rerun. Afterwards "
-            "it prints how many tokens each key still has."
+            "active one, in batches, each committed. Values are re-masked in canonical "
+            "form (2001:DB8::1 as 2001:db8::1), so spellings of one value end with one "
+            "token. Safe to stop and rerun. Afterwards it prints how many tokens each "
+            "key still has."
         ),
     )
     parser.add_argument("--batch-size", type=int, default=REKEY_BATCH, metavar="ROWS")
