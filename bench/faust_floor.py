@@ -38,8 +38,6 @@ raw_topic = app.topic(settings.topics.raw, key_type=bytes, value_type=bytes, val
 async def count_records(stream: faust.StreamT[bytes]) -> None:
     count_file = Path(os.environ["FLOOR_COUNT_DIR"]) / f"{os.getpid()}.count"
     seen = 0
-    async for events in stream.take_events(
-        settings.batch_size, within=settings.batch_seconds
-    ):
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
         seen += len(events)
         count_file.write_text(str(seen))

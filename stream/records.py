@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_text  # type: ignore[attr-defined]
 
 from stream.timestamps import MAX_EPOCH_MS, clamp_epoch_ms
 
@@ -112,8 +113,27 @@ class MaskedLogin:
     dropped_fields: int = 0  # unknown keys removed from the body
 
     def dumps(self) -> bytes:
-        """This login as the JSON object that ``logins.masked`` carries."""
-        return json.dumps({name: getattr(self, name) for name in MASKED_FIELDS}).encode()
+        """This login as the JSON object that ``logins.masked`` carries.
+
+        The very text ``json.dumps`` of the fields would give, written with
+        its own C string encoder: a third of the time, once per login.
+        """
+        return (
+            _MASKED_TEMPLATE
+            % (
+                _json_text(self.message_id),
+                _json_text(self.user_id),
+                _json_text(self.device_type),
+                _json_text(self.masked_ip),
+                _json_text(self.masked_device_id),
+                "null" if self.locale is None else _json_text(self.locale),
+                self.app_version,
+                _json_text(self.app_version_full),
+                self.sent_at_ms,
+                _json_text(self.create_date),
+                self.dropped_fields,
+            )
+        ).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> MaskedLogin:
@@ -126,6 +146,11 @@ class MaskedLogin:
 
 
 MASKED_FIELDS = tuple(MaskedLogin.__dataclass_fields__)
+_MASKED_TEMPLATE = (
+    '{"message_id": %s, "user_id": %s, "device_type": %s, "masked_ip": %s,'
+    ' "masked_device_id": %s, "locale": %s, "app_version": %d, "app_version_full": %s,'
+    ' "sent_at_ms": %d, "create_date": %s, "dropped_fields": %d}'
+)
 
 
 @dataclass(frozen=True, slots=True)

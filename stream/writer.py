@@ -46,7 +46,9 @@ class Written:
 def latest_states(results: Sequence[list[DeviceState]]) -> dict[str, DeviceState]:
     """Merge the states returned by successive inserts of one transaction:
     a later insert saw the earlier ones, so its absolute values win, while
-    the new-row counts add up."""
+    the new-row counts add up. (Several inserts only when rows were refused.)"""
+    if len(results) == 1:
+        return {state.masked_device_id: state for state in results[0]}
     merged: dict[str, DeviceState] = {}
     for states in results:
         for state in states:

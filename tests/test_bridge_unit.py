@@ -94,9 +94,17 @@ def test_to_record_keys_by_device_hash_never_the_id_itself() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b"[1, 2]", b'{"device_id": 5}', b'{"foo": "x"}', b"\xff\xfe",
-     b'{"device_id": "\\ud800"}', b'{"device_id": 1' + b"1" * 5000 + b"}",
-     b"[" * 100_000 + b"]" * 100_000],
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"device_id": 5}',
+        b'{"foo": "x"}',
+        b"\xff\xfe",
+        b'{"device_id": "\\ud800"}',
+        b'{"device_id": 1' + b"1" * 5000 + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
 )
 def test_to_record_keys_bodies_without_a_device_by_message_id(body: bytes) -> None:
     assert to_record(SqsMessage("m-9", "r-9", body, None, 1)).key == b"m-9"

@@ -23,6 +23,7 @@ from stream.records import (
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
     HEADER_SENT_TIMESTAMP,
+    MASKED_FIELDS,
     MaskedLogin,
     RawLogin,
     Rejection,
@@ -154,6 +155,8 @@ def check(outcome: MaskedLogin | Rejection, body: bytes) -> None:
         assert MIN_EPOCH_MS <= outcome.sent_at_ms <= MAX_EPOCH_MS
         assert date.fromisoformat(outcome.create_date)
         assert MaskedLogin.loads(outcome.dumps()) == outcome
+        as_json = {name: getattr(outcome, name) for name in MASKED_FIELDS}
+        assert outcome.dumps() == json.dumps(as_json).encode()  # the same text, faster
         return
     assert isinstance(outcome, Rejection)
     assert isinstance(outcome.reason, str) and outcome.reason
