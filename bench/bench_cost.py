@@ -48,6 +48,9 @@ from stream.validation import InvalidLogin, parse_login
 MESSAGES = int(os.environ.get("BENCH_COST_MESSAGES", "20000"))
 HISTORY_FACTOR = int(os.environ.get("BENCH_COST_HISTORY", "100"))
 SEED = 21
+# Kafka deletes the previous pipeline's topics in the background, and the
+# history setup leaves PostgreSQL busy for a moment: neither is the run's work.
+SETTLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ def measure(pipe: IsolatedPipeline, stack: Stack, expected: int, messages: int) 
     postgres_pid = read_pid(stack.service("postgres").pid_file)
     kafka_pid = read_pid(stack.service("kafka").pid_file)
     assert postgres_pid and kafka_pid, "the stack is not running"
+    time.sleep(SETTLE_SECONDS)
     worker = pipe.launcher.start_worker("worker")
     deadline = time.monotonic() + 120
     while "Worker]: Ready" not in pipe.launcher.log("worker"):

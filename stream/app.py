@@ -118,3 +118,4 @@ stats = PipelineStats()
 metrics = WorkerMetrics(app, stats)
 
 from stream import agents  # noqa: E402,F401  (registers agents, pages and timers)
+
