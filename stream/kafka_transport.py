@@ -12,7 +12,8 @@ leaving lost a few dozen of 20,000 messages).
 This transport forgets read offsets, so every fetched record is processed
 and no gap is ever acknowledged unprocessed. The price is that records seen
 twice around a rebalance are processed twice, which this pipeline absorbs
-(rows are unique per message id, ``seen_devices`` entries are recomputed).
+(rows are unique per message id, and ``seen_devices`` counts only rows
+that a transaction inserted).
 Our topics hold no transaction markers or compacted holes, the only real
 gaps that logic existed for.
 
