@@ -99,6 +99,8 @@ class Consumer(aiokafka_driver.Consumer):
                 if records is None or self.should_stop:
                     break
                 generation = self.app.consumer_generation_id
+                for tp in records:  # once a fetch, not once a record
+                    track_end_offset(tp, self.highwater(tp))
                 held_back: dict[TP, int] = {}  # partition -> first offset not delivered
                 for tp, record in self.scheduler.iterate(records):
                     if commit_every is not None and self._n_acked >= commit_every:
@@ -109,7 +111,6 @@ class Consumer(aiokafka_driver.Consumer):
                     if not self._may_deliver(tp, generation, active_partitions):
                         held_back[tp] = record.offset
                         continue
-                    track_end_offset(tp, self.highwater(tp))
                     await deliver(to_message(tp, record))
                 for tp, offset in held_back.items():
                     await self._rewind(tp, offset)
