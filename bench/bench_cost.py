@@ -23,9 +23,9 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,24 +127,31 @@ def outcomes(pipe: IsolatedPipeline) -> int:
     )
 
 
-def measure(pipe: IsolatedPipeline, stack: Stack, expected: int, messages: int) -> Cost:
-    """Start one worker; CPU of worker, PostgreSQL and Kafka from its Ready line
-    until *expected* outcomes exist, per message of the *messages* processed."""
+def measure(
+    pipe: IsolatedPipeline,
+    stack: Stack,
+    done: Callable[[], bool],
+    messages: int,
+    app: str = "stream.app",
+    extra_env: dict[str, str] | None = None,
+) -> Cost:
+    """Start one worker of *app*; CPU of worker, PostgreSQL and Kafka from its
+    Ready line until *done*, per message of the *messages* processed."""
     postgres_pid = read_pid(stack.service("postgres").pid_file)
     kafka_pid = read_pid(stack.service("kafka").pid_file)
     assert postgres_pid and kafka_pid, "the stack is not running"
     idle_start = cpu_seconds(kafka_pid)
     time.sleep(SETTLE_SECONDS)
     kafka_idle_rate = (cpu_seconds(kafka_pid) - idle_start) / SETTLE_SECONDS
-    worker = pipe.launcher.start_worker("worker")
+    worker = pipe.launcher.start_worker("worker", extra_env, app=app)
     deadline = time.monotonic() + 120
     while "Worker]: Ready" not in pipe.launcher.log("worker"):
         assert time.monotonic() < deadline, "the worker did not start"
         time.sleep(0.02)
-    profiler = profile(worker.pid)
+    profiler = profile(worker.pid, app)
     before = (cpu_seconds(worker.pid), tree_cpu_seconds(postgres_pid), cpu_seconds(kafka_pid))
     started = time.perf_counter()
-    while outcomes(pipe) < expected:
+    while not done():
         assert time.monotonic() < deadline + 900, "the worker did not finish"
         time.sleep(0.2)
     seconds = time.perf_counter() - started
@@ -152,7 +159,6 @@ def measure(pipe: IsolatedPipeline, stack: Stack, expected: int, messages: int) 
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(timeout=60)
-    print(f"  {metric_line(pipe)}", flush=True)
     pipe.launcher.stop("worker")
     worker_s, postgres_s, kafka_s = (b - a for a, b in zip(before, after, strict=True))
     # The broker's own background work (deleting the previous run's topics,
@@ -161,12 +167,13 @@ def measure(pipe: IsolatedPipeline, stack: Stack, expected: int, messages: int) 
     return Cost(worker_s / messages, postgres_s / messages, kafka_s / messages, seconds)
 
 
-def profile(pid: int) -> subprocess.Popen | None:
-    """With BENCH_COST_PROFILE=FILE, py-spy samples the worker into FILE (a
-    flame graph); the profiler's own CPU is not billed to the worker."""
-    out = os.environ.get("BENCH_COST_PROFILE")
-    if not out:
+def profile(pid: int, app: str) -> subprocess.Popen | None:
+    """With BENCH_COST_PROFILE=PREFIX, py-spy samples the worker into
+    PREFIX.<app>.txt (collapsed stacks); its own CPU is not billed to the worker."""
+    prefix = os.environ.get("BENCH_COST_PROFILE")
+    if not prefix:
         return None
+    out = f"{prefix}.{app}.txt"
     command = [
         "py-spy",
         "record",
@@ -183,44 +190,53 @@ def profile(pid: int) -> subprocess.Popen | None:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def metric_line(pipe: IsolatedPipeline) -> str:
-    """Batches and rows per batch, from the worker's own metrics."""
-    port = pipe.launcher.web_ports["worker"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(("maskstream_sink_batch_size_count", "maskstream_sink_batch_size_sum")):
-            name, _, value = line.rpartition(" ")
-            values[name.split("{")[0]] = float(value)
-    batches = values.get("maskstream_sink_batch_size_count", 0)
-    rows = values.get("maskstream_sink_batch_size_sum", 0)
-    return f"{batches:.0f} batches, {rows / batches if batches else 0:.0f} rows per batch"
-
-
-def run_case(stack: Stack, history: bool) -> Cost:
-    env = read_env_file(stack.env_file)
+def run_case(stack: Stack, pipe: IsolatedPipeline, history: bool) -> Cost:
     messages, per_device = workload()
-    with IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=8) as pipe:
-        rows = 0
-        if history:
-            rows = add_history(pipe, per_device, HISTORY_FACTOR)
-            print(f"  history: {rows} rows in user_logins before the run", flush=True)
-        else:
-            with psycopg.connect(pipe.database_url, autocommit=True) as conn:
-                ensure_schema(conn)
-        pipe.produce_raw(messages)
-        return measure(pipe, stack, MESSAGES + rows, MESSAGES)
+    rows = 0
+    if history:
+        rows = add_history(pipe, per_device, HISTORY_FACTOR)
+        print(f"  history: {rows} rows in user_logins before the run", flush=True)
+    else:
+        with psycopg.connect(pipe.database_url, autocommit=True) as conn:
+            ensure_schema(conn)
+    pipe.produce_raw(messages)
+    return measure(pipe, stack, lambda: outcomes(pipe) >= MESSAGES + rows, MESSAGES)
+
+
+def run_floor(stack: Stack, pipe: IsolatedPipeline) -> Cost:
+    """The same records through a Faust agent that does nothing
+    (bench/faust_floor.py): what any one Faust hop costs here."""
+    messages, _ = workload()
+    pipe.produce_raw(messages)
+    count_dir = pipe.launcher.log_dir / "floor-counts"
+    count_dir.mkdir(parents=True, exist_ok=True)
+
+    def counted() -> bool:
+        counts = (int(f.read_text() or 0) for f in count_dir.glob("*.count"))
+        return sum(counts) >= MESSAGES
+
+    floor_env = {"FLOOR_COUNT_DIR": str(count_dir)}
+    return measure(pipe, stack, counted, MESSAGES, app="bench.faust_floor", extra_env=floor_env)
 
 
 def run() -> list[Result]:
     stack = Stack.from_settings()
-    os.environ.update(read_env_file(stack.env_file))  # the key ring, as workers see it
-    fresh = run_case(stack, history=False)
-    print(fresh.line("fresh"), flush=True)
-    aged = run_case(stack, history=True)
-    print(aged.line("history"), flush=True)
-    # Rates are messages per CPU-second, so the ratio is fresh cost / aged cost.
+    env = read_env_file(stack.env_file)
+    os.environ.update(env)  # the key ring, as workers see it
+    # Every pipeline stays until all are measured: Kafka deletes a topic's
+    # files a minute after the topic, which would land in a later case.
+    with contextlib.ExitStack() as pipelines:
+        floor_pipe, fresh_pipe, aged_pipe = (
+            pipelines.enter_context(IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=8))
+            for _ in range(3)
+        )
+        floor = run_floor(stack, floor_pipe)
+        print(floor.line("floor"), flush=True)
+        fresh = run_case(stack, fresh_pipe, history=False)
+        print(fresh.line("fresh"), flush=True)
+        aged = run_case(stack, aged_pipe, history=True)
+        print(aged.line("history"), flush=True)
+    # Rates are messages per CPU-second, so each ratio is a cost ratio inverted.
     return [
         Result(
             "cost (worker+pg)",
@@ -230,5 +246,14 @@ def run() -> list[Result]:
             1 / (fresh.worker + fresh.postgres),
             "msg/cpu-s",
             ">= 0.8",
+        ),
+        Result(
+            "cost (worker)",
+            "worker, empty tables",
+            1 / fresh.worker,
+            "do-nothing faust agent",
+            1 / floor.worker,
+            "msg/cpu-s",
+            ">= 0.4",
         ),
     ]

@@ -31,7 +31,9 @@ app = faust.App(
     autodiscover=False,
     monitor=LeanMonitor(),
 )
-raw_topic = app.topic(settings.topics.raw, key_type=bytes, value_type=bytes, value_serializer="raw")
+raw_topic = kafka_transport.RawBytesTopic(
+    app, topics=[settings.topics.raw], key_type=bytes, value_type=bytes, value_serializer="raw"
+)
 
 
 @app.agent(raw_topic)

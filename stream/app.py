@@ -74,8 +74,9 @@ app = faust.App(
 
 # internal=True: the worker creates missing topics with our partition count
 # (and the raw topic with its retention, as the bridge does) before consuming.
-raw_topic = app.topic(
-    settings.topics.raw,
+raw_topic = kafka_transport.RawBytesTopic(
+    app,
+    topics=[settings.topics.raw],
     key_type=bytes,
     value_type=bytes,
     value_serializer="raw",
