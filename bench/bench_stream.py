@@ -1,13 +1,14 @@
 """Stream throughput: records on ``logins.raw`` -> rows in PostgreSQL.
 
-Subject: Faust workers (parse, validate, mask, re-key to ``logins.masked``,
-batch COPY with ``ON CONFLICT``, ``seen_devices`` upkeep), timed from the
-moment the workers report ready until every row is in ``user_logins``.
+Subject: Faust workers (parse, validate, mask, one transaction per batch for
+rows, rejections and ``seen_devices``, the Faust table, the output topics),
+timed from the moment the workers report ready until every row is in
+``user_logins``.
 
 Baseline, same run, same data, same stack: a plain aiokafka consumer that
 reads the raw topic and COPYs ``json.loads`` of each body into a table, in
-batches of the same size: no Faust, no masking, no second topic. Target: the
-pipeline keeps at least half the baseline's rate.
+batches of the same size: no Faust, no masking, no device state, no output
+topics. Target: the pipeline keeps at least half the baseline's rate.
 
 Both sides get the same CPU budget of the 2-core machine: the baseline is one
 process, the subject ``WORKERS`` processes (the way the pipeline scales), and

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -158,6 +159,7 @@ def test_seen_devices_counts_match_rows(pipeline: IsolatedPipeline) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/{device}/") as response:
             entry = json.load(response)
         assert entry["login_count"] == rows
+        assert entry["source"] == "table"  # the only worker holds every partition
         assert entry["first_seen_ms"] <= entry["last_seen_ms"]
         shown = subprocess.run(
             [
@@ -174,6 +176,16 @@ def test_seen_devices_counts_match_rows(pipeline: IsolatedPipeline) -> None:
             check=True,
         )
         assert f"logins={rows}" in shown.stdout
+    # A device this worker's table does not hold is answered from PostgreSQL
+    # (where another worker's partition would have written it) and a device
+    # seen nowhere is a 404.
+    pipeline.execute("INSERT INTO seen_devices VALUES ('elsewhere', now(), now(), 7)")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/elsewhere/") as response:
+        entry = json.load(response)
+    assert (entry["login_count"], entry["source"]) == (7, "database")
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/nowhere/")
+    assert missing.value.code == 404
 
 
 def test_existing_seven_column_table_is_migrated_keeping_its_rows(
