@@ -44,10 +44,10 @@ from bench.harness import Result
 from bridge.forwarder import Forwarder, ForwarderConfig
 from bridge.producer import KafkaSink, RawRecord, ensure_topic, producer_options, to_record
 from bridge.sqs import RECEIVE_ATTRIBUTES, SqsQueue, make_client, parse_message
-from stream import settings as settings_module
-from stream.commands.send import send_stream
-from stream.settings import Settings
-from stream.stack.envfile import read_env_file
+from stream.common import settings as settings_module
+from stream.common.settings import Settings
+from stream.devstack.envfile import read_env_file
+from stream.ops.send import send_stream
 
 MESSAGES = 20_000
 NAIVE_MESSAGES = 1_000

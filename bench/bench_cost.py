@@ -33,17 +33,17 @@ import psycopg
 
 from bench.cpu import cpu_seconds, tree_cpu_seconds
 from bench.harness import Result
-from stream import settings as settings_module
-from stream.canonical import canonical_device_id
-from stream.generate import Generator
-from stream.keyring import load_keyring
-from stream.masking import Masker
-from stream.sandbox import IsolatedPipeline, RawMessage
-from stream.schema import ensure_schema
-from stream.stack.envfile import read_env_file
-from stream.stack.manager import Stack
-from stream.stack.processes import read_pid
-from stream.validation import InvalidLogin, parse_login
+from stream.common import settings as settings_module
+from stream.common.canonical import canonical_device_id
+from stream.core.keyring import load_keyring
+from stream.core.masking import Masker
+from stream.core.validation import InvalidLogin, parse_login
+from stream.devstack.envfile import read_env_file
+from stream.devstack.manager import Stack
+from stream.devstack.processes import read_pid
+from stream.ops.generate import Generator
+from stream.postgres.schema import ensure_schema
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 MESSAGES = int(os.environ.get("BENCH_COST_MESSAGES", "20000"))
 HISTORY_FACTOR = int(os.environ.get("BENCH_COST_HISTORY", "100"))

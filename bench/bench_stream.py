@@ -29,10 +29,10 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 
 from bench.harness import Result
-from stream.generate import Generator
-from stream.sandbox import IsolatedPipeline, RawMessage
-from stream.stack.envfile import read_env_file
-from stream.stack.manager import Stack
+from stream.devstack.envfile import read_env_file
+from stream.devstack.manager import Stack
+from stream.ops.generate import Generator
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 MESSAGES = int(os.environ.get("BENCH_STREAM_MESSAGES", "50000"))
 WORKERS = int(os.environ.get("BENCH_STREAM_WORKERS", "2"))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import faust
 
-from stream import kafka_transport
-from stream import settings as settings_module
-from stream.monitor import LeanMonitor
+from stream.common import settings as settings_module
+from stream.worker.faust_patches import transport as kafka_transport
+from stream.worker.monitor import LeanMonitor
 
 settings = settings_module.load()
 kafka_transport.register()

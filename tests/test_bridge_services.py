@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from stream.canonical import raw_record_key
+from stream.common.canonical import raw_record_key
 
 pytestmark = pytest.mark.services
 
@@ -359,7 +359,7 @@ def test_kafka_outage_deletes_nothing_and_recovers(
     back. Lane B's bridge is stopped with SIGTERM during the outage: it must
     exit 0 within its shutdown timeout and delete nothing it holds.
     """
-    from stream.stack.manager import Stack
+    from stream.devstack.manager import Stack
 
     stack = Stack.from_settings()
     lane_a, lane_b = new_lane(), new_lane()

@@ -1,4 +1,4 @@
-"""Canonical spellings of IPs and device ids (stream.canonical), shared by bridge and workers."""
+"""Canonical spellings of IPs and device ids (stream.common.canonical), for bridge and workers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.canonical import (
+from stream.common.canonical import (
     InvalidAddress,
     canonical_device_id,
     canonical_ip,

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from stream.generate import Generator
-from stream.sandbox import IsolatedPipeline
-from stream.stack.manager import Stack
-from stream.validation import InvalidLogin, parse_login
+from stream.core.validation import InvalidLogin, parse_login
+from stream.devstack.manager import Stack
+from stream.ops.generate import Generator
+from tests.support.sandbox import IsolatedPipeline
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.keyring import new_keyring
-from stream.masking import Masker
-from stream.records import (
+from stream.core.keyring import new_keyring
+from stream.core.masking import Masker
+from stream.core.records import (
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
     HEADER_SENT_TIMESTAMP,
@@ -28,9 +28,9 @@ from stream.records import (
     RawLogin,
     Rejection,
 )
-from stream.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS
-from stream.transform import MAX_BODY_TOKEN_CHARS, mask_login
-from stream.validation import KNOWN_FIELDS
+from stream.core.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS
+from stream.core.transform import MAX_BODY_TOKEN_CHARS, mask_login
+from stream.core.validation import KNOWN_FIELDS
 
 # varchar lengths of user_logins (stream/schema.py and the exercise's DDL).
 COLUMN_CHARS = {

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from stream.commands.keys import RekeyResult, TokenTable, rekey_row
-from stream.keyring import Key, KeyRing, new_keyring, rotate
-from stream.masking import (
+from stream.cli.keys import RekeyResult, TokenTable, rekey_row
+from stream.core.keyring import Key, KeyRing, new_keyring, rotate
+from stream.core.masking import (
     InvalidFieldError,
     IrreversibleTokenError,
     MalformedTokenError,

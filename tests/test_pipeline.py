@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from stream.sandbox import IsolatedPipeline, RawMessage
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
 

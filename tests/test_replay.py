@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from stream.generate import Generator
-from stream.replay import parse_start
-from stream.sandbox import IsolatedPipeline, RawMessage
+from stream.ops.generate import Generator
+from stream.ops.replay import parse_start
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.keyring import new_keyring
-from stream.masking import Masker
-from stream.records import MaskedLogin, RawLogin, Rejection
-from stream.timestamps import MAX_EPOCH_MS
-from stream.transform import (
+from stream.core.keyring import new_keyring
+from stream.core.masking import Masker
+from stream.core.records import MaskedLogin, RawLogin, Rejection
+from stream.core.timestamps import MAX_EPOCH_MS
+from stream.core.transform import (
     MAX_BODY_TEXT_BYTES,
     MAX_BODY_TOKEN_CHARS,
     body_text,
@@ -21,7 +21,7 @@ from stream.transform import (
     text_bytes,
     utc_date,
 )
-from stream.validation import InvalidLogin, parse_login
+from stream.core.validation import InvalidLogin, parse_login
 
 VALID = {
     "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",

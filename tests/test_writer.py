@@ -11,12 +11,12 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
-from stream.records import Rejection
-from stream.rows import insert_logins, logins_spec
-from stream.sandbox import IsolatedPipeline
-from stream.schema import Tables, ensure_schema
-from stream.sink import create_staging
-from stream.writer import BatchWriter
+from stream.core.records import Rejection
+from stream.postgres.rows import insert_logins, logins_spec
+from stream.postgres.schema import Tables, ensure_schema
+from stream.postgres.sink import create_staging
+from stream.postgres.writer import BatchWriter
+from tests.support.sandbox import IsolatedPipeline
 
 pytestmark = pytest.mark.services
 
