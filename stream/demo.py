@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psycopg
@@ -22,6 +23,7 @@ from stream.commands.send import send_stream
 from stream.generate import generate
 from stream.launcher import Launcher
 from stream.schema import ensure_schema
+from stream.settings import Settings
 from stream.stack.manager import Stack, external_database_url_from_environment
 
 
@@ -96,12 +98,34 @@ def print_summary(
     return device
 
 
+def kafka_listener(stack_env: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    """The variables that point the demo's clients and children at the stack
+    listener matching the caller's Kafka security: its plaintext one (already
+    in *stack_env*), or its SASL/PLAIN one for ``SASL_PLAINTEXT``, with the
+    stack's user unless the caller names one. Without this, the stack's
+    plaintext address would meet the caller's SASL settings and fail."""
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return {}
+    if protocol != "SASL_PLAINTEXT":
+        raise RuntimeError(
+            f"the local stack has no TLS listener: run the demo with "
+            f"KAFKA_SECURITY_PROTOCOL=PLAINTEXT or SASL_PLAINTEXT, not {protocol}"
+        )
+    listener = {"KAFKA_BOOTSTRAP_SERVERS": stack_env["STACK_KAFKA_SASL_BOOTSTRAP_SERVERS"]}
+    if not settings.kafka_sasl_username:
+        listener["KAFKA_SASL_USERNAME"] = stack_env["STACK_KAFKA_SASL_USERNAME"]
+        listener["KAFKA_SASL_PASSWORD"] = stack_env["STACK_KAFKA_SASL_PASSWORD"]
+    return listener
+
+
 def run_demo(count: int, workers: int, seed: int | None, timeout: float) -> int:
     settings = settings_module.load()
     stack = Stack(settings.stack_dir)
     stack.external_database_url = external_database_url_from_environment(stack)
     print("starting the local stack (Kafka, ElasticMQ, PostgreSQL) ...", flush=True)
     env = stack.up()
+    env.update(kafka_listener(env, settings))
     os.environ.update(env)
     settings = settings_module.load()
 

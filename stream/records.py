@@ -23,6 +23,12 @@ HEADER_RECEIVE_COUNT = "sqs_receive_count"
 # user_logins.message_id is varchar(128); a receive count fits a Postgres integer.
 MAX_MESSAGE_ID = 128
 MAX_RECEIVE_COUNT = 2**31 - 1
+# The largest body SQS accepts (1 MiB on AWS since 2025). Every message SQS
+# accepts must fit the raw topic, so the raw record's limit adds room for its
+# key (32 bytes), its headers (a message id, two numbers) and the framing of
+# a record batch that holds it alone.
+MAX_SQS_BODY_BYTES = 1_048_576
+MAX_RAW_RECORD_BYTES = MAX_SQS_BODY_BYTES + 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ can count exactly what it produced.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -16,13 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 from psycopg import sql
 
+from stream import settings as settings_module
 from stream.canonical import raw_record_key
+from stream.kafka_security import KafkaClients
 from stream.launcher import Launcher
-from stream.records import HEADER_MESSAGE_ID, HEADER_RECEIVE_COUNT, HEADER_SENT_TIMESTAMP
+from stream.records import (
+    HEADER_MESSAGE_ID,
+    HEADER_RECEIVE_COUNT,
+    HEADER_SENT_TIMESTAMP,
+    MAX_RAW_RECORD_BYTES,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class IsolatedPipeline:
     work_dir: Path
     partitions: int = 4
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    # False: leave the topics to the first worker, as a deployment that never
+    # creates them itself does (the worker must then still consume them).
+    topics_up_front: bool = True
 
     def __post_init__(self) -> None:
         self.admin_url = self.stack_env["DATABASE_URL"]
@@ -67,10 +78,12 @@ class IsolatedPipeline:
         self.launcher = Launcher(self.env, self.work_dir / self.name)
 
     def __enter__(self) -> IsolatedPipeline:
-        """Create the database and topics; on exit stop children, drop the
-        database and delete every topic named after this pipeline."""
+        """Create the database and (unless not *topics_up_front*) the topics;
+        on exit stop children, drop the database and delete every topic named
+        after this pipeline."""
         self.create_database()
-        self.create_topics()
+        if self.topics_up_front:
+            self.create_topics()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -183,13 +196,19 @@ class IsolatedPipeline:
 
     # -- kafka ---------------------------------------------------------------------
 
+    @property
+    def kafka(self) -> KafkaClients:
+        """Clients configured as this pipeline's workers are (bootstrap servers,
+        TLS, SASL), from its variables as they are now."""
+        return KafkaClients.from_settings(settings_module.load({**os.environ, **self.env}))
+
     def create_topics(self) -> None:
         """Create the three topics up front, as a deployment would, so that no
         worker starts subscribed to a topic that does not exist yet."""
         asyncio.run(self._create_topics())
 
     async def _create_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        admin = self.kafka.admin()
         await admin.start()
         try:
             names = (self.raw_topic, self.masked_topic, self.rejected_topic)
@@ -198,8 +217,14 @@ class IsolatedPipeline:
             # SentTimestamp), so a default 7-day retention would delete them
             # at its next check, in the middle of a test.
             forever = {"retention.ms": "-1"}
+            # The raw topic takes every body SQS accepts, as the bridge's does.
+            largest = {"max.message.bytes": str(MAX_RAW_RECORD_BYTES)}
+            configs = {self.raw_topic: forever | largest}
             await admin.create_topics(
-                [NewTopic(n, self.partitions, 1, topic_configs=forever) for n in names]
+                [
+                    NewTopic(n, self.partitions, 1, topic_configs=configs.get(n, forever))
+                    for n in names
+                ]
             )
         finally:
             await admin.close()
@@ -214,7 +239,7 @@ class IsolatedPipeline:
         asyncio.run(self._delete_topics())
 
     async def _delete_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        admin = self.kafka.admin()
         await admin.start()
         try:
             ours = [
@@ -233,11 +258,7 @@ class IsolatedPipeline:
         return asyncio.run(self._lag())
 
     async def _lag(self) -> dict[str, int]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
-            group_id=self.name,
-            enable_auto_commit=False,
-        )
+        consumer = self.kafka.consumer(group_id=self.name, enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = [
@@ -259,11 +280,11 @@ class IsolatedPipeline:
         asyncio.run(self._produce_raw(list(messages)))
 
     async def _produce_raw(self, messages: list[RawMessage]) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+        producer = self.kafka.producer(
             enable_idempotence=True,
             acks="all",
             linger_ms=10,
+            max_request_size=MAX_RAW_RECORD_BYTES,
         )
         await producer.start()
         try:
@@ -290,7 +311,7 @@ class IsolatedPipeline:
         asyncio.run(self._produce_plain(topic, records))
 
     async def _produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        producer = self.kafka.producer(max_request_size=MAX_RAW_RECORD_BYTES)
         await producer.start()
         try:
             for key, value in records:
@@ -303,11 +324,8 @@ class IsolatedPipeline:
         return asyncio.run(self._read_topic(topic))
 
     async def _read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
+        consumer = self.kafka.consumer(
+            topic, auto_offset_reset="earliest", enable_auto_commit=False
         )
         await consumer.start()
         try:
