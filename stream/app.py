@@ -23,6 +23,7 @@ from stream.keyring import KeyRingError, load_keyring
 from stream.metrics import WorkerMetrics
 from stream.monitor import LeanMonitor
 from stream.partitioning import partition_for_key
+from stream.records import MAX_RAW_RECORD_BYTES
 from stream.stack.ports import choose_port
 from stream.stats import PipelineStats
 from stream.worker import Worker
@@ -60,6 +61,10 @@ app = faust.App(
     producer_linger=0.02,
     producer_max_batch_size=256 * 1024,
     producer_max_request_size=2 * 1024 * 1024,
+    # A raw record may hold a 1 MiB body: fetch at least one whole record of
+    # a partition per request (an older broker would otherwise send part of
+    # it, and aiokafka skips a record it cannot read whole).
+    consumer_max_fetch_size=MAX_RAW_RECORD_BYTES,
     # Kafka's default partitioning, without aiokafka's byte-at-a-time murmur2.
     producer_partitioner=partition_for_key,
     # Commit by time (every few seconds) rather than every few hundred records:
@@ -81,6 +86,8 @@ raw_topic = app.topic(
     value_serializer="raw",
     partitions=settings.topics.partitions,
     retention=timedelta(hours=settings.topics.raw_retention_hours),
+    # Every body SQS accepts fits, as on the topic the bridge creates.
+    config={"max.message.bytes": str(MAX_RAW_RECORD_BYTES)},
     internal=True,
 )
 # Output topics for downstream consumers: JSON bytes that the agent encodes
