@@ -65,6 +65,8 @@ app = faust.App(
     # a partition per request (an older broker would otherwise send part of
     # it, and aiokafka skips a record it cannot read whole).
     consumer_max_fetch_size=MAX_RAW_RECORD_BYTES,
+    # Topics created moments ago are assigned within seconds (see there).
+    consumer_metadata_max_age_ms=kafka_transport.METADATA_MAX_AGE_MS,
     # Kafka's default partitioning, without aiokafka's byte-at-a-time murmur2.
     producer_partitioner=partition_for_key,
     # Commit by time (every few seconds) rather than every few hundred records:

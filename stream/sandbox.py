@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from psycopg import sql
 
 from stream import settings as settings_module
@@ -251,6 +252,35 @@ class IsolatedPipeline:
                 await admin.delete_topics(ours)
         finally:
             await admin.close()
+
+    def topic_config(self, topic: str) -> dict[str, str] | None:
+        """*topic*'s configuration as the broker reports it, None while it does not exist."""
+        return asyncio.run(self._topic_config(topic))
+
+    async def _topic_config(self, topic: str) -> dict[str, str] | None:
+        admin = self.kafka.admin()
+        await admin.start()
+        try:
+            if topic not in await admin.list_topics():
+                return None
+            (response,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic)]
+            )
+        finally:
+            await admin.close()
+        # One resource: (error, message, type, name, [(name, value, ...), ...]).
+        (resource,) = response.resources
+        return {entry[0]: entry[1] for entry in resource[4]}
+
+    def wait_for_topic(self, topic: str, timeout: float = 60.0) -> dict[str, str]:
+        """Block until *topic* exists (a worker or the bridge creates it); its configuration."""
+        deadline = time.monotonic() + timeout
+        while (config := self.topic_config(topic)) is None:
+            failed = self.launcher.failed()
+            assert not failed, f"children exited: {failed}"
+            assert time.monotonic() < deadline, f"topic {topic} not created in {timeout:.0f} s"
+            time.sleep(0.5)
+        return config
 
     def lag(self) -> dict[str, int]:
         """Records past the workers' committed offset, per partition of the
