@@ -153,11 +153,12 @@ def kafka_producer() -> AIOKafkaProducer:
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
-@app.timer(interval=30.0)
+@app.timer(interval=watchdog.CHECK_INTERVAL_SECONDS)
 async def log_stats() -> None:
     log.info("pipeline: %s", stats.summary())
-    watchdog.report_stopped_agents((process_logins,))
-    await watchdog.repair_stalled_partitions(app)
+    stopped = watchdog.report_stopped_agents((process_logins,))
+    stalled = await watchdog.repair_stalled_partitions(app)
+    watchdog.health.record(stopped, stalled, time.monotonic())
 
 
 @app.page("/seen-devices/{device}/")
@@ -195,16 +196,29 @@ async def prometheus_metrics(web: faust.web.Web, request: Request) -> Response:
 
 @app.page("/health")
 async def health(web: faust.web.Web, request: Request) -> Response:
-    """Liveness: the worker's event loop answers."""
-    return web.json({"status": "ok"})
+    """Liveness: the event loop answers and the last self-checks found the
+    agent consuming and no partition stalled (see stream.watchdog). A worker
+    that answers HTTP but moves no data is unhealthy: restarting it is the cure."""
+    problems = watchdog.health.problems(time.monotonic())
+    return web.json(
+        {"status": "unhealthy" if problems else "ok", "problems": problems},
+        status=503 if problems else 200,
+    )
 
 
 @app.page("/ready")
 async def ready(web: faust.web.Web, request: Request) -> Response:
-    """Readiness: partitions assigned and tables recovered, not rebalancing."""
+    """Readiness: healthy (as /health), partitions assigned and tables recovered,
+    not rebalancing."""
     recovered = app.tables.recovery.completed.is_set()
-    is_ready = recovered and not app.rebalancing
+    problems = watchdog.health.problems(time.monotonic())
+    is_ready = recovered and not app.rebalancing and not problems
     return web.json(
-        {"ready": is_ready, "rebalancing": app.rebalancing, "recovered": recovered},
+        {
+            "ready": is_ready,
+            "rebalancing": app.rebalancing,
+            "recovered": recovered,
+            "problems": problems,
+        },
         status=200 if is_ready else 503,
     )

@@ -17,13 +17,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Where the fields' defaults are read: the process environment, unless
-# load() was given another mapping (a sandboxed pipeline's variables).
-_ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("maskstream_environ", default=os.environ)
+# Where the fields' defaults are read: the process environment as it is at
+# that moment, unless load() was given another mapping (a sandboxed
+# pipeline's variables).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("maskstream_environ", default=None)
 
 
 def _getenv(name: str) -> str:
-    return _ENVIRON.get().get(name, "")
+    environ = _ENVIRON.get()
+    return (os.environ if environ is None else environ).get(name, "")
 
 
 def _env(name: str, default: str) -> str:

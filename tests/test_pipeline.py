@@ -295,7 +295,7 @@ def test_worker_serves_metrics_health_and_readiness(pipeline: IsolatedPipeline) 
     base = f"http://127.0.0.1:{pipeline.launcher.web_ports['worker']}"
 
     with urllib.request.urlopen(f"{base}/health") as response:
-        assert json.load(response) == {"status": "ok"}
+        assert json.load(response) == {"status": "ok", "problems": []}
     with urllib.request.urlopen(f"{base}/ready") as response:
         assert json.load(response)["ready"] is True
     # Offsets are committed every few seconds: lag drains to zero shortly after.
