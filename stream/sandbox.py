@@ -12,9 +12,10 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from aiokafka import TopicPartition
@@ -33,6 +34,9 @@ from stream.records import (
     MAX_RAW_RECORD_BYTES,
 )
 
+# A record as another producer might write it: key, value and maybe headers.
+PlainRecord = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+
 
 @dataclass(frozen=True)
 class RawMessage:
@@ -41,6 +45,16 @@ class RawMessage:
     message_id: str
     body: bytes
     sent_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    # Header values to send instead of the bridge's (e.g. a broken timestamp).
+    odd_headers: Mapping[str, bytes] = field(default_factory=dict)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        bridge = {
+            HEADER_MESSAGE_ID: self.message_id.encode(),
+            HEADER_SENT_TIMESTAMP: str(self.sent_at_ms).encode(),
+            HEADER_RECEIVE_COUNT: b"1",
+        }
+        return list((bridge | dict(self.odd_headers)).items())
 
 
 def with_database(url: str, database: str) -> str:
@@ -164,21 +178,29 @@ class IsolatedPipeline:
 
     # -- sqs ---------------------------------------------------------------------
 
-    def create_queue(self) -> str:
-        """A queue of this pipeline's own; the bridge and `send` use it from now on."""
+    def _sqs(self) -> Any:
         import boto3
 
         env = self.stack_env
-        sqs = boto3.client(
+        return boto3.client(
             "sqs",
             endpoint_url=env["AWS_ENDPOINT_URL_SQS"],
             region_name=env["AWS_DEFAULT_REGION"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
-        url = sqs.create_queue(QueueName=self.name)["QueueUrl"]
+
+    def create_queue(self) -> str:
+        """A queue of this pipeline's own; the bridge and `send` use it from now on."""
+        url = self._sqs().create_queue(QueueName=self.name)["QueueUrl"]
         self.env["SQS_QUEUE_URL"] = url
         return url
+
+    def send_large_to_sqs(self, bodies: Iterable[str]) -> list[str]:
+        """Send each body alone, whatever its size up to what SQS accepts
+        (``send`` batches at most 256 KiB); return the SQS message ids."""
+        sqs, url = self._sqs(), self.env["SQS_QUEUE_URL"]
+        return [sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"] for body in bodies]
 
     def send_to_sqs(self, lines: list[bytes], threads: int = 8) -> int:
         """Send each line as one message body; return how many SQS accepted."""
@@ -324,11 +346,7 @@ class IsolatedPipeline:
                     m.body,
                     key=raw_record_key(m.body, "device_id") or m.message_id.encode(),
                     timestamp_ms=m.sent_at_ms,
-                    headers=[
-                        (HEADER_MESSAGE_ID, m.message_id.encode()),
-                        (HEADER_SENT_TIMESTAMP, str(m.sent_at_ms).encode()),
-                        (HEADER_RECEIVE_COUNT, b"1"),
-                    ],
+                    headers=m.headers(),
                 )
                 for m in messages
             ]
@@ -336,16 +354,19 @@ class IsolatedPipeline:
         finally:
             await producer.stop()
 
-    def produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-        """(key, value) records onto *topic*, as some other producer might write them."""
+    def produce_plain(self, topic: str, records: Sequence[PlainRecord]) -> None:
+        """(key, value) or (key, value, headers) records onto *topic*, as some
+        other producer might write them."""
         asyncio.run(self._produce_plain(topic, records))
 
-    async def _produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    async def _produce_plain(self, topic: str, records: Sequence[PlainRecord]) -> None:
         producer = self.kafka.producer(max_request_size=MAX_RAW_RECORD_BYTES)
         await producer.start()
         try:
-            for key, value in records:
-                await producer.send_and_wait(topic, value, key=key)
+            for key, value, *headers in records:
+                await producer.send_and_wait(
+                    topic, value, key=key, headers=headers[0] if headers else None
+                )
         finally:
             await producer.stop()
 
