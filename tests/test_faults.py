@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -26,10 +28,13 @@ from pathlib import Path
 
 import pytest
 
+from bridge.sqs import MAX_MESSAGE_BYTES
 from stream.generate import Generator
+from stream.records import MAX_SQS_BODY_BYTES
 from stream.sandbox import IsolatedPipeline
 from stream.stack.manager import Stack
 from stream.validation import InvalidLogin, parse_login
+from tests.test_poison import POISONS
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 
@@ -40,14 +45,40 @@ def synthetic_lines(count: int, seed: int) -> tuple[list[bytes], int]:
     """*count* bodies and how many of them are valid logins."""
     generator = Generator(seed=seed, devices=count // 4)
     lines = [line.encode() for line in generator.lines(count)]
+    return [line + b"\n" for line in lines], count_valid(lines)
+
+
+def count_valid(bodies: list[bytes]) -> int:
     valid = 0
-    for line in lines:
+    for body in bodies:
         try:
-            parse_login(line)
+            parse_login(body)
             valid += 1
         except InvalidLogin:
             pass
-    return [line + b"\n" for line in lines], valid
+    return valid
+
+
+# SQS message text: XML 1.0 characters only (no NUL, no lone surrogates; the
+# JSON escape text "\ud800" is plain ASCII and fine).
+_SQS_CHARACTERS = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_can_carry(body: bytes) -> bool:
+    """Whether SQS accepts *body* as a message (UTF-8 text of allowed characters)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return 0 < len(body) <= MAX_SQS_BODY_BYTES and not _SQS_CHARACTERS.search(text)
+
+
+def scatter(lines: list[bytes], extra: list[bytes], rng: random.Random) -> list[bytes]:
+    """*lines* with *extra* inserted at random places."""
+    mixed = list(lines)
+    for line in extra:
+        mixed.insert(rng.randrange(len(mixed) + 1), line)
+    return mixed
 
 
 class FaultRun:
@@ -69,6 +100,20 @@ class FaultRun:
     def send(self, count: int, seed: int) -> None:
         lines, valid = synthetic_lines(count, seed)
         self.sent += self.pipe.send_to_sqs(lines)
+        self.valid += valid
+
+    def send_with_poison(self, count: int, seed: int, copies: int = 20) -> None:
+        """*count* synthetic bodies with *copies* of every poison pill SQS can
+        carry scattered among them; those over ``send``'s 256 KiB batch limit
+        (up to SQS's 1 MiB) go one by one."""
+        lines, valid = synthetic_lines(count, seed)
+        carried = [p.body for p in POISONS if sqs_can_carry(p.body)]
+        carried.append(b"j" * MAX_SQS_BODY_BYTES)  # the largest body SQS accepts
+        assert count_valid(carried) == 0
+        small = [body + b"\n" for body in carried if len(body) <= MAX_MESSAGE_BYTES]
+        large = [body.decode() for body in carried if len(body) > MAX_MESSAGE_BYTES]
+        self.sent += self.pipe.send_to_sqs(scatter(lines, small * copies, random.Random(seed)))
+        self.sent += len(self.pipe.send_large_to_sqs(large * copies))
         self.valid += valid
 
     def start(self, workers: int = 2) -> None:
@@ -218,6 +263,19 @@ def test_replay_from_earliest_while_new_data_arrives(run: FaultRun) -> None:
     for name in ("worker-3", "worker-4"):
         run.pipe.launcher.start_worker(name)
     run.finish_and_check()
+
+
+def test_poison_pills_of_every_kind_scattered_through_the_stream(run: FaultRun) -> None:
+    """Every kind of poison SQS can carry (lone surrogate escapes, a 5,000-digit
+    integer, NUL escapes, deep nesting, duplicate keys, bodies of ~200 KB to
+    1 MiB), 20 copies each among 20,000 messages: exact rows and rejections,
+    and neither worker ever exits or logs a traceback."""
+    run.send_with_poison(MESSAGES, seed=109)
+    run.start(workers=2)
+    run.finish_and_check()
+    for name in ("worker-1", "worker-2"):
+        assert run.pipe.launcher.children[name].poll() is None, run.pipe.launcher.failed()
+        assert "Traceback" not in run.pipe.launcher.log(name)
 
 
 def test_third_worker_joins_mid_stream_then_leaves(run: FaultRun) -> None:
