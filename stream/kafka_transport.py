@@ -12,7 +12,8 @@ leaving lost a few dozen of 20,000 messages).
 This transport forgets read offsets, so every fetched record is processed
 and no gap is ever acknowledged unprocessed. The price is that records seen
 twice around a rebalance are processed twice, which this pipeline absorbs
-(rows are unique per message id, ``seen_devices`` entries are recomputed).
+(rows are unique per message id, and ``seen_devices`` counts only rows
+that a transaction inserted).
 Our topics hold no transaction markers or compacted holes, the only real
 gaps that logic existed for.
 
@@ -107,6 +108,8 @@ class Consumer(aiokafka_driver.Consumer):
                 if records is None or self.should_stop:
                     break
                 generation = self.app.consumer_generation_id
+                for tp in records:  # once a fetch, not once a record
+                    track_end_offset(tp, self.highwater(tp))
                 held_back: dict[TP, int] = {}  # partition -> first offset not delivered
                 for tp, record in self.scheduler.iterate(records):
                     if commit_every is not None and self._n_acked >= commit_every:
@@ -117,7 +120,6 @@ class Consumer(aiokafka_driver.Consumer):
                     if not self._may_deliver(tp, generation, active_partitions):
                         held_back[tp] = record.offset
                         continue
-                    track_end_offset(tp, self.highwater(tp))
                     await deliver(to_message(tp, record))
                 for tp, offset in held_back.items():
                     await self._rewind(tp, offset)

@@ -1,8 +1,8 @@
 """Replay the raw topic: rewind the workers' group, or rebuild into fresh tables.
 
 Replaying is safe because every row is keyed by its SQS message id: the
-re-processed messages hit ``ON CONFLICT DO NOTHING`` and ``seen_devices``
-entries are recomputed from the rows. Rewinding a group's offsets while its
+re-processed messages hit ``ON CONFLICT DO NOTHING``, and ``seen_devices``
+gains only what a transaction inserted, so nothing. Rewinding a group's offsets while its
 members run would be overwritten by their next commit, so it is refused.
 """
 

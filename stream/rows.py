@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -41,6 +42,10 @@ def from_epoch_ms(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
 
 
+# A batch's logins share a few dates: parse each once.
+_date = functools.lru_cache(maxsize=1024)(date.fromisoformat)
+
+
 def login_row(login: MaskedLogin) -> Row:
     return (
         login.message_id,
@@ -51,7 +56,7 @@ def login_row(login: MaskedLogin) -> Row:
         login.locale,
         login.app_version,
         login.app_version_full,
-        date.fromisoformat(login.create_date),
+        _date(login.create_date),
         from_epoch_ms(login.sent_at_ms),
     )
 

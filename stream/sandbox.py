@@ -8,6 +8,7 @@ can count exactly what it produced.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -146,6 +147,25 @@ class IsolatedPipeline:
             ).format(sql.Identifier(logins), sql.Identifier(devices))
         )
         return {device: (stored, n or 0) for device, stored, n in rows}
+
+    def changelog_mismatches(self, timeout: float = 60.0) -> dict[str, tuple[int | None, int]]:
+        """Devices whose ``seen_devices`` entry, as a recovering worker would
+        restore it from the table's changelog, differs from their rows:
+        masked id -> (restored count or None, rows). Waits up to *timeout*
+        for the last changelog writes to land."""
+        per_device = dict(
+            self.query("SELECT masked_device_id, count(*) FROM user_logins GROUP BY 1")
+        )
+        changelog = f"{self.name}-seen_devices-changelog"
+        deadline = time.monotonic() + timeout
+        while True:
+            latest: dict[str, int] = {}
+            for key, value in self.read_topic(changelog):
+                latest[key.decode()] = json.loads(value)["login_count"]
+            wrong = {d: (latest.get(d), n) for d, n in per_device.items() if latest.get(d) != n}
+            if not wrong or time.monotonic() > deadline:
+                return wrong
+            time.sleep(2)  # a final changelog write may still be in a producer buffer
 
     def outcome_count(self) -> int:
         """Rows plus rejections (0 before the worker has created the tables)."""
@@ -303,6 +323,16 @@ class IsolatedPipeline:
             assert time.monotonic() < deadline, f"topic {topic} not created in {timeout:.0f} s"
             time.sleep(0.5)
         return config
+
+    def wait_until_caught_up(self, timeout: float = 120.0) -> None:
+        """Block until the workers have committed every raw record (a replay
+        adds no outcomes to wait for); fail if a child exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while lag := self.lag():
+            failed = self.launcher.failed()
+            assert not failed, f"children exited: {failed}"
+            assert time.monotonic() < deadline, f"raw records not committed: {lag}"
+            time.sleep(1.0)
 
     def lag(self) -> dict[str, int]:
         """Records past the workers' committed offset, per partition of the

@@ -101,3 +101,25 @@ def test_bridge_keys_every_spelling_of_a_value_alike() -> None:
     assert key("device_id", " d-1 ") == key("device_id", "d-1")
     assert key("ip", "::ffff:198.19.7.7") == key("ip", "198.19.7.7")
     assert key("ip", "2001:DB8::1") == key("ip", "2001:db8::1")
+
+
+def _ipv4_like() -> st.SearchStrategy[str]:
+    octet = st.one_of(
+        st.integers(0, 300).map(str),
+        st.integers(0, 255).map(lambda n: f"0{n}"),  # leading zeros
+        st.text("0123456789٣", min_size=0, max_size=4),  # empty, long, non-ASCII digits
+    )
+    return st.lists(octet, min_size=3, max_size=5).map(".".join)
+
+
+@given(_ipv4_like())
+def test_the_dotted_quad_fast_path_accepts_exactly_what_ipaddress_accepts(text: str) -> None:
+    try:
+        expected = str(ipaddress.IPv4Address(text))
+    except ValueError:
+        expected = None
+    try:
+        got = canonical_ip(text)
+    except InvalidAddress:
+        got = None
+    assert got == expected

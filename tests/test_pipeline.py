@@ -59,8 +59,8 @@ BAD_INPUTS = {
     json.dumps(
         {"user_id": "u", "app_version": "1.0", "device_type": "ios", "ip": "1.2.3.4"}
     ).encode(): ("missing field device_id"),
-    # Valid JSON the database refuses (NUL in text): isolated, rejected with its reason.
-    login(user_id="nul\u0000inside"): "database refused row",
+    # Valid JSON the database would refuse (NUL in text): rejected before it.
+    login(user_id="nul\u0000inside"): "user_id contains a NUL character",
 }
 
 

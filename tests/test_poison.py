@@ -77,14 +77,6 @@ def assert_worker_never_failed(pipe: IsolatedPipeline, name: str = "worker") -> 
     assert "Traceback" not in log, log[log.index("Traceback") :][:3000]
 
 
-def wait_until_committed(pipe: IsolatedPipeline, timeout: float = 60.0) -> None:
-    """Every raw partition's committed offset reaches its end: none stalled."""
-    deadline = time.monotonic() + timeout
-    while lag := pipe.lag():
-        assert time.monotonic() < deadline, f"uncommitted records by partition: {lag}"
-        time.sleep(1)
-
-
 def test_every_poison_pill_is_one_rejection_and_the_worker_keeps_going(
     pipeline: IsolatedPipeline,
 ) -> None:
@@ -157,7 +149,7 @@ def test_every_poison_pill_is_one_rejection_and_the_worker_keeps_going(
         ([m.message_id for m in odd_headers] + [plain_good],),
     )
     assert all(abs(float(s) - started) < 600 for (s,) in sent), sent
-    wait_until_committed(pipeline)
+    pipeline.wait_until_caught_up()
     assert_worker_never_failed(pipeline)
 
 
@@ -186,6 +178,6 @@ def test_every_body_sqs_accepts_up_to_1_mib_ends_as_a_row_or_a_rejection(
         assert rejected.keys() == {junk_id, surrogate_id}
         assert rejected[junk_id].startswith("not JSON (body truncated to")
         assert rejected[surrogate_id].startswith("user_id is not valid Unicode")
-        wait_until_committed(pipe)
+        pipe.wait_until_caught_up()
         assert_worker_never_failed(pipe)
         assert "exceeds" not in pipe.launcher.log("bridge")  # nothing left for the DLQ
