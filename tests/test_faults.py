@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -126,6 +127,20 @@ class FaultRun:
         while self.pipe.outcome_count() < fraction * self.sent:
             assert time.monotonic() < deadline, "the pipeline made no progress"
             time.sleep(0.2)
+
+    def wait_until_ready(self, worker: str, timeout: float = 120.0) -> None:
+        """Block until *worker* answers ``/ready``: it has joined the group and
+        recovered its table (a worker stopped before that never joined)."""
+        url = f"http://127.0.0.1:{self.pipe.launcher.web_ports[worker]}/ready"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    return
+            except OSError:  # not listening yet, or 503 while it joins
+                assert time.monotonic() < deadline, f"{worker} not ready in {timeout:.0f} s"
+                assert not self.pipe.launcher.failed(), self.pipe.launcher.failed()
+                time.sleep(0.5)
 
     def finish_and_check(self, timeout: float = 300.0) -> None:
         self.pipe.wait_for_outcomes(self.sent, timeout=timeout)
@@ -265,6 +280,8 @@ def test_third_worker_joins_mid_stream_then_leaves(run: FaultRun) -> None:
     run.start(workers=2)
     run.wait_for_rows(0.2)
     run.pipe.launcher.start_worker("worker-3")
+    # The stream can pass half-way before a worker has even imported Faust.
+    run.wait_until_ready("worker-3")
     run.wait_for_rows(0.5)
     assert run.pipe.launcher.stop("worker-3", signal.SIGTERM) == 0
     run.finish_and_check()

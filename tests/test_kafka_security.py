@@ -233,3 +233,27 @@ def test_replay_and_status_authenticate_on_the_sasl_listener(
     ), status.stdout
     raw_line = next(line for line in status.stdout.splitlines() if sasl_pipeline.raw_topic in line)
     assert "no such topic" not in raw_line, status.stdout
+
+
+@pytest.mark.services
+def test_demo_runs_over_the_sasl_listener(stack_env: dict[str, str]) -> None:
+    """Asked for SASL_PLAINTEXT (no address, no user), the demo's bridge and
+    workers use the stack's SASL listener: with its plaintext address they
+    would not connect, and no message would become a row."""
+    env = {
+        **os.environ,
+        "MASKSTREAM_STACK_DIR": stack_env["MASKSTREAM_STACK_DIR"],
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    }
+    for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        env.pop(name, None)
+    demo = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "demo", "--count", "40", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    written = next(line for line in demo.stdout.splitlines() if line.startswith("rows written"))
+    assert int(written.split()[-1]) > 0
