@@ -10,6 +10,7 @@ crash or restart, and no partition may be left with uncommitted records.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from tests.test_pipeline import login, new_id
 
 pytestmark = pytest.mark.services
 
-DIGIT_LIMIT = 4300  # Python's default int digit limit, which json enforces
+DIGIT_LIMIT = sys.get_int_max_str_digits()  # json refuses longer integers
+IP = "199.172.111.135"  # every login's, from tests.test_pipeline.login
 
 
 def huge_integer_login(digits: int = 5000) -> bytes:
@@ -71,10 +73,12 @@ def valid(count: int, tag: str) -> list[RawMessage]:
 
 
 def assert_worker_never_failed(pipe: IsolatedPipeline, name: str = "worker") -> None:
-    """Still the first process (no exit, no restart) and no traceback logged."""
+    """Still the first process (no exit, no restart), no traceback logged, and
+    no IP in its log (poison must not make a worker quote bodies)."""
     assert pipe.launcher.children[name].poll() is None, pipe.launcher.failed()
     log = pipe.launcher.log(name)
     assert "Traceback" not in log, log[log.index("Traceback") :][:3000]
+    assert IP not in log
 
 
 def test_every_poison_pill_is_one_rejection_and_the_worker_keeps_going(
@@ -141,6 +145,7 @@ def test_every_poison_pill_is_one_rejection_and_the_worker_keeps_going(
     assert rejected.keys() == expected.keys()
     for message_id, reason in expected.items():
         assert rejected[message_id].startswith(reason), (reason, rejected[message_id])
+        assert IP not in rejected[message_id] and "dev-" not in rejected[message_id]
     rows = {r[0] for r in pipeline.query("SELECT message_id FROM user_logins")}
     assert rows == {m.message_id for m in good} | {plain_good}
     # The fallback sent time is the record's Kafka timestamp: now, not year 1 or 9999.
