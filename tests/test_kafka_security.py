@@ -24,6 +24,17 @@ from stream.sandbox import IsolatedPipeline, RawMessage
 from stream.settings import Settings
 from stream.settings import load as load_settings
 
+LOGIN = json.dumps(
+    {
+        "user_id": "u-1",
+        "app_version": "1.2",
+        "device_type": "ios",
+        "ip": "10.1.2.3",
+        "locale": None,
+        "device_id": "111-22-3333",
+    }
+).encode()
+
 
 def security(**changes: str) -> KafkaSecurity:
     return KafkaSecurity.from_settings(replace(Settings(), **changes))
@@ -127,16 +138,8 @@ def test_wrong_password_is_refused(stack_env: dict[str, str]) -> None:
 def test_worker_runs_the_pipeline_over_sasl(
     pipeline: IsolatedPipeline, stack_env: dict[str, str]
 ) -> None:
-    body = {
-        "user_id": "u-1",
-        "app_version": "1.2",
-        "device_type": "ios",
-        "ip": "10.1.2.3",
-        "locale": None,
-        "device_id": "111-22-3333",
-    }
     pipeline.launcher.start_worker("worker", extra_env=sasl_env(stack_env))
-    pipeline.produce_raw([RawMessage(str(uuid.uuid4()), json.dumps(body).encode())])
+    pipeline.produce_raw([RawMessage(str(uuid.uuid4()), LOGIN)])
     pipeline.wait_for_outcomes(1)
     # The worker knew only the SASL listener: the row proves it authenticated.
     assert pipeline.row_count() == 1
@@ -257,3 +260,17 @@ def test_demo_runs_over_the_sasl_listener(stack_env: dict[str, str]) -> None:
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     written = next(line for line in demo.stdout.splitlines() if line.startswith("rows written"))
     assert int(written.split()[-1]) > 0
+
+
+@pytest.mark.services
+def test_replay_into_a_new_table_runs_over_the_sasl_listener(
+    sasl_pipeline: IsolatedPipeline,
+) -> None:
+    """The rebuild's group rewind, end offsets, progress checks and worker all
+    authenticate; the row in the new table proves the worker did."""
+    sasl_pipeline.produce_raw([RawMessage(str(uuid.uuid4()), LOGIN)])
+    rebuild = cli(
+        sasl_pipeline, "replay", "--from", "earliest", "--into", "rebuilt", "--timeout", "120"
+    )
+    assert rebuild.returncode == 0, rebuild.stdout + rebuild.stderr
+    assert sasl_pipeline.query("SELECT count(*) FROM rebuilt") == [(1,)]
