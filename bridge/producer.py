@@ -34,20 +34,23 @@ from bridge.sqs import SqsMessage
 from stream.common.canonical import raw_record_key
 from stream.common.kafka_security import KafkaSecurity
 from stream.common.partitioning import murmur2, partition_for_key
+from stream.common.raw_records import (
+    HEADER_MESSAGE_ID,
+    HEADER_RECEIVE_COUNT,
+    HEADER_SENT_TIMESTAMP,
+    MAX_RAW_RECORD_BYTES,
+)
 from stream.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # The body field whose hash keys each raw record (MASKSTREAM_BRIDGE_KEY_FIELD).
 DEFAULT_KEY_FIELD = "device_id"
-HEADER_MESSAGE_ID = "sqs_message_id"
-HEADER_SENT_TIMESTAMP = "sqs_sent_timestamp"
-HEADER_RECEIVE_COUNT = "sqs_receive_count"
 
-# Largest produce request. An SQS body is at most 256 KiB on ElasticMQ (1 MiB
-# on AWS since 2025, which would also need the broker's message.max.bytes
-# raised); 1 MiB leaves room for the key and headers.
-MAX_REQUEST_BYTES = 1_048_576
+# Largest produce request: one record of the largest SQS body (1 MiB on AWS
+# since 2025) with its key and headers. The raw topic is created with the
+# same max.message.bytes, since a broker's default (1 MiB + 12) is too small.
+MAX_REQUEST_BYTES = MAX_RAW_RECORD_BYTES
 # Keep replicas on up to three brokers; a single-node dev cluster gets one.
 MAX_REPLICATION_FACTOR = 3
 # A broken producer is replaced at most this often, so a persistent error
@@ -156,6 +159,7 @@ async def ensure_topic(settings: Settings) -> bool:
                 "retention.ms": str(topics.raw_retention_hours * 3_600_000),
                 # With acks=all, an acknowledgement then means two copies when there are three.
                 "min.insync.replicas": str(max(1, replication - 1)),
+                "max.message.bytes": str(MAX_REQUEST_BYTES),
             },
         )
         response = await admin.create_topics([topic])

@@ -16,19 +16,25 @@ Run alone with ``pytest -m faults``.
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from bridge.sqs import MAX_MESSAGE_BYTES
+from stream.core.records import MAX_SQS_BODY_BYTES
 from stream.core.validation import InvalidLogin, parse_login
 from stream.devstack.manager import Stack
 from stream.ops.generate import Generator
 from tests.support.sandbox import IsolatedPipeline
+from tests.test_poison import POISONS, assert_worker_never_failed
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 
@@ -39,14 +45,40 @@ def synthetic_lines(count: int, seed: int) -> tuple[list[bytes], int]:
     """*count* bodies and how many of them are valid logins."""
     generator = Generator(seed=seed, devices=count // 4)
     lines = [line.encode() for line in generator.lines(count)]
+    return [line + b"\n" for line in lines], count_valid(lines)
+
+
+def count_valid(bodies: list[bytes]) -> int:
     valid = 0
-    for line in lines:
+    for body in bodies:
         try:
-            parse_login(line)
+            parse_login(body)
             valid += 1
         except InvalidLogin:
             pass
-    return [line + b"\n" for line in lines], valid
+    return valid
+
+
+# SQS message text: XML 1.0 characters only (no NUL, no lone surrogates; the
+# JSON escape text "\ud800" is plain ASCII and fine).
+_SQS_CHARACTERS = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_can_carry(body: bytes) -> bool:
+    """Whether SQS accepts *body* as a message (UTF-8 text of allowed characters)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return 0 < len(body) <= MAX_SQS_BODY_BYTES and not _SQS_CHARACTERS.search(text)
+
+
+def scatter(lines: list[bytes], extra: list[bytes], rng: random.Random) -> list[bytes]:
+    """*lines* with *extra* inserted at random places."""
+    mixed = list(lines)
+    for line in extra:
+        mixed.insert(rng.randrange(len(mixed) + 1), line)
+    return mixed
 
 
 class FaultRun:
@@ -70,6 +102,20 @@ class FaultRun:
         self.sent += self.pipe.send_to_sqs(lines)
         self.valid += valid
 
+    def send_with_poison(self, count: int, seed: int, copies: int = 20) -> None:
+        """*count* synthetic bodies with *copies* of every poison pill SQS can
+        carry scattered among them; those over ``send``'s 256 KiB batch limit
+        (up to SQS's 1 MiB) go one by one."""
+        lines, valid = synthetic_lines(count, seed)
+        carried = [p.body for p in POISONS if sqs_can_carry(p.body)]
+        carried.append(b"j" * MAX_SQS_BODY_BYTES)  # the largest body SQS accepts
+        assert count_valid(carried) == 0
+        small = [body + b"\n" for body in carried if len(body) <= MAX_MESSAGE_BYTES]
+        large = [body.decode() for body in carried if len(body) > MAX_MESSAGE_BYTES]
+        self.sent += self.pipe.send_to_sqs(scatter(lines, small * copies, random.Random(seed)))
+        self.sent += len(self.pipe.send_large_to_sqs(large * copies))
+        self.valid += valid
+
     def start(self, workers: int = 2) -> None:
         for n in range(1, workers + 1):
             self.pipe.launcher.start_worker(f"worker-{n}")
@@ -81,6 +127,20 @@ class FaultRun:
         while self.pipe.outcome_count() < fraction * self.sent:
             assert time.monotonic() < deadline, "the pipeline made no progress"
             time.sleep(0.2)
+
+    def wait_until_ready(self, worker: str, timeout: float = 120.0) -> None:
+        """Block until *worker* answers ``/ready``: it has joined the group and
+        recovered its table (a worker stopped before that never joined)."""
+        url = f"http://127.0.0.1:{self.pipe.launcher.web_ports[worker]}/ready"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    return
+            except OSError:  # not listening yet, or 503 while it joins
+                assert time.monotonic() < deadline, f"{worker} not ready in {timeout:.0f} s"
+                assert not self.pipe.launcher.failed(), self.pipe.launcher.failed()
+                time.sleep(0.5)
 
     def finish_and_check(self, timeout: float = 300.0) -> None:
         self.pipe.wait_for_outcomes(self.sent, timeout=timeout)
@@ -202,11 +262,25 @@ def test_replay_from_earliest_while_new_data_arrives(run: FaultRun) -> None:
     run.finish_and_check()
 
 
+def test_poison_pills_of_every_kind_scattered_through_the_stream(run: FaultRun) -> None:
+    """Every kind of poison SQS can carry (lone surrogate escapes, a 5,000-digit
+    integer, NUL escapes, deep nesting, duplicate keys, bodies of ~200 KB to
+    1 MiB), 20 copies each among 20,000 messages: exact rows and rejections,
+    and neither worker ever exits or logs a traceback."""
+    run.send_with_poison(MESSAGES, seed=109)
+    run.start(workers=2)
+    run.finish_and_check()
+    for name in ("worker-1", "worker-2"):
+        assert_worker_never_failed(run.pipe, name)
+
+
 def test_third_worker_joins_mid_stream_then_leaves(run: FaultRun) -> None:
     run.send(MESSAGES, seed=107)
     run.start(workers=2)
     run.wait_for_rows(0.2)
     run.pipe.launcher.start_worker("worker-3")
+    # The stream can pass half-way before a worker has even imported Faust.
+    run.wait_until_ready("worker-3")
     run.wait_for_rows(0.5)
     assert run.pipe.launcher.stop("worker-3", signal.SIGTERM) == 0
     run.finish_and_check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,9 +12,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
+from aiokafka.admin import NewPartitions
 
+from stream.core.records import MAX_RAW_RECORD_BYTES
+from stream.worker.faust_patches.transport import METADATA_MAX_AGE_MS
 from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
@@ -97,6 +102,25 @@ def test_each_bad_input_is_one_rejection_and_good_messages_around_it_are_written
         json.loads(v)["message_id"] for _, v in pipeline.read_topic(pipeline.rejected_topic)
     }
     assert on_topic == expected_reasons.keys()
+
+
+def test_workers_started_before_the_topics_exist_create_and_consume_them(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Right after a worker creates the raw topic, the broker's metadata may
+    not list it yet; the worker must still be assigned its partitions within
+    seconds, not at its next 5-minute metadata refresh. The raw topic it
+    creates takes a record of the largest SQS body."""
+    with IsolatedPipeline(stack_env, tmp_path, topics_up_front=False) as pipe:
+        assert pipe.topic_config(pipe.raw_topic) is None
+        for name in ("worker-1", "worker-2"):
+            pipe.launcher.start_worker(name)
+        config = pipe.wait_for_topic(pipe.raw_topic)
+        assert int(config["max.message.bytes"]) >= MAX_RAW_RECORD_BYTES
+        messages = [RawMessage(new_id(), login(device_id=f"dev-{n}")) for n in range(20)]
+        pipe.produce_raw(messages)
+        pipe.wait_for_outcomes(len(messages), timeout=30)
+        assert pipe.row_count() == len(messages)
 
 
 def test_records_from_another_producer_on_the_raw_topic_are_processed(
@@ -283,7 +307,7 @@ def test_worker_serves_metrics_health_and_readiness(pipeline: IsolatedPipeline) 
     base = f"http://127.0.0.1:{pipeline.launcher.web_ports['worker']}"
 
     with urllib.request.urlopen(f"{base}/health") as response:
-        assert json.load(response) == {"status": "ok"}
+        assert json.load(response) == {"status": "ok", "problems": []}
     with urllib.request.urlopen(f"{base}/ready") as response:
         assert json.load(response)["ready"] is True
     # Offsets are committed every few seconds: lag drains to zero shortly after.
@@ -343,3 +367,45 @@ def test_cli_logs_json_when_asked() -> None:
     assert json_lines, result.stderr
     assert all(json.loads(line)["level"] == "error" for line in json_lines)
     assert "unreachable" in result.stderr
+
+
+def test_a_consumer_with_the_workers_metadata_age_sees_new_partitions_within_seconds(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """The mechanism behind the test above, made deterministic: partitions that
+    appear after a group member joined are assigned only at its next metadata
+    refresh (METADATA_MAX_AGE_MS for the workers; 5 minutes by Faust's default)."""
+    asyncio.run(consume_from_added_partition(pipeline, timeout=30.0))
+
+
+async def consume_from_added_partition(pipeline: IsolatedPipeline, timeout: float) -> None:
+    topic = pipeline.masked_topic  # unused by this test otherwise
+    consumer = pipeline.kafka.consumer(
+        topic,
+        group_id=f"{pipeline.name}-metadata",
+        auto_offset_reset="earliest",
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
+    )
+    await consumer.start()
+    admin, producer = pipeline.kafka.admin(), pipeline.kafka.producer()
+    try:
+        while len(consumer.assignment()) < pipeline.partitions:
+            await consumer.getmany(timeout_ms=500)
+        await admin.start()
+        await admin.create_partitions({topic: NewPartitions(pipeline.partitions + 1)})
+        await producer.start()
+        deadline = time.monotonic() + timeout
+        while pipeline.partitions not in await producer.partitions_for(topic):
+            assert time.monotonic() < deadline, "the broker never listed the new partition"
+            await producer.client.force_metadata_update()  # it may not list it yet
+        await producer.send_and_wait(topic, b"in the new partition", partition=pipeline.partitions)
+        received: list[bytes] = []
+        while not received:
+            assert time.monotonic() < deadline, f"nothing from the new partition in {timeout:.0f} s"
+            batches = await consumer.getmany(timeout_ms=1000)
+            received += [record.value for records in batches.values() for record in records]
+        assert received == [b"in the new partition"]
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await admin.close()

@@ -29,13 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from stream.cli import main as maskstream
     from stream.devstack.manager import Stack, external_database_url_from_environment
     from stream.devstack.prerequisites import MissingPrerequisite
-    from stream.ops.demo import run_demo
+    from stream.ops.demo import kafka_listener, run_demo
 
     stack = Stack(settings_module.load().stack_dir)
     try:
         stack.external_database_url = external_database_url_from_environment(stack)
         print("starting the local stack (Kafka, ElasticMQ, PostgreSQL) ...", flush=True)
         env = stack.up()
+        env.update(kafka_listener(env, settings_module.load()))
         device = run_demo(
             env, stack.dir / "demo", args.count, args.workers, args.seed, args.timeout
         )

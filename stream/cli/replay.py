@@ -13,6 +13,7 @@ from psycopg import sql
 
 from stream.common import settings as settings_module
 from stream.common.errors import CommandError
+from stream.common.kafka_security import KafkaClients, KafkaSecurityError
 from stream.common.settings import Settings
 from stream.ops.launcher import Launcher
 from stream.ops.replay import (
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if args.into:
             return rebuild_into(settings, args.into, start_ms, args.timeout, args.dry_run)
         return rewind(settings, start_ms, args.dry_run, args.wait)
-    except ReplayRefused as exc:
+    except (ReplayRefused, KafkaSecurityError) as exc:
         raise CommandError(str(exc)) from None
     except (KafkaError, OSError) as exc:
         raise CommandError(
@@ -81,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def rewind(settings: Settings, start_ms: int | None, dry_run: bool, wait: float = 0.0) -> int:
-    bootstrap, group = settings.kafka_bootstrap_servers, settings.app_id
-    members = members_after(bootstrap, group, 0.0 if dry_run else wait)
+    kafka, group = KafkaClients.from_settings(settings), settings.app_id
+    members = members_after(kafka, group, 0.0 if dry_run else wait)
     if members and not dry_run:
         raise ReplayRefused(
             f"{members} worker(s) of group {group!r} are running; stop them first, "
@@ -90,19 +91,17 @@ def rewind(settings: Settings, start_ms: int | None, dry_run: bool, wait: float 
             "stopped during a rebalance stays a member until its session times out "
             f"({settings.session_timeout_seconds:g} s): --wait covers that"
         )
-    moves = asyncio.run(rewind_group(bootstrap, group, settings.topics.raw, start_ms, dry_run))
+    moves = asyncio.run(rewind_group(kafka, group, settings.topics.raw, start_ms, dry_run))
     print(describe(moves))
     verb = "would rewind" if dry_run else "rewound"
     print(f"{verb} group {group!r} on {settings.topics.raw}; start the workers to replay")
     return 0
 
 
-def members_after(bootstrap: str, group: str, wait: float) -> int:
+def members_after(kafka: KafkaClients, group: str, wait: float) -> int:
     """Members of *group*, polled for up to *wait* seconds until there are none."""
     deadline = time.monotonic() + wait
-    while (members := asyncio.run(active_members(bootstrap, group))) and (
-        time.monotonic() < deadline
-    ):
+    while (members := asyncio.run(active_members(kafka, group))) and (time.monotonic() < deadline):
         time.sleep(1.0)
     return members
 
@@ -118,12 +117,12 @@ def rebuild_into(
         raise ReplayRefused(f"table {table!r} already exists; choose a new name or drop it")
 
     overrides = rebuild_environment(settings, table)
-    bootstrap, group = settings.kafka_bootstrap_servers, overrides["MASKSTREAM_APP_ID"]
-    moves = asyncio.run(rewind_group(bootstrap, group, settings.topics.raw, start_ms, dry_run))
+    kafka, group = KafkaClients.from_settings(settings), overrides["MASKSTREAM_APP_ID"]
+    moves = asyncio.run(rewind_group(kafka, group, settings.topics.raw, start_ms, dry_run))
     print(describe(moves))
     if dry_run:
         return 0
-    raw_targets = asyncio.run(end_offsets(bootstrap, [settings.topics.raw]))
+    raw_targets = asyncio.run(end_offsets(kafka, [settings.topics.raw]))
     launcher = Launcher({**os.environ, **overrides}, settings.stack_dir / f"replay-{table}")
     launcher.start_worker("worker")
     print(f"rebuilding into {table} with group {group!r}; log: {launcher.log_dir}/worker.log")
@@ -148,9 +147,9 @@ def wait_until_drained(
 ) -> None:
     """Wait until the rebuild group has committed the raw topic as it was at the
     start: a worker commits a raw offset only once its batch is in PostgreSQL."""
-    bootstrap, group = settings.kafka_bootstrap_servers, overrides["MASKSTREAM_APP_ID"]
+    kafka, group = KafkaClients.from_settings(settings), overrides["MASKSTREAM_APP_ID"]
     deadline = time.monotonic() + timeout
-    while not asyncio.run(group_caught_up(bootstrap, group, raw_targets)):
+    while not asyncio.run(group_caught_up(kafka, group, raw_targets)):
         if launcher.children["worker"].poll() is not None:
             raise ReplayRefused(f"the rebuild worker exited; see {launcher.log_dir}/worker.log")
         if time.monotonic() > deadline:

@@ -1,9 +1,12 @@
 """Kafka TLS and SASL settings, shared by the bridge, the workers and the CLI.
 
 One parsed description (:class:`KafkaSecurity`) becomes either keyword
-arguments for aiokafka clients (bridge, replay, status) or Faust broker
-credentials (workers), so every process authenticates the same way.
-Passwords never appear in ``repr`` or error messages.
+arguments for aiokafka clients or Faust broker credentials (workers), so
+every process authenticates the same way. Every aiokafka client in
+``stream/`` (replay, status, the sandbox's admin, consumers and producers)
+is built by :class:`KafkaClients`, so none can connect in plaintext to a
+cluster that requires TLS or SASL. Passwords never appear in ``repr`` or
+error messages.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.common.settings import Settings
 
@@ -108,3 +114,34 @@ class KafkaSecurity:
         if self.uses_tls:
             return faust.SSLCredentials(self.ssl_context())
         return None
+
+
+@dataclass(frozen=True)
+class KafkaClients:
+    """The one factory of aiokafka clients: bootstrap servers and security
+    from the same settings, so a command cannot forget either."""
+
+    bootstrap_servers: str
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaClients:
+        """Raises :class:`KafkaSecurityError` when the settings contradict each other."""
+        return cls(settings.kafka_bootstrap_servers, KafkaSecurity.from_settings(settings))
+
+    def client_kwargs(self, **options: Any) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client; *options* add to them."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            **self.security.aiokafka_options(),
+            **options,
+        }
+
+    def admin(self, **options: Any) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(**self.client_kwargs(**options))
+
+    def consumer(self, *topics: str, **options: Any) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(*topics, **self.client_kwargs(**options))
+
+    def producer(self, **options: Any) -> AIOKafkaProducer:
+        return AIOKafkaProducer(**self.client_kwargs(**options))

@@ -11,17 +11,30 @@ This module imports nothing heavy: the bridge uses it without loading Faust.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Where the fields' defaults are read: the process environment as it is at
+# that moment, unless load() was given another mapping (a sandboxed
+# pipeline's variables).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("maskstream_environ", default=None)
+
+
+def _getenv(name: str) -> str:
+    environ = _ENVIRON.get()
+    return (os.environ if environ is None else environ).get(name, "")
+
 
 def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
+    value = _getenv(name).strip()
     return value or default
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
+    raw = _getenv(name).strip()
     if not raw:
         return default
     try:
@@ -31,7 +44,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
+    raw = _getenv(name).strip()
     if not raw:
         return default
     try:
@@ -41,7 +54,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
+    raw = _getenv(name).strip().lower()
     if not raw:
         return default
     if raw in ("1", "true", "yes", "on"):
@@ -187,6 +200,20 @@ class Settings:
     stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
 
 
-def load() -> Settings:
-    """Read the settings from the environment as it is now."""
-    return Settings()
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from the environment as it is now, or from *environ*
+    (e.g. the variables a sandboxed pipeline gives its children), so that
+    every client of that pipeline is configured exactly as its workers are."""
+    if environ is None:
+        return Settings()
+    with _reading(environ):
+        return Settings()
+
+
+@contextmanager
+def _reading(environ: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)

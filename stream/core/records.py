@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_text  # type: ignore[attr-defined]
 
+from stream.common.raw_records import (  # noqa: F401  (re-exported for readers of records)
+    HEADER_MESSAGE_ID,
+    HEADER_RECEIVE_COUNT,
+    HEADER_SENT_TIMESTAMP,
+    MAX_RAW_RECORD_BYTES,
+    MAX_SQS_BODY_BYTES,
+)
 from stream.core.timestamps import MAX_EPOCH_MS, clamp_epoch_ms
 
-# Header names written by the bridge (bridge/producer.py).
-HEADER_MESSAGE_ID = "sqs_message_id"
-HEADER_SENT_TIMESTAMP = "sqs_sent_timestamp"
-HEADER_RECEIVE_COUNT = "sqs_receive_count"
 # user_logins.message_id is varchar(128); a receive count fits a Postgres integer.
 MAX_MESSAGE_ID = 128
 MAX_RECEIVE_COUNT = 2**31 - 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import psycopg
 
 from bridge.sqs import make_client
 from stream.common import settings as settings_module
+from stream.common.settings import Settings
 from stream.ops.generate import generate
 from stream.ops.launcher import Launcher
 from stream.ops.send import send_stream
@@ -93,6 +95,27 @@ def print_summary(
     ).fetchone()
     print(f"\nbusiest device: {count} logins; masked_device_id = {device}")
     return device
+
+
+def kafka_listener(stack_env: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    """The variables that point the demo's clients and children at the stack
+    listener matching the caller's Kafka security: its plaintext one (already
+    in *stack_env*), or its SASL/PLAIN one for ``SASL_PLAINTEXT``, with the
+    stack's user unless the caller names one. Without this, the stack's
+    plaintext address would meet the caller's SASL settings and fail."""
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return {}
+    if protocol != "SASL_PLAINTEXT":
+        raise RuntimeError(
+            f"the local stack has no TLS listener: run the demo with "
+            f"KAFKA_SECURITY_PROTOCOL=PLAINTEXT or SASL_PLAINTEXT, not {protocol}"
+        )
+    listener = {"KAFKA_BOOTSTRAP_SERVERS": stack_env["STACK_KAFKA_SASL_BOOTSTRAP_SERVERS"]}
+    if not settings.kafka_sasl_username:
+        listener["KAFKA_SASL_USERNAME"] = stack_env["STACK_KAFKA_SASL_USERNAME"]
+        listener["KAFKA_SASL_PASSWORD"] = stack_env["STACK_KAFKA_SASL_PASSWORD"]
+    return listener
 
 
 def run_demo(

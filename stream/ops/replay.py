@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from stream.common.kafka_security import KafkaClients
 from stream.common.settings import Settings
 
 
@@ -53,9 +53,9 @@ def parse_start(text: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-async def active_members(bootstrap: str, group: str) -> int:
+async def active_members(kafka: KafkaClients, group: str) -> int:
     """How many consumers are in *group* right now (0 when it is empty or unknown)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = kafka.admin(request_timeout_ms=10_000)
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])
@@ -71,15 +71,13 @@ async def active_members(bootstrap: str, group: str) -> int:
 
 
 async def rewind_group(
-    bootstrap: str, group: str, topic: str, start_ms: int | None, dry_run: bool = False
+    kafka: KafkaClients, group: str, topic: str, start_ms: int | None, dry_run: bool = False
 ) -> list[Rewind]:
     """Commit, for every partition of *topic*, the first offset at or after *start_ms*."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
+    consumer = kafka.consumer(group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = await _partitions(bootstrap, topic)
+        partitions = await _partitions(kafka, topic)
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
         if start_ms is None:
@@ -98,8 +96,8 @@ async def rewind_group(
         await consumer.stop()
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+async def _partitions(kafka: KafkaClients, topic: str) -> list[TopicPartition]:
+    admin = kafka.admin(request_timeout_ms=10_000)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -110,9 +108,11 @@ async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 
-async def group_caught_up(bootstrap: str, group: str, targets: dict[TopicPartition, int]) -> bool:
+async def group_caught_up(
+    kafka: KafkaClients, group: str, targets: dict[TopicPartition, int]
+) -> bool:
     """True once *group* has committed at least *targets* on every partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = kafka.admin(request_timeout_ms=10_000)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
@@ -127,11 +127,11 @@ async def group_caught_up(bootstrap: str, group: str, targets: dict[TopicPartiti
     )
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def end_offsets(kafka: KafkaClients, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = kafka.consumer()
     await consumer.start()
     try:
-        partitions = [tp for topic in topics for tp in await _partitions(bootstrap, topic)]
+        partitions = [tp for topic in topics for tp in await _partitions(kafka, topic)]
         offsets = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()

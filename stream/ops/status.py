@@ -341,24 +341,27 @@ def partition_lags(
 
 async def consumer_lag(settings: Settings, timeout: float) -> ConsumerLag | Problem:
     """The workers' group lag on the pipeline's topics (the group is the Faust app id)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
     from aiokafka.errors import KafkaConnectionError
+
+    from stream.common.kafka_security import KafkaClients, KafkaSecurityError
 
     servers = settings.kafka_bootstrap_servers
     try:
         pairs = parse_servers(servers)
     except ValueError:
         return Problem("not a host:port list", servers, "invalid")
+    try:
+        kafka = KafkaClients.from_settings(settings)
+    except KafkaSecurityError as exc:
+        return Problem(str(exc), servers, "invalid")
     refused = await _probe(pairs, timeout)
     if refused is not None:
         return Problem(describe_error(refused), servers)
     topics = (settings.topics.raw, settings.topics.masked, settings.topics.rejected)
     timeout_ms = int(timeout * 1000)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=timeout_ms)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers, enable_auto_commit=False, request_timeout_ms=timeout_ms
-    )
+    admin = kafka.admin(request_timeout_ms=timeout_ms)
+    consumer = kafka.consumer(enable_auto_commit=False, request_timeout_ms=timeout_ms)
     try:
         await admin.start()
         await consumer.start()

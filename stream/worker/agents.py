@@ -21,19 +21,15 @@ import time
 from functools import partial
 
 import faust
-import psycopg
-from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from stream.core.batch import LoginBatch
 from stream.core.keyring import load_keyring
 from stream.core.masking import Masker
-from stream.core.records import RawLogin, Rejection, SeenDevice
+from stream.core.records import RawLogin, Rejection
 from stream.core.transform import reject
-from stream.postgres.rows import device_entry, login_row
+from stream.postgres.rows import login_row
 from stream.postgres.schema import tables_of
 from stream.postgres.writer import BatchWriter, Written
-from stream.worker import watchdog
 from stream.worker.app import (
     app,
     masked_topic,
@@ -148,60 +144,3 @@ def count(batch: LoginBatch, written: Written) -> None:
     stats.rows_already_present += len(batch.rows) - written.new_rows - len(written.refused)
     for rejection in written.rejections:
         stats.rejections[rejection.reason] += 1
-
-
-@app.timer(interval=30.0)
-async def log_stats() -> None:
-    log.info("pipeline: %s", stats.summary())
-    watchdog.report_stopped_agents((process_logins,))
-    await watchdog.repair_stalled_partitions(app)
-
-
-@app.page("/seen-devices/{device}/")
-class SeenDeviceView(View):
-    """``GET /seen-devices/<masked device id>/``: that device's ``seen_devices`` entry.
-
-    From this worker's table if it holds the device's partition, otherwise
-    from PostgreSQL, where the entry is written in the transaction of the
-    device's rows: exact either way, and any worker can answer.
-    """
-
-    async def get(self, request: Request, device: str) -> Response:
-        entry, source = None, "table"
-        local = seen_devices.data.get(device.encode())
-        if local is not None:
-            entry = SeenDevice.loads(local)
-        else:
-            source = "database"
-            async with await psycopg.AsyncConnection.connect(
-                settings.database_url, connect_timeout=5
-            ) as conn:
-                entry = await device_entry(conn, settings.devices_table, device)
-        if entry is None:
-            return self.json({"error": "device not seen", "device": device}, status=404)
-        fields = entry.asdict()
-        return self.json({"device": device, **fields, "source": source, "observed_at": time.time()})
-
-
-@app.page("/metrics")
-async def prometheus_metrics(web: faust.web.Web, request: Request) -> Response:
-    # aiohttp takes the charset separately; the exposition format is UTF-8 text.
-    content_type = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
-    return web.bytes(metrics.exposition(), content_type=content_type)
-
-
-@app.page("/health")
-async def health(web: faust.web.Web, request: Request) -> Response:
-    """Liveness: the worker's event loop answers."""
-    return web.json({"status": "ok"})
-
-
-@app.page("/ready")
-async def ready(web: faust.web.Web, request: Request) -> Response:
-    """Readiness: partitions assigned and tables recovered, not rebalancing."""
-    recovered = app.tables.recovery.completed.is_set()
-    is_ready = recovered and not app.rebalancing
-    return web.json(
-        {"ready": is_ready, "rebalancing": app.rebalancing, "recovered": recovered},
-        status=200 if is_ready else 503,
-    )

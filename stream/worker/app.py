@@ -22,6 +22,7 @@ from stream.common.kafka_security import KafkaSecurity, KafkaSecurityError
 from stream.common.partitioning import partition_for_key
 from stream.common.ports import choose_port
 from stream.core.keyring import KeyRingError, load_keyring
+from stream.core.records import MAX_RAW_RECORD_BYTES
 from stream.worker.faust_patches import transport as kafka_transport
 from stream.worker.faust_patches.stack_dump import Worker
 from stream.worker.metrics import WorkerMetrics
@@ -61,6 +62,12 @@ app = faust.App(
     producer_linger=0.02,
     producer_max_batch_size=256 * 1024,
     producer_max_request_size=2 * 1024 * 1024,
+    # A raw record may hold a 1 MiB body: fetch at least one whole record of
+    # a partition per request (an older broker would otherwise send part of
+    # it, and aiokafka skips a record it cannot read whole).
+    consumer_max_fetch_size=MAX_RAW_RECORD_BYTES,
+    # Topics created moments ago are assigned within seconds (see there).
+    consumer_metadata_max_age_ms=kafka_transport.METADATA_MAX_AGE_MS,
     # Kafka's default partitioning, without aiokafka's byte-at-a-time murmur2.
     producer_partitioner=partition_for_key,
     # Commit by time (every few seconds) rather than every few hundred records:
@@ -83,6 +90,8 @@ raw_topic = kafka_transport.RawBytesTopic(
     value_serializer="raw",
     partitions=settings.topics.partitions,
     retention=timedelta(hours=settings.topics.raw_retention_hours),
+    # Every body SQS accepts fits, as on the topic the bridge creates.
+    config={"max.message.bytes": str(MAX_RAW_RECORD_BYTES)},
     internal=True,
 )
 # Output topics for downstream consumers: JSON bytes that the agent encodes

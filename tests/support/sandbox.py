@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from psycopg import sql
 
+from stream.common import settings as settings_module
 from stream.common.canonical import raw_record_key
-from stream.core.records import HEADER_MESSAGE_ID, HEADER_RECEIVE_COUNT, HEADER_SENT_TIMESTAMP
+from stream.common.kafka_security import KafkaClients
+from stream.core.records import (
+    HEADER_MESSAGE_ID,
+    HEADER_RECEIVE_COUNT,
+    HEADER_SENT_TIMESTAMP,
+    MAX_RAW_RECORD_BYTES,
+)
 from stream.ops.launcher import Launcher
+
+# A record as another producer might write it: key, value and maybe headers.
+PlainRecord = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,16 @@ class RawMessage:
     message_id: str
     body: bytes
     sent_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    # Header values to send instead of the bridge's (e.g. a broken timestamp).
+    odd_headers: Mapping[str, bytes] = field(default_factory=dict)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        bridge = {
+            HEADER_MESSAGE_ID: self.message_id.encode(),
+            HEADER_SENT_TIMESTAMP: str(self.sent_at_ms).encode(),
+            HEADER_RECEIVE_COUNT: b"1",
+        }
+        return list((bridge | dict(self.odd_headers)).items())
 
 
 def with_database(url: str, database: str) -> str:
@@ -46,6 +69,9 @@ class IsolatedPipeline:
     work_dir: Path
     partitions: int = 4
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    # False: leave the topics to the first worker, as a deployment that never
+    # creates them itself does (the worker must then still consume them).
+    topics_up_front: bool = True
 
     def __post_init__(self) -> None:
         self.admin_url = self.stack_env["DATABASE_URL"]
@@ -68,10 +94,12 @@ class IsolatedPipeline:
         self.launcher = Launcher(self.env, self.work_dir / self.name)
 
     def __enter__(self) -> IsolatedPipeline:
-        """Create the database and topics; on exit stop children, drop the
-        database and delete every topic named after this pipeline."""
+        """Create the database and (unless not *topics_up_front*) the topics;
+        on exit stop children, drop the database and delete every topic named
+        after this pipeline."""
         self.create_database()
-        self.create_topics()
+        if self.topics_up_front:
+            self.create_topics()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -170,21 +198,29 @@ class IsolatedPipeline:
 
     # -- sqs ---------------------------------------------------------------------
 
-    def create_queue(self) -> str:
-        """A queue of this pipeline's own; the bridge and `send` use it from now on."""
+    def _sqs(self) -> Any:
         import boto3
 
         env = self.stack_env
-        sqs = boto3.client(
+        return boto3.client(
             "sqs",
             endpoint_url=env["AWS_ENDPOINT_URL_SQS"],
             region_name=env["AWS_DEFAULT_REGION"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
-        url = sqs.create_queue(QueueName=self.name)["QueueUrl"]
+
+    def create_queue(self) -> str:
+        """A queue of this pipeline's own; the bridge and `send` use it from now on."""
+        url = self._sqs().create_queue(QueueName=self.name)["QueueUrl"]
         self.env["SQS_QUEUE_URL"] = url
         return url
+
+    def send_large_to_sqs(self, bodies: Iterable[str]) -> list[str]:
+        """Send each body alone, whatever its size up to what SQS accepts
+        (``send`` batches at most 256 KiB); return the SQS message ids."""
+        sqs, url = self._sqs(), self.env["SQS_QUEUE_URL"]
+        return [sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"] for body in bodies]
 
     def send_to_sqs(self, lines: list[bytes], threads: int = 8) -> int:
         """Send each line as one message body; return how many SQS accepted."""
@@ -203,13 +239,19 @@ class IsolatedPipeline:
 
     # -- kafka ---------------------------------------------------------------------
 
+    @property
+    def kafka(self) -> KafkaClients:
+        """Clients configured as this pipeline's workers are (bootstrap servers,
+        TLS, SASL), from its variables as they are now."""
+        return KafkaClients.from_settings(settings_module.load({**os.environ, **self.env}))
+
     def create_topics(self) -> None:
         """Create the three topics up front, as a deployment would, so that no
         worker starts subscribed to a topic that does not exist yet."""
         asyncio.run(self._create_topics())
 
     async def _create_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        admin = self.kafka.admin()
         await admin.start()
         try:
             names = (self.raw_topic, self.masked_topic, self.rejected_topic)
@@ -218,8 +260,14 @@ class IsolatedPipeline:
             # SentTimestamp), so a default 7-day retention would delete them
             # at its next check, in the middle of a test.
             forever = {"retention.ms": "-1"}
+            # The raw topic takes every body SQS accepts, as the bridge's does.
+            largest = {"max.message.bytes": str(MAX_RAW_RECORD_BYTES)}
+            configs = {self.raw_topic: forever | largest}
             await admin.create_topics(
-                [NewTopic(n, self.partitions, 1, topic_configs=forever) for n in names]
+                [
+                    NewTopic(n, self.partitions, 1, topic_configs=configs.get(n, forever))
+                    for n in names
+                ]
             )
         finally:
             await admin.close()
@@ -234,7 +282,7 @@ class IsolatedPipeline:
         asyncio.run(self._delete_topics())
 
     async def _delete_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        admin = self.kafka.admin()
         await admin.start()
         try:
             ours = [
@@ -246,6 +294,35 @@ class IsolatedPipeline:
                 await admin.delete_topics(ours)
         finally:
             await admin.close()
+
+    def topic_config(self, topic: str) -> dict[str, str] | None:
+        """*topic*'s configuration as the broker reports it, None while it does not exist."""
+        return asyncio.run(self._topic_config(topic))
+
+    async def _topic_config(self, topic: str) -> dict[str, str] | None:
+        admin = self.kafka.admin()
+        await admin.start()
+        try:
+            if topic not in await admin.list_topics():
+                return None
+            (response,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic)]
+            )
+        finally:
+            await admin.close()
+        # One resource: (error, message, type, name, [(name, value, ...), ...]).
+        (resource,) = response.resources
+        return {entry[0]: entry[1] for entry in resource[4]}
+
+    def wait_for_topic(self, topic: str, timeout: float = 60.0) -> dict[str, str]:
+        """Block until *topic* exists (a worker or the bridge creates it); its configuration."""
+        deadline = time.monotonic() + timeout
+        while (config := self.topic_config(topic)) is None:
+            failed = self.launcher.failed()
+            assert not failed, f"children exited: {failed}"
+            assert time.monotonic() < deadline, f"topic {topic} not created in {timeout:.0f} s"
+            time.sleep(0.5)
+        return config
 
     def wait_until_caught_up(self, timeout: float = 120.0) -> None:
         """Block until the workers have committed every raw record (a replay
@@ -263,11 +340,7 @@ class IsolatedPipeline:
         return asyncio.run(self._lag())
 
     async def _lag(self) -> dict[str, int]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
-            group_id=self.name,
-            enable_auto_commit=False,
-        )
+        consumer = self.kafka.consumer(group_id=self.name, enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = [
@@ -289,11 +362,11 @@ class IsolatedPipeline:
         asyncio.run(self._produce_raw(list(messages)))
 
     async def _produce_raw(self, messages: list[RawMessage]) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+        producer = self.kafka.producer(
             enable_idempotence=True,
             acks="all",
             linger_ms=10,
+            max_request_size=MAX_RAW_RECORD_BYTES,
         )
         await producer.start()
         try:
@@ -303,11 +376,7 @@ class IsolatedPipeline:
                     m.body,
                     key=raw_record_key(m.body, "device_id") or m.message_id.encode(),
                     timestamp_ms=m.sent_at_ms,
-                    headers=[
-                        (HEADER_MESSAGE_ID, m.message_id.encode()),
-                        (HEADER_SENT_TIMESTAMP, str(m.sent_at_ms).encode()),
-                        (HEADER_RECEIVE_COUNT, b"1"),
-                    ],
+                    headers=m.headers(),
                 )
                 for m in messages
             ]
@@ -315,16 +384,19 @@ class IsolatedPipeline:
         finally:
             await producer.stop()
 
-    def produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-        """(key, value) records onto *topic*, as some other producer might write them."""
+    def produce_plain(self, topic: str, records: Sequence[PlainRecord]) -> None:
+        """(key, value) or (key, value, headers) records onto *topic*, as some
+        other producer might write them."""
         asyncio.run(self._produce_plain(topic, records))
 
-    async def _produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+    async def _produce_plain(self, topic: str, records: Sequence[PlainRecord]) -> None:
+        producer = self.kafka.producer(max_request_size=MAX_RAW_RECORD_BYTES)
         await producer.start()
         try:
-            for key, value in records:
-                await producer.send_and_wait(topic, value, key=key)
+            for key, value, *headers in records:
+                await producer.send_and_wait(
+                    topic, value, key=key, headers=headers[0] if headers else None
+                )
         finally:
             await producer.stop()
 
@@ -333,11 +405,8 @@ class IsolatedPipeline:
         return asyncio.run(self._read_topic(topic))
 
     async def _read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
+        consumer = self.kafka.consumer(
+            topic, auto_offset_reset="earliest", enable_auto_commit=False
         )
         await consumer.start()
         try:

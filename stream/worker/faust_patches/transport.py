@@ -68,6 +68,15 @@ SCHEME = "maskstream-kafka"
 # How often a fetch loop held up by a full stream queue looks again.
 ROOM_POLL_SECONDS = 0.002
 
+# How stale a worker consumer's view of topics and partitions may get. A
+# worker creates missing topics, then subscribes; right after CreateTopics
+# returns, the broker's metadata may not list the topic yet (10 of 20 probes
+# on the local broker), and the group's assignment then leaves it out until
+# aiokafka's next periodic refresh: Faust's default of 5 minutes, during which
+# the worker consumes nothing. Refreshing every few seconds costs one small
+# metadata request per worker, and also finds added partitions as quickly.
+METADATA_MAX_AGE_MS = 5_000
+
 
 class ForgetfulReadOffsets(dict):
     """A read-offset map whose lookups always say "nothing read yet"."""

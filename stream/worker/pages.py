@@ -1,0 +1,97 @@
+"""The worker's web pages and its periodic self-check.
+
+- ``/seen-devices/<masked device id>/``: a device's ``seen_devices`` entry;
+- ``/metrics``: Prometheus; ``/health`` and ``/ready``: what an orchestrator
+  asks (both turn unhealthy when the self-check finds the agent stopped or a
+  partition stalled, see :mod:`stream.worker.watchdog`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+import psycopg
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from stream.core.records import SeenDevice
+from stream.postgres.rows import device_entry
+from stream.worker import watchdog
+from stream.worker.agents import process_logins
+from stream.worker.app import app, metrics, seen_devices, settings, stats
+
+log = logging.getLogger(__name__)
+
+
+@app.timer(interval=watchdog.CHECK_INTERVAL_SECONDS)
+async def self_check() -> None:
+    """Log the counters, and check that the agent consumes and partitions move."""
+    log.info("pipeline: %s", stats.summary())
+    stopped = watchdog.report_stopped_agents((process_logins,))
+    stalled = await watchdog.repair_stalled_partitions(app)
+    watchdog.health.record(stopped, stalled, time.monotonic())
+
+
+@app.page("/seen-devices/{device}/")
+class SeenDeviceView(View):
+    """``GET /seen-devices/<masked device id>/``: that device's ``seen_devices`` entry.
+
+    From this worker's table if it holds the device's partition, otherwise
+    from PostgreSQL, where the entry is written in the transaction of the
+    device's rows: exact either way, and any worker can answer.
+    """
+
+    async def get(self, request: Request, device: str) -> Response:
+        entry, source = None, "table"
+        local = seen_devices.data.get(device.encode())
+        if local is not None:
+            entry = SeenDevice.loads(local)
+        else:
+            source = "database"
+            async with await psycopg.AsyncConnection.connect(
+                settings.database_url, connect_timeout=5
+            ) as conn:
+                entry = await device_entry(conn, settings.devices_table, device)
+        if entry is None:
+            return self.json({"error": "device not seen", "device": device}, status=404)
+        fields = entry.asdict()
+        return self.json({"device": device, **fields, "source": source, "observed_at": time.time()})
+
+
+@app.page("/metrics")
+async def prometheus_metrics(web: faust.web.Web, request: Request) -> Response:
+    # aiohttp takes the charset separately; the exposition format is UTF-8 text.
+    content_type = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+    return web.bytes(metrics.exposition(), content_type=content_type)
+
+
+@app.page("/health")
+async def health(web: faust.web.Web, request: Request) -> Response:
+    """Liveness: the event loop answers and the last self-checks found the
+    agent consuming and no partition stalled (see stream.worker.watchdog). A
+    worker that answers HTTP but moves no data is unhealthy: restarting it is the cure."""
+    problems = watchdog.health.problems(time.monotonic())
+    return web.json(
+        {"status": "unhealthy" if problems else "ok", "problems": problems},
+        status=503 if problems else 200,
+    )
+
+
+@app.page("/ready")
+async def ready(web: faust.web.Web, request: Request) -> Response:
+    """Readiness: healthy (as /health), partitions assigned and tables recovered,
+    not rebalancing."""
+    recovered = app.tables.recovery.completed.is_set()
+    problems = watchdog.health.problems(time.monotonic())
+    is_ready = recovered and not app.rebalancing and not problems
+    return web.json(
+        {
+            "ready": is_ready,
+            "rebalancing": app.rebalancing,
+            "recovered": recovered,
+            "problems": problems,
+        },
+        status=200 if is_ready else 503,
+    )
