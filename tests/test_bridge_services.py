@@ -31,6 +31,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from stream.canonical import raw_record_key
+
 pytestmark = pytest.mark.services
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +168,11 @@ def header(record: ConsumerRecord, name: str) -> bytes:
     return dict(record.headers)[name]
 
 
+def message_id(record: ConsumerRecord) -> str:
+    """The SQS message id a record came from (the key is a hash of the device id)."""
+    return header(record, "sqs_message_id").decode()
+
+
 def login_bodies(count: int, tag: str) -> list[str]:
     """Distinct login-like bodies; the tag lets a test look for bodies in logs."""
     return [
@@ -259,11 +266,10 @@ def test_5000_messages_arrive_once_each_unchanged_with_headers_and_times(
 
     records = lane.records()
     assert len(records) == 5000
-    assert {r.key.decode() for r in records} == set(sent)
+    assert {message_id(r) for r in records} == set(sent)
     for record in records:
-        message_id = record.key.decode()
-        assert record.value == sent[message_id].encode()
-        assert header(record, "sqs_message_id") == record.key
+        assert record.value == sent[message_id(record)].encode()
+        assert record.key == raw_record_key(record.value, "device_id")
         assert header(record, "sqs_sent_timestamp") == str(record.timestamp).encode()
         assert header(record, "sqs_receive_count") == b"1"
         assert record.timestamp_type == 0  # CreateTime: the SQS SentTimestamp we set
@@ -297,7 +303,7 @@ def test_odd_bodies_are_forwarded_byte_for_byte(lane: Lane, tmp_path: Path) -> N
     bridge = lane.bridge(log, "--exit-when-idle", "2")
     assert finish(bridge, timeout=60) == 0, log.read_text()
 
-    forwarded = {r.key.decode(): r.value for r in lane.records()}
+    forwarded = {message_id(r): r.value for r in lane.records()}
     assert forwarded == {message_id: body.encode() for message_id, body in sent.items()}
     assert lane.depth() == 0
 
@@ -314,7 +320,7 @@ def test_exit_when_idle_waits_for_the_idle_time_and_leaves_the_queue_empty(
     elapsed = time.monotonic() - started
     assert 3 <= elapsed < 30
     assert lane.depth() == 0
-    assert len({r.key for r in lane.records()}) == 300
+    assert len({message_id(r) for r in lane.records()}) == 300
 
 
 def test_sigterm_mid_stream_then_restart_forwards_everything(lane: Lane, tmp_path: Path) -> None:
@@ -330,7 +336,7 @@ def test_sigterm_mid_stream_then_restart_forwards_everything(lane: Lane, tmp_pat
     assert finish(first, timeout=40) == 0, log.read_text()
     assert time.monotonic() - stopped < 25
 
-    on_topic = {r.key.decode() for r in lane.records()}
+    on_topic = {message_id(r) for r in lane.records()}
     remaining = lane.depth()
     assert 0 < len(on_topic) < total, "SIGTERM should land mid-stream"
     # Deleted exactly what Kafka acknowledged: nothing unacknowledged is gone.
@@ -338,7 +344,7 @@ def test_sigterm_mid_stream_then_restart_forwards_everything(lane: Lane, tmp_pat
 
     second = lane.bridge(log, "--exit-when-idle", "8")
     assert finish(second, timeout=120) == 0, log.read_text()
-    assert {r.key.decode() for r in lane.records()} == set(sent)
+    assert {message_id(r) for r in lane.records()} == set(sent)
     assert lane.depth() == 0
 
 
@@ -391,7 +397,7 @@ def test_kafka_outage_deletes_nothing_and_recovers(
             if bridge.poll() is None:
                 bridge.kill()
 
-    by_id = {r.key.decode(): r for r in lane_a.records()}
+    by_id = {message_id(r): r for r in lane_a.records()}
     assert set(by_id) == set(first) | set(second)
     for message_id in second:
         assert by_id[message_id].value == second[message_id].encode()
@@ -400,5 +406,5 @@ def test_kafka_outage_deletes_nothing_and_recovers(
     text = log_a.read_text()
     assert "Kafka unavailable" in text
     assert "Kafka available again" in text
-    assert set(held_b) <= {r.key.decode() for r in lane_b.records()}
+    assert set(held_b) <= {message_id(r) for r in lane_b.records()}
     assert lane_b.depth() == 0
