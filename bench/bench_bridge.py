@@ -186,7 +186,7 @@ async def bridge_rate(settings: Settings, count: int) -> float:
     """Messages/s of the bridge's forwarder, from start until *count* are deleted."""
     config = ForwarderConfig.from_settings(settings, exit_when_idle=None)
     queue = SqsQueue.from_settings(
-        settings, pollers=config.pollers, controllers=config.deleters + 2
+        settings, pollers=config.poll_ceiling, controllers=config.sqs_calls
     )
     sink = KafkaSink(settings)
     await sink.start()

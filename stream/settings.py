@@ -94,6 +94,11 @@ class Settings:
 
     # Bridge tuning.
     bridge_pollers: int = field(default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_POLLERS", 4))
+    # Ceiling of the adaptive poller count: pollers are added while polls come
+    # back full (a remote SQS answers in 10-30 ms, so one poll carries ~400 msg/s).
+    bridge_max_pollers: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_MAX_POLLERS", 32)
+    )
     bridge_wait_seconds: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_WAIT_SECONDS", 20)
     )

@@ -166,15 +166,22 @@ def test_producer_is_idempotent_with_acks_all_and_room_for_big_bodies() -> None:
 def test_counters_summary_is_one_line_of_pairs() -> None:
     counters = Counters(received=5, forwarded=4, deleted=3, retried=2, failed=1)
     assert counters.summary(in_flight=2) == (
-        "received=5 forwarded=4 deleted=3 retried=2 failed=1 in_flight=2"
+        "received=5 forwarded=4 deleted=3 retried=2 failed=1 released=0 in_flight=2"
     )
 
 
 def test_receive_wait_never_exceeds_the_idle_exit_time() -> None:
-    config = _config(wait_seconds=20, exit_when_idle=3.5)
+    config = _config(wait_seconds=20, exit_when_idle=3.5, shutdown_timeout=60)
     assert config.receive_wait == 3
-    assert _config(wait_seconds=20).receive_wait == 20
+    assert _config(wait_seconds=20, shutdown_timeout=60).receive_wait == 20
     assert _config(wait_seconds=20, exit_when_idle=0.2).receive_wait == 1
+
+
+def test_receive_wait_leaves_half_the_stop_budget_to_forward_what_a_poll_brings() -> None:
+    assert _config(wait_seconds=20, shutdown_timeout=20).receive_wait == 10
+    assert _config(wait_seconds=20, shutdown_timeout=5).receive_wait == 2
+    assert _config(wait_seconds=20, shutdown_timeout=0.5).receive_wait == 1
+    assert _config(wait_seconds=0, shutdown_timeout=20).receive_wait == 0
 
 
 def test_outage_log_reports_start_repeats_and_end(caplog: pytest.LogCaptureFixture) -> None:
@@ -403,6 +410,7 @@ async def test_forwards_every_message_then_deletes_it() -> None:
         "deleted": 95,
         "retried": 0,
         "failed": 0,
+        "released": 0,
     }
 
 
