@@ -478,10 +478,10 @@ def test_kafka_outage_deletes_nothing_and_recovers(
 
     by_id = {message_id(r): r for r in lane_a.records()}
     assert set(by_id) == set(first) | set(second)
-    for message_id in second:
-        assert by_id[message_id].value == second[message_id].encode()
+    for sent_id, body in second.items():
+        assert by_id[sent_id].value == body.encode()
         # Held through the outage, not redelivered: received exactly once.
-        assert header(by_id[message_id], "sqs_receive_count") == b"1"
+        assert header(by_id[sent_id], "sqs_receive_count") == b"1"
     text = log_a.read_text()
     assert "Kafka unavailable" in text
     assert "Kafka available again" in text
