@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -44,7 +45,13 @@ from bench.harness import Result
 from bench.latency_proxy import latency_proxy, through
 from bridge.forwarder import Forwarder, ForwarderConfig
 from bridge.producer import KafkaSink, RawRecord, ensure_topic, producer_options, to_record
-from bridge.sqs import RECEIVE_ATTRIBUTES, SqsQueue, make_client, parse_message
+from bridge.sqs import (
+    RECEIVE_ATTRIBUTES,
+    SqsQueue,
+    make_client,
+    parse_message,
+    send_batch,
+)
 from stream import settings as settings_module
 from stream.commands.send import send_stream
 from stream.settings import Settings
@@ -57,6 +64,10 @@ ROUNDS = 3
 LATENCY_MS = 20.0
 # The naive loop manages about 37 msg/s at that latency.
 REMOTE_NAIVE_MESSAGES = 200
+# Messages trickling in: this many, at this rate, from another process.
+STREAM_MESSAGES = 10_000
+STREAM_RATE = 1_000.0
+FEED_THREADS = 2
 # Bridge CPU per message, microseconds (it was 187 before the poller rework).
 CPU_TARGET_US = 120
 
@@ -270,6 +281,38 @@ async def naive_rate(settings: Settings, client: Any, count: int) -> float:
         await producer.stop()
 
 
+def feed(settings: Settings, queue_url: str, count: int, rate: float) -> None:
+    """Send *count* bodies at about *rate* a second, two a call, from two threads.
+
+    Many small producers, not one bulk loader: messages trickle in, so how
+    full each receive comes back depends on the bridge. Runs in a process of
+    its own (its CPU is not the bridge's).
+    """
+    client = make_client(settings, max_pool_connections=FEED_THREADS)
+    bodies = [line.decode() for line in login_lines(count).splitlines()]
+    interval = 2 * FEED_THREADS / rate
+    start = time.monotonic()
+
+    def send(first: int) -> None:
+        for n, i in enumerate(range(first, count, 2 * FEED_THREADS)):
+            time.sleep(max(0.0, start + n * interval - time.monotonic()))
+            send_batch(client, queue_url, bodies[i : i + 2])
+
+    with concurrent.futures.ThreadPoolExecutor(FEED_THREADS) as pool:
+        list(pool.map(send, range(0, 2 * FEED_THREADS, 2)))
+
+
+async def streaming_run(settings: Settings, count: int, rate: float) -> Run:
+    """The bridge on an empty queue fed at *rate* by another process, until *count* are deleted."""
+    context = multiprocessing.get_context("spawn")
+    feeder = context.Process(target=feed, args=(settings, settings.sqs_queue_url, count, rate))
+    feeder.start()
+    try:
+        return await bridge_run(settings, count)
+    finally:
+        feeder.join(timeout=60)
+
+
 def best(runs: list[Run]) -> Run:
     """The best rate and the lowest CPU per message over rounds: the least disturbed."""
     return Run(max(r.rate for r in runs), min(r.cpu_per_message for r in runs))
@@ -313,6 +356,17 @@ class Bench:
                 plain = plain_client(lane, threads)
                 visibility = lane.bridge_visibility_timeout
                 runs.append(sqs_ceiling(plain, lane.sqs_queue_url, count, threads, visibility))
+        return best(runs)
+
+    def streaming(self, count: int, rate: float, **overrides: Any) -> Run:
+        """The bridge on a queue fed at *rate*, best of ``ROUNDS``."""
+        runs = []
+        for _ in range(ROUNDS):
+            topic = f"bench-stream-{uuid.uuid4().hex[:10]}"
+            with scratch_queue(self.client, b"") as url:
+                lane = self.lane(url, topic, **overrides)
+                runs.append(asyncio.run(streaming_run(lane, count, rate)))
+            asyncio.run(drop_topic(self.settings, topic))
         return best(runs)
 
     def naive(self, count: int) -> float:
@@ -367,6 +421,34 @@ def local_results(bench: Bench) -> tuple[list[Result], Run, Run]:
     return results, bridge, ceiling
 
 
+def streaming_results(bench: Bench) -> tuple[list[Result], Run, Run]:
+    """CPU per message while messages trickle in: the defaults against the seed-style setup.
+
+    The baseline runs the same bridge as it was before pollers adapted: a
+    fixed ``pollers`` count and no receive linger.
+    """
+    settings = bench.settings
+    tuned = bench.streaming(STREAM_MESSAGES, STREAM_RATE)
+    fixed = bench.streaming(
+        STREAM_MESSAGES,
+        STREAM_RATE,
+        bridge_max_pollers=settings.bridge_pollers,
+        bridge_receive_linger_ms=0,
+    )
+    results = [
+        Result(
+            f"CPU/msg fed {STREAM_RATE:g}/s",
+            "bridge defaults, msgs per CPU-s",
+            1 / tuned.cpu_per_message,
+            f"{settings.bridge_pollers} fixed pollers, no linger",
+            1 / fixed.cpu_per_message,
+            "msg/cpu-s",
+            ">= 1.3",
+        )
+    ]
+    return results, tuned, fixed
+
+
 def remote_results(bench: Bench) -> tuple[list[Result], Run, Run]:
     """SQS ``LATENCY_MS`` away: adaptive pollers against the ceiling, fixed pollers, naive."""
     settings = bench.settings
@@ -413,6 +495,7 @@ def run() -> list[Result]:
     settings = stack_settings()
     client = make_client(settings, max_pool_connections=16)
     local, bridge, floor = local_results(Bench(settings, client))
+    streaming, tuned, fixed = streaming_results(Bench(settings, client))
     with latency_proxy(settings.sqs_endpoint_url, LATENCY_MS) as proxy_url:
         remote, remote_bridge, remote_floor = remote_results(Bench(settings, client, proxy_url))
     print(
@@ -420,7 +503,9 @@ def run() -> list[Result]:
         f"{remote_bridge.cpu_per_message * 1e6:.0f} us @{LATENCY_MS:g}ms; "
         f"boto3 recv+delete: {floor.cpu_per_message * 1e6:.0f} us local, "
         f"{remote_floor.cpu_per_message * 1e6:.0f} us @{LATENCY_MS:g}ms "
-        f"(target <= {CPU_TARGET_US} us)",
+        f"(target <= {CPU_TARGET_US} us); fed {STREAM_RATE:g}/s: "
+        f"{tuned.cpu_per_message * 1e6:.0f} us, fixed pollers without linger "
+        f"{fixed.cpu_per_message * 1e6:.0f} us",
         flush=True,
     )
-    return local + remote
+    return local + streaming + remote

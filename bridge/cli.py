@@ -104,6 +104,13 @@ TUNING_OPTIONS = (
         int,
     ),
     Option(
+        "--receive-linger-ms",
+        "bridge_receive_linger_ms",
+        "MASKSTREAM_BRIDGE_RECEIVE_LINGER_MS",
+        "after a part-filled receive, wait up to this long so the next one carries more",
+        int,
+    ),
+    Option(
         "--wait-seconds",
         "bridge_wait_seconds",
         "MASKSTREAM_BRIDGE_WAIT_SECONDS",
@@ -267,6 +274,7 @@ def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
             f"--compression must be one of {COMPRESSIONS}",
         ),
         (settings.bridge_linger_ms >= 0, "--linger-ms must not be negative"),
+        (settings.bridge_receive_linger_ms >= 0, "--receive-linger-ms must not be negative"),
         (settings.bridge_batch_bytes >= 1024, "--batch-bytes must be at least 1024"),
         (settings.bridge_shutdown_timeout > 0, "--shutdown-timeout must be positive"),
         (settings.bridge_stats_interval > 0, "--stats-interval must be positive"),

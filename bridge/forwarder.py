@@ -10,8 +10,8 @@ Pollers reserve room under the in-flight bound before each receive, so a slow
 Kafka stops the intake instead of growing memory. Their number adapts between
 ``pollers`` and ``max_pollers``: a poll that comes back full while room remains
 starts another poller (the queue holds more than the open polls fetch, as
-against a remote SQS where each call takes tens of milliseconds); a poll that
-comes back empty retires its poller down to the floor. While messages wait, an
+against a remote SQS where each call takes tens of milliseconds); any other
+poll retires its poller down to the floor. While messages wait, an
 extender pushes their visibility timeout ahead of them, so SQS does not hand
 them to someone else mid-flight. A message leaves the bridge only when it is
 deleted, released or given up; nothing is deleted before its acknowledgement.
@@ -117,12 +117,16 @@ class ForwarderConfig:
     backoff_cap: float = 30.0
     # Ceiling of the adaptive poller count; None keeps exactly ``pollers``.
     max_pollers: int | None = None
+    # After a part-filled receive, a poller waits up to this long (the emptier
+    # the batch, the longer) so its next receive finds a fuller queue.
+    receive_linger: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, exit_when_idle: float | None) -> ForwarderConfig:
         return cls(
             pollers=settings.bridge_pollers,
             max_pollers=settings.bridge_max_pollers,
+            receive_linger=settings.bridge_receive_linger_ms / 1000,
             wait_seconds=settings.bridge_wait_seconds,
             max_in_flight=settings.bridge_max_in_flight,
             visibility_timeout=settings.bridge_visibility_timeout,
@@ -249,6 +253,20 @@ class InFlightGate:
         self._changed.set()
 
 
+def receive_pause(returned: int, batch: int, linger: float) -> float:
+    """How long a poller waits before its next receive: longer the emptier its last batch.
+
+    Every call costs the same CPU whatever it carries, and a long poll
+    returns as soon as any message is there: while messages trickle in, a
+    poller that asks again at once gets one or two a call. Waiting a moment
+    lets the next receive (and the delete after it) carry up to ten. A full
+    batch or an empty one (the long poll already waited) goes on at once.
+    """
+    if returned <= 0 or returned >= batch:
+        return 0.0
+    return linger * (batch - returned) / batch
+
+
 class Scale(enum.Enum):
     """What a poller does after a receive."""
 
@@ -258,22 +276,31 @@ class Scale(enum.Enum):
 
 
 def scale_after_receive(
-    returned: int, batch: int, pollers: int, floor: int, ceiling: int, room: int
+    returned: int,
+    batch: int,
+    pollers: int,
+    floor: int,
+    ceiling: int,
+    room: int,
+    *,
+    lingered: bool = False,
 ) -> Scale:
-    """Grow while polls come back full and in-flight room remains; retire on an empty poll.
+    """Grow while polls come back full and in-flight room remains; retire on any other poll.
 
     A full batch means the queue held at least that much more: another poll
     would have found work too. One poller per full poll grows the count
     quickly (like TCP slow start) yet never past *ceiling*, nor past what
-    the in-flight bound can still take. An empty poll means the open polls
-    already outpace the queue, so its poller ends, down to *floor*. A
-    part-filled poll keeps the count as it is.
+    the in-flight bound can still take. A part-filled or empty poll means
+    the open polls already take all there is, and each extra one only
+    splits the same messages into more calls (CPU per message grows with
+    calls, not messages), so its poller ends, down to *floor*. A full batch
+    after the poller *lingered* (see :func:`receive_pause`) is what the
+    linger was for, not a backlog: it keeps the count.
     """
-    if returned >= batch and pollers < ceiling and room >= batch:
-        return Scale.GROW
-    if returned == 0 and pollers > floor:
-        return Scale.RETIRE
-    return Scale.KEEP
+    if returned >= batch:
+        grow = not lingered and pollers < ceiling and room >= batch
+        return Scale.GROW if grow else Scale.KEEP
+    return Scale.RETIRE if pollers > floor else Scale.KEEP
 
 
 @dataclass(eq=False, slots=True)
@@ -323,6 +350,10 @@ class Forwarder:
         self._extensions: set[asyncio.Task[None]] = set()
         self._pollers: set[asyncio.Task[None]] = set()
         self._pollers_started = 0
+        # Pollers not retired: counted at the decision itself, because a task
+        # leaves _pollers only a loop turn after it ends, and two pollers
+        # retiring in the same turn must not both see room above the floor.
+        self._polling = 0
         self._open_polls = 0
         self._deletes: set[asyncio.Task[None]] = set()
         self._delete_slots = asyncio.Semaphore(config.deleters)
@@ -344,7 +375,7 @@ class Forwarder:
     @property
     def pollers(self) -> int:
         """Poller loops now running (between the floor and the ceiling while running)."""
-        return len(self._pollers)
+        return self._polling
 
     def request_stop(self, reason: str) -> None:
         """Stop polling and drain; a second request stops waiting for the drain."""
@@ -516,6 +547,7 @@ class Forwarder:
     # -- receive and produce -----------------------------------------------------------
 
     def _start_poller(self) -> None:
+        self._polling += 1
         self._pollers_started += 1
         task = self._spawn(self._poll(), f"poller-{self._pollers_started}")
         self._pollers.add(task)
@@ -525,6 +557,7 @@ class Forwarder:
         """Receive and hand over until stopped, or until an empty poll retires this poller."""
         batch = self._config.receive_batch
         failures = 0
+        pause = 0.0
         while not self._stop.is_set():
             if not await self._gate.acquire(batch):
                 return
@@ -543,8 +576,10 @@ class Forwarder:
             self._gate.release(batch - len(messages))
             self._note_receive(started, len(messages))
             await self._hold(messages, started)
-            if self._rescale(len(messages), batch) is Scale.RETIRE:
+            if self._rescale(len(messages), batch, lingered=pause > 0) is Scale.RETIRE:
                 return
+            pause = receive_pause(len(messages), batch, self._config.receive_linger)
+            await self._sleep(pause)
 
     async def _receive(self, batch: int) -> list[SqsMessage]:
         """One long poll, counted while open so a stop knows what it waits for."""
@@ -556,7 +591,7 @@ class Forwarder:
         finally:
             self._open_polls -= 1
 
-    def _rescale(self, returned: int, batch: int) -> Scale:
+    def _rescale(self, returned: int, batch: int, *, lingered: bool) -> Scale:
         """Apply :func:`scale_after_receive`; nothing grows once a stop is requested."""
         if self._stop.is_set():
             return Scale.KEEP
@@ -564,13 +599,16 @@ class Forwarder:
         decision = scale_after_receive(
             returned,
             batch,
-            len(self._pollers),
+            self._polling,
             config.pollers,
             config.poll_ceiling,
             self._gate.room,
+            lingered=lingered,
         )
         if decision is Scale.GROW:
             self._start_poller()
+        elif decision is Scale.RETIRE:
+            self._polling -= 1
         return decision
 
     def _note_receive(self, started: float, count: int) -> None:
@@ -790,7 +828,7 @@ class Forwarder:
                 log.info(
                     "bridge stats: %s pollers=%d",
                     self.counters.summary(len(self._held)),
-                    len(self._pollers),
+                    self._polling,
                 )
             if self._is_idle(now):
                 self.request_stop(f"queue empty for {config.exit_when_idle:g}s, all forwarded")
