@@ -254,9 +254,9 @@ class InFlightGate:
 
 
 def receive_pause(returned: int, batch: int, linger: float) -> float:
-    """How long a poller waits before its next receive: longer the emptier its last batch.
+    """How long a poller waits before its next receive: *linger* after a part-filled batch.
 
-    Every call costs the same CPU whatever it carries, and a long poll
+    Every call costs about the same CPU whatever it carries, and a long poll
     returns as soon as any message is there: while messages trickle in, a
     poller that asks again at once gets one or two a call. Waiting a moment
     lets the next receive (and the delete after it) carry up to ten. A full
@@ -264,7 +264,7 @@ def receive_pause(returned: int, batch: int, linger: float) -> float:
     """
     if returned <= 0 or returned >= batch:
         return 0.0
-    return linger * (batch - returned) / batch
+    return linger
 
 
 class Scale(enum.Enum):
