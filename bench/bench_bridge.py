@@ -1,26 +1,44 @@
-"""Bridge throughput on the local ElasticMQ and Kafka, against two baselines.
+"""Bridge throughput and CPU on the local ElasticMQ and Kafka, against baselines of the same run.
 
-- **SQS ceiling**: a raw boto3 loop with the same number of threads as the
-  bridge has pollers, each receiving ten and deleting them in one batch, no
-  Kafka at all. The target ``>= 0.8`` says Kafka, acknowledgements and
-  bookkeeping cost the bridge at most a fifth.
+Loopback SQS (about 1 ms a call):
+
+- **SQS ceiling**: raw boto3 loops, as many threads as the bridge's poller
+  floor, each receiving ten and deleting them in one batch, no Kafka at all.
+  Target ``>= 0.8``: Kafka, acknowledgements and bookkeeping cost the bridge
+  at most a fifth.
 - **naive forwarder**: one loop that receives one message, produces it with
-  ``send_and_wait`` and deletes it, the design the bridge replaces. Measured on
-  fewer messages since only its rate matters; target ``>= 10``.
+  ``send_and_wait`` and deletes it, the seed-style design the bridge
+  replaces. Measured on fewer messages since only its rate matters.
+- **CPU per message**: process CPU seconds (every thread) over messages, for
+  the bridge and for the SQS ceiling loop, i.e. what boto3 itself costs to
+  receive and delete a message. Reported as messages per CPU-second so that
+  higher is better like every other row, and printed in microseconds.
+- **fed at a rate**: the queue starts empty and another process sends
+  ``STREAM_RATE`` messages a second, two a call, as many small producers do.
+  Here receives come back part-filled and calls per message, hence CPU per
+  message, depend on the bridge; the baseline is the same bridge with a
+  fixed poller count and no receive linger (how it ran before).
 
-Both baselines use boto3 as it comes (``boto3.client("sqs")`` with a
-connection pool for their threads). The bridge's own SQS client
-(:func:`bridge.sqs.make_client`: fixed User-Agent, no client-side parameter
-validation) saves about a tenth of the CPU of each call; that saving is part
-of what the bridge is measured with. Given the same client, the baselines
-speed up too (on a quiet two-core machine the ratios were then 0.78 and 9.1).
+SQS ``LATENCY_MS`` away (a loopback proxy in its own process,
+:mod:`bench.latency_proxy`, delays every request like a remote SQS):
+
+- the bridge with its default (adaptive) pollers against the **latency-bound
+  ceiling**: boto3 receive + delete-batch loops in as many threads as the
+  bridge may have pollers;
+- the same bridge with a fixed poller floor (no adaptation);
+- the naive loop at the same latency.
+
+Both baselines use boto3 as it comes (``boto3.client("sqs")``); the bridge's
+own client (:func:`bridge.sqs.make_client`: fixed User-Agent, no client-side
+parameter validation) saves about a tenth of the CPU of each call, and that
+saving is part of what the bridge is measured with.
 
 The queue is filled before each measurement (not timed), each measurement
 uses a queue and topic of its own, and a rate is taken from the start until
 the last message is deleted, so trailing long polls are not counted. Every
-subject is measured ``ROUNDS`` times (bridge and SQS ceiling alternately) and
-keeps its best round: on a shared machine the best round is the one least
-disturbed by other processes, for the subject and the baselines alike.
+subject is measured ``ROUNDS`` times and keeps its best round: on a shared
+machine the best round is the one least disturbed by other processes, for
+the subject and the baselines alike.
 """
 
 from __future__ import annotations
@@ -68,6 +86,14 @@ REMOTE_NAIVE_MESSAGES = 200
 STREAM_MESSAGES = 10_000
 STREAM_RATE = 1_000.0
 FEED_THREADS = 2
+# The baselines of fixed pollers run as the bridge did before its pollers
+# adapted: this many, no receive linger.
+FIXED_POLLERS = 4
+FIXED = {
+    "bridge_pollers": FIXED_POLLERS,
+    "bridge_max_pollers": FIXED_POLLERS,
+    "bridge_receive_linger_ms": 0,
+}
 # Bridge CPU per message, microseconds (it was 187 before the poller rework).
 CPU_TARGET_US = 120
 
@@ -382,12 +408,15 @@ class Bench:
 
 
 def local_results(bench: Bench) -> tuple[list[Result], Run, Run]:
-    """Loopback ElasticMQ: the bridge against boto3's own floor and the naive loop."""
-    pollers = bench.settings.bridge_pollers
+    """Loopback ElasticMQ: the bridge against boto3's own floor and the naive loop.
+
+    The ceiling loops get as many threads as the bridge may have pollers.
+    """
+    floor, pollers = bench.settings.bridge_pollers, bench.settings.bridge_max_pollers
     bridge = bench.bridge(MESSAGES)
     ceiling = bench.ceiling(MESSAGES, pollers)
     naive = bench.naive(NAIVE_MESSAGES)
-    subject = f"bridge, {pollers}-{bench.settings.bridge_max_pollers} pollers"
+    subject = f"bridge, {floor}-{pollers} pollers"
     results = [
         Result(
             "bridge vs SQS ceiling",
@@ -424,23 +453,17 @@ def local_results(bench: Bench) -> tuple[list[Result], Run, Run]:
 def streaming_results(bench: Bench) -> tuple[list[Result], Run, Run]:
     """CPU per message while messages trickle in: the defaults against the seed-style setup.
 
-    The baseline runs the same bridge as it was before pollers adapted: a
-    fixed ``pollers`` count and no receive linger.
+    The baseline runs the same bridge as it was before pollers adapted
+    (``FIXED``).
     """
-    settings = bench.settings
     tuned = bench.streaming(STREAM_MESSAGES, STREAM_RATE)
-    fixed = bench.streaming(
-        STREAM_MESSAGES,
-        STREAM_RATE,
-        bridge_max_pollers=settings.bridge_pollers,
-        bridge_receive_linger_ms=0,
-    )
+    fixed = bench.streaming(STREAM_MESSAGES, STREAM_RATE, **FIXED)
     results = [
         Result(
             f"CPU/msg fed {STREAM_RATE:g}/s",
             "bridge defaults, msgs per CPU-s",
             1 / tuned.cpu_per_message,
-            f"{settings.bridge_pollers} fixed pollers, no linger",
+            f"{FIXED_POLLERS} fixed pollers, no linger",
             1 / fixed.cpu_per_message,
             "msg/cpu-s",
             ">= 1.3",
@@ -454,7 +477,7 @@ def remote_results(bench: Bench) -> tuple[list[Result], Run, Run]:
     settings = bench.settings
     floor, ceiling_pollers = settings.bridge_pollers, settings.bridge_max_pollers
     adaptive = bench.bridge(MESSAGES)
-    fixed = bench.bridge(MESSAGES, bridge_max_pollers=floor)
+    fixed = bench.bridge(MESSAGES, **FIXED)
     ceiling = bench.ceiling(MESSAGES, ceiling_pollers)
     naive = bench.naive(REMOTE_NAIVE_MESSAGES)
     at = f"@{LATENCY_MS:g}ms"
@@ -473,7 +496,7 @@ def remote_results(bench: Bench) -> tuple[list[Result], Run, Run]:
             f"adaptive vs fixed {at}",
             subject,
             adaptive.rate,
-            f"bridge, {floor} fixed pollers",
+            f"bridge, {FIXED_POLLERS} fixed pollers",
             fixed.rate,
             "msg/s",
             ">= 1.5",

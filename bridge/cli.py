@@ -229,8 +229,9 @@ def add_bridge_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="exit 0 once the queue has returned nothing for SECONDS and every message "
-        "received is forwarded and deleted (default: run until SIGTERM or SIGINT)",
+        help="exit 0 once the queue has returned nothing for SECONDS, every message "
+        "received is forwarded and deleted, and no poll is open (default: run until "
+        "SIGTERM or SIGINT)",
     )
 
 

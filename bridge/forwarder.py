@@ -579,7 +579,8 @@ class Forwarder:
             if self._rescale(len(messages), batch, lingered=pause > 0) is Scale.RETIRE:
                 return
             pause = receive_pause(len(messages), batch, self._config.receive_linger)
-            await self._sleep(pause)
+            if pause:
+                await self._sleep(pause)
 
     async def _receive(self, batch: int) -> list[SqsMessage]:
         """One long poll, counted while open so a stop knows what it waits for."""
