@@ -117,8 +117,8 @@ class ForwarderConfig:
     backoff_cap: float = 30.0
     # Ceiling of the adaptive poller count; None keeps exactly ``pollers``.
     max_pollers: int | None = None
-    # After a part-filled receive, a poller waits up to this long (the emptier
-    # the batch, the longer) so its next receive finds a fuller queue.
+    # After a part-filled receive, a poller waits this long so that its next
+    # receive finds a fuller queue (see receive_pause).
     receive_linger: float = 0.0
 
     @classmethod
@@ -554,7 +554,7 @@ class Forwarder:
         task.add_done_callback(self._pollers.discard)
 
     async def _poll(self) -> None:
-        """Receive and hand over until stopped, or until an empty poll retires this poller."""
+        """Receive and hand over until stopped, or until a poll that is not full retires it."""
         batch = self._config.receive_batch
         failures = 0
         pause = 0.0
