@@ -70,10 +70,10 @@ from bridge.sqs import (
     parse_message,
     send_batch,
 )
-from stream import settings as settings_module
-from stream.commands.send import send_stream
-from stream.settings import Settings
-from stream.stack.envfile import read_env_file
+from stream.common import settings as settings_module
+from stream.common.settings import Settings
+from stream.devstack.envfile import read_env_file
+from stream.ops.send import send_stream
 
 MESSAGES = 20_000
 NAIVE_MESSAGES = 1_000

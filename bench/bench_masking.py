@@ -1,6 +1,6 @@
 """Masking throughput: tokens per second on one core, library vs. the bare primitive.
 
-For each mode the subject is :meth:`stream.masking.Masker.mask` over a mix of
+For each mode the subject is :meth:`stream.core.masking.Masker.mask` over a mix of
 realistic values (IPv4, IPv6, device ids); the baseline is the one
 cryptographic call a token cannot do without, on the same UTF-8 bytes:
 
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from bench.harness import Result, rate
-from stream.keyring import new_keyring
-from stream.masking import Masker
+from stream.core.keyring import new_keyring
+from stream.core.masking import Masker
 
 VALUES = 5_000
 ROUNDS = 15

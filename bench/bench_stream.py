@@ -1,13 +1,14 @@
 """Stream throughput: records on ``logins.raw`` -> rows in PostgreSQL.
 
-Subject: Faust workers (parse, validate, mask, re-key to ``logins.masked``,
-batch COPY with ``ON CONFLICT``, ``seen_devices`` upkeep), timed from the
-moment the workers report ready until every row is in ``user_logins``.
+Subject: Faust workers (parse, validate, mask, one transaction per batch for
+rows, rejections and ``seen_devices``, the Faust table, the output topics),
+timed from the moment the workers report ready until every row is in
+``user_logins``.
 
 Baseline, same run, same data, same stack: a plain aiokafka consumer that
 reads the raw topic and COPYs ``json.loads`` of each body into a table, in
-batches of the same size: no Faust, no masking, no second topic. Target: the
-pipeline keeps at least half the baseline's rate.
+batches of the same size: no Faust, no masking, no device state, no output
+topics. Target: the pipeline keeps at least half the baseline's rate.
 
 Both sides get the same CPU budget of the 2-core machine: the baseline is one
 process, the subject ``WORKERS`` processes (the way the pipeline scales), and
@@ -28,10 +29,10 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 
 from bench.harness import Result
-from stream.generate import Generator
-from stream.sandbox import IsolatedPipeline, RawMessage
-from stream.stack.envfile import read_env_file
-from stream.stack.manager import Stack
+from stream.devstack.envfile import read_env_file
+from stream.devstack.manager import Stack
+from stream.ops.generate import Generator
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 MESSAGES = int(os.environ.get("BENCH_STREAM_MESSAGES", "50000"))
 WORKERS = int(os.environ.get("BENCH_STREAM_WORKERS", "2"))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import faust
 
-from stream import kafka_transport
-from stream import settings as settings_module
-from stream.monitor import LeanMonitor
+from stream.common import settings as settings_module
+from stream.worker.faust_patches import transport as kafka_transport
+from stream.worker.monitor import LeanMonitor
 
 settings = settings_module.load()
 kafka_transport.register()
@@ -31,15 +31,15 @@ app = faust.App(
     autodiscover=False,
     monitor=LeanMonitor(),
 )
-raw_topic = app.topic(settings.topics.raw, key_type=bytes, value_type=bytes, value_serializer="raw")
+raw_topic = kafka_transport.RawBytesTopic(
+    app, topics=[settings.topics.raw], key_type=bytes, value_type=bytes, value_serializer="raw"
+)
 
 
 @app.agent(raw_topic)
 async def count_records(stream: faust.StreamT[bytes]) -> None:
     count_file = Path(os.environ["FLOOR_COUNT_DIR"]) / f"{os.getpid()}.count"
     seen = 0
-    async for events in stream.take_events(
-        settings.mask_batch_size, within=settings.mask_batch_seconds
-    ):
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
         seen += len(events)
         count_file.write_text(str(seen))

@@ -21,11 +21,11 @@ from pathlib import Path
 import boto3
 
 from bench.harness import machine
-from stream.generate import Generator
-from stream.sandbox import IsolatedPipeline
-from stream.stack.envfile import read_env_file
-from stream.stack.manager import Stack
-from stream.stack.processes import read_pid
+from stream.devstack.envfile import read_env_file
+from stream.devstack.manager import Stack
+from stream.devstack.processes import read_pid
+from stream.ops.generate import Generator
+from tests.support.sandbox import IsolatedPipeline
 
 CHUNK = 20_000
 QUEUE_HIGH_WATER = 60_000

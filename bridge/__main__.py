@@ -11,7 +11,7 @@ import logging
 import sys
 
 from bridge.cli import DESCRIPTION, add_bridge_arguments, run
-from stream.cli import CommandError
+from stream.common.errors import CommandError
 
 
 def build_parser() -> argparse.ArgumentParser:

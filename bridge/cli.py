@@ -1,6 +1,6 @@
 """Command-line options of the bridge, shared by ``python -m bridge`` and ``maskstream bridge``.
 
-Every option is a :class:`stream.settings.Settings` field that a flag can
+Every option is a :class:`stream.common.settings.Settings` field that a flag can
 override; one table drives the parser, the help text and the override, so a
 new knob is added in exactly one place. This module imports nothing heavy:
 boto3 and aiokafka load only when the bridge actually runs.
@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stream import settings as settings_module
-from stream.cli import CommandError
-from stream.settings import Settings
+from stream.common import settings as settings_module
+from stream.common.errors import CommandError
+from stream.common.settings import Settings
 
 log = logging.getLogger("bridge")
 

@@ -48,8 +48,8 @@ from bridge.producer import (
     to_record,
 )
 from bridge.sqs import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS, EntryFailure, SqsMessage
-from stream.retry import backoff_delay
-from stream.settings import Settings
+from stream.common.retry import backoff_delay
+from stream.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ForwarderConfig:
     shutdown_timeout: float
     stats_interval: float
     exit_when_idle: float | None = None
-    # The body field whose hash keys each raw record (see stream.canonical).
+    # The body field whose hash keys each raw record (see stream.common.canonical).
     key_field: str = DEFAULT_KEY_FIELD
     # No acknowledgement for this long while messages wait: Kafka is slow or down.
     stall_warning_seconds: float = 10.0

@@ -31,10 +31,10 @@ from aiokafka.errors import (
 )
 
 from bridge.sqs import SqsMessage
-from stream.canonical import raw_record_key
-from stream.kafka_security import KafkaSecurity
-from stream.partitioning import murmur2, partition_for_key
-from stream.settings import Settings
+from stream.common.canonical import raw_record_key
+from stream.common.kafka_security import KafkaSecurity
+from stream.common.partitioning import murmur2, partition_for_key
+from stream.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from stream.settings import Settings
+from stream.common.settings import Settings
 
 T = TypeVar("T")
 

@@ -1,119 +1,12 @@
-"""The Faust application: ``faust -A stream.app worker -l info``.
+"""``faust -A stream.app worker``: the worker's entry point, as the design names it.
 
-This module wires configuration to Faust: the app, its three topics and the
-``seen_devices`` table. The agents that move data between them live in
-:mod:`stream.agents`, imported at the bottom so they register with the app.
-
-A worker refuses to start without a masking key: it exits with one line
-naming the variables to set, and never processes PII unmasked.
+The Faust app, its topics and table are defined in :mod:`stream.worker.app`;
+importing :mod:`stream.worker.agents` here registers the agent, its web pages
+and timers with it. Nothing else imports this module, so the app module and
+the agents never import each other.
 """
 
-from __future__ import annotations
+from stream.worker import agents  # noqa: F401  (registers the agent, pages and timers)
+from stream.worker.app import app
 
-import sys
-from datetime import timedelta
-
-import faust
-
-from stream import kafka_transport, logs
-from stream import settings as settings_module
-from stream.kafka_security import KafkaSecurity, KafkaSecurityError
-from stream.keyring import KeyRingError, load_keyring
-from stream.metrics import WorkerMetrics
-from stream.monitor import LeanMonitor
-from stream.partitioning import partition_for_key
-from stream.records import Rejection
-from stream.stack.ports import choose_port
-from stream.stats import PipelineStats
-from stream.worker import Worker
-
-settings = settings_module.load()
-
-try:
-    load_keyring(settings)
-    kafka_security = KafkaSecurity.from_settings(settings)
-except (KeyRingError, KafkaSecurityError) as exc:
-    sys.exit(f"maskstream worker: {exc}")
-
-kafka_transport.register()
-
-app = faust.App(
-    settings.app_id,
-    broker=[
-        f"{kafka_transport.SCHEME}://{server}"
-        for server in settings.kafka_bootstrap_servers.split(",")
-    ],
-    broker_credentials=kafka_security.faust_credentials(),
-    logging_config=logs.faust_logging_config(),
-    store="memory://",  # tables are rebuilt from their changelog topics on start
-    topic_partitions=settings.topics.partitions,
-    table_standby_replicas=settings.standby_replicas,
-    consumer_auto_offset_reset="earliest",
-    broker_session_timeout=settings.session_timeout_seconds,
-    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
-    # Several workers may run on one host: take the configured port if free.
-    web_port=choose_port(settings.worker_web_port, set()),
-    web_host="127.0.0.1",
-    datadir=str(settings.data_dir),
-    producer_acks=-1,
-    # Batch masked records and changelog updates into few produce requests.
-    producer_linger=0.02,
-    producer_max_batch_size=256 * 1024,
-    producer_max_request_size=2 * 1024 * 1024,
-    # Kafka's default partitioning, without aiokafka's byte-at-a-time murmur2.
-    producer_partitioner=partition_for_key,
-    # Commit by time (every few seconds) rather than every few hundred records:
-    # each commit first flushes the producer, and replaying a few seconds of
-    # records after a crash costs nothing (rows are unique per message id).
-    broker_commit_every=50 * settings.sink_batch_size,
-    stream_buffer_maxsize=4 * settings.sink_batch_size,
-    autodiscover=False,
-    monitor=LeanMonitor(),
-    Worker=Worker,  # its SIGUSR1 stack dump leaves out local variables (PII)
-)
-
-# internal=True: the worker creates missing topics with our partition count
-# (and the raw topic with its retention, as the bridge does) before consuming.
-raw_topic = app.topic(
-    settings.topics.raw,
-    key_type=bytes,
-    value_type=bytes,
-    value_serializer="raw",
-    partitions=settings.topics.partitions,
-    retention=timedelta(hours=settings.topics.raw_retention_hours),
-    internal=True,
-)
-# Masked logins travel as bytes: the agents encode and decode MaskedLogin
-# themselves (see stream.records for why).
-masked_topic = app.topic(
-    settings.topics.masked,
-    key_type=bytes,
-    value_type=bytes,
-    value_serializer="raw",
-    partitions=settings.topics.partitions,
-    internal=True,
-)
-rejected_topic = app.topic(
-    settings.topics.rejected,
-    key_type=str,
-    value_type=Rejection,
-    partitions=settings.topics.partitions,
-    internal=True,
-)
-
-# Keys are masked device ids as bytes, the very bytes that key logins.masked:
-# with use_partitioner, a device's changelog partition is its masked-topic
-# partition, so each entry moves with the partition that updates it.
-seen_devices = app.Table(
-    "seen_devices",
-    key_type=bytes,
-    value_type=bytes,  # SeenDevice JSON, stored raw: see stream.records
-    partitions=settings.topics.partitions,
-    use_partitioner=True,
-)
-
-# What this worker processed, for the periodic log line (and metrics later).
-stats = PipelineStats()
-metrics = WorkerMetrics(app, stats)
-
-from stream import agents  # noqa: E402,F401  (registers agents, pages and timers)
+__all__ = ["app"]

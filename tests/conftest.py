@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.sandbox import IsolatedPipeline
-from stream.stack.envfile import read_env_file
+from stream.devstack.envfile import read_env_file
+from tests.support.sandbox import IsolatedPipeline
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from stream.sandbox import IsolatedPipeline
+from tests.support.sandbox import IsolatedPipeline
 
 pytestmark = pytest.mark.services
 

@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from stream.canonical import raw_record_key
+from stream.common.canonical import raw_record_key
 
 pytestmark = pytest.mark.services
 
@@ -176,7 +176,7 @@ def header(record: ConsumerRecord, name: str) -> bytes:
 
 
 def message_id(record: ConsumerRecord) -> str:
-    """The SQS message id a record came from (the key is a hash of the device id)."""
+    """The SQS message id a raw record carries (its key is the device's hash)."""
     return header(record, "sqs_message_id").decode()
 
 
@@ -275,7 +275,8 @@ def test_5000_messages_arrive_once_each_unchanged_with_headers_and_times(
     assert len(records) == 5000
     assert {message_id(r) for r in records} == set(sent)
     for record in records:
-        assert record.value == sent[message_id(record)].encode()
+        body = sent[message_id(record)]
+        assert record.value == body.encode()
         assert record.key == raw_record_key(record.value, "device_id")
         assert header(record, "sqs_sent_timestamp") == str(record.timestamp).encode()
         assert header(record, "sqs_receive_count") == b"1"
@@ -437,7 +438,7 @@ def test_kafka_outage_deletes_nothing_and_recovers(
     back. Lane B's bridge is stopped with SIGTERM during the outage: it must
     exit 0 within its shutdown timeout and delete nothing it holds.
     """
-    from stream.stack.manager import Stack
+    from stream.devstack.manager import Stack
 
     stack = Stack.from_settings()
     lane_a, lane_b = new_lane(), new_lane()
@@ -478,8 +479,8 @@ def test_kafka_outage_deletes_nothing_and_recovers(
 
     by_id = {message_id(r): r for r in lane_a.records()}
     assert set(by_id) == set(first) | set(second)
-    for sent_id, body in second.items():
-        assert by_id[sent_id].value == body.encode()
+    for sent_id in second:
+        assert by_id[sent_id].value == second[sent_id].encode()
         # Held through the outage, not redelivered: received exactly once.
         assert header(by_id[sent_id], "sqs_receive_count") == b"1"
     text = log_a.read_text()

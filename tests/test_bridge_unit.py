@@ -55,8 +55,8 @@ from bridge.producer import (
     to_record,
 )
 from bridge.sqs import EntryFailure, SqsMessage, batch_failures, parse_message
-from stream.partitioning import murmur2, partition_for_key
-from stream.settings import Settings, Topics
+from stream.common.partitioning import murmur2, partition_for_key
+from stream.common.settings import Settings, Topics
 
 
 def synchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:

@@ -41,7 +41,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from psycopg.conninfo import conninfo_to_dict
 
-from stream import settings as settings_module
+from stream.common import settings as settings_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -55,9 +55,9 @@ PROJECT = "maskstream"
 INSTALL_HINT = "install the dev tools with: pip install -e '.[dev]'"
 REGENERATE = "regenerate it with: python -m tests.test_compose > requirements.lock"
 PIPELINE_SERVICES = ("bridge", "worker")
-# Variables boto3 reads itself (the AWS credential chain), not stream.settings.
+# Variables boto3 reads itself (the AWS credential chain), not stream.common.settings.
 BOTO3_VARIABLES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
-# What each role cannot run without, by stream.settings' variable names.
+# What each role cannot run without, by stream.common.settings' variable names.
 REQUIRED_VARIABLES = {
     "bridge": {"SQS_QUEUE_URL", "AWS_ENDPOINT_URL_SQS", "KAFKA_BOOTSTRAP_SERVERS"},
     "worker": {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "MASKSTREAM_KEYRING_FILE"},
@@ -229,7 +229,7 @@ def test_kafka_is_one_kraft_node_reachable_as_kafka_9092() -> None:
 
 
 def recorded_settings_variables(monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """The environment variables stream.settings reads, found by watching it read them."""
+    """The environment variables stream.common.settings reads, found by watching it read them."""
 
     class Recorder(dict):
         def __init__(self) -> None:
@@ -471,7 +471,7 @@ def test_build_context_leaves_out(path: str) -> None:
         "README.md",
         "requirements.lock",
         "stream/status.py",
-        "stream/stack/maven/kafka/pom.xml",
+        "stream/devstack/maven/kafka/pom.xml",
         "bridge/__main__.py",
         "docker/entrypoint.sh",
     ],

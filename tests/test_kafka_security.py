@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from stream.kafka_security import KafkaSecurity, KafkaSecurityError
-from stream.sandbox import IsolatedPipeline, RawMessage
-from stream.settings import Settings
+from stream.common.kafka_security import KafkaSecurity, KafkaSecurityError
+from stream.common.settings import Settings
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 
 def security(**changes: str) -> KafkaSecurity:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from faust.types import TP
 
-from stream.kafka_transport import must_rewind, next_commit, no_progress, seek_target
+from stream.worker.faust_patches.transport import must_rewind, next_commit, no_progress, seek_target
 
 
 @pytest.mark.parametrize(("asked", "sought"), [(None, 0), (-2, 0), (-1, 0), (0, 0), (7, 7)])

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from stream.cli import main
-from stream.keyring import (
+from stream.common.settings import Settings
+from stream.core.keyring import (
     FILE_VARIABLE,
     INLINE_VARIABLE,
     KeyRingError,
@@ -23,8 +24,7 @@ from stream.keyring import (
     new_keyring,
     read_keyring_file,
 )
-from stream.masking import Masker
-from stream.settings import Settings
+from stream.core.masking import Masker
 
 
 def settings(keyring_file: str = "", keyring_json: str = "") -> Settings:
@@ -76,7 +76,7 @@ def test_exposed_key_file_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture
     path = tmp_path / "keyring.json"
     create_keyring_file(path)
     path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="stream.keyring"):
+    with caplog.at_level(logging.WARNING, logger="stream.core.keyring"):
         read_keyring_file(path)
     assert "chmod 600" in caplog.text
     assert str(path) in caplog.text
@@ -85,7 +85,7 @@ def test_exposed_key_file_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture
 def test_private_key_file_does_not_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "keyring.json"
     create_keyring_file(path)
-    with caplog.at_level(logging.WARNING, logger="stream.keyring"):
+    with caplog.at_level(logging.WARNING, logger="stream.core.keyring"):
         read_keyring_file(path)
     assert caplog.text == ""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.launcher import last_error
+from stream.ops.launcher import last_error
 
 
 def test_the_last_traceback_is_reported_not_earlier_errors() -> None:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from stream.keyring import Key, KeyRing, new_keyring, rotate
-from stream.masking import (
+from stream.cli.keys import RekeyResult, TokenTable, rekey_row
+from stream.core.keyring import Key, KeyRing, new_keyring, rotate
+from stream.core.masking import (
     InvalidFieldError,
     IrreversibleTokenError,
     MalformedTokenError,
@@ -185,6 +186,41 @@ def test_rotation_makes_new_tokens_with_the_new_key(ring: KeyRing, masker: Maske
     assert not rotated.is_current(old_token)
     assert rotated.rekey(old_token) == new_token
     assert rotated.rekey(new_token) == new_token
+
+
+@pytest.mark.parametrize(
+    ("field", "spelling", "canonical"),
+    [
+        ("ip", "2001:DB8::1", "2001:db8::1"),
+        ("ip", "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("ip", "::ffff:198.19.7.7", "198.19.7.7"),
+        ("device_id", " 593-47-5928\t", "593-47-5928"),
+        ("ip", "not an address", "not an address"),  # kept as it was, never refused
+        ("body", " {} ", " {} "),  # bodies have no canonical form
+    ],
+)
+def test_rekey_reissues_the_canonical_token_of_a_spelling(
+    ring: KeyRing, masker: Masker, field: str, spelling: str, canonical: str
+) -> None:
+    rotated = Masker(rotate(ring))
+    reissued = rotated.rekey(masker.mask(field, spelling))
+    assert reissued == rotated.mask(field, canonical)
+    assert rotated.unmask(reissued) == (field, canonical)
+
+
+def test_rekey_row_merges_the_spellings_of_one_value(ring: KeyRing, masker: Masker) -> None:
+    table = TokenTable("user_logins", "message_id", ("masked_ip", "masked_device_id"))
+    rotated = Masker(rotate(ring))
+    result = RekeyResult()
+    rows = [
+        ("m-1", masker.mask("ip", "2001:DB8::1"), masker.mask("device_id", "d-1 ")),
+        ("m-2", masker.mask("ip", "2001:db8::1"), masker.mask("device_id", "d-1")),
+    ]
+    changes = [rekey_row(table, row, rotated, result) for row in rows]
+    assert changes[0] is not None and changes[1] is not None
+    expected = [rotated.mask("ip", "2001:db8::1"), rotated.mask("device_id", "d-1")]
+    assert changes[0][:2] == changes[1][:2] == expected
+    assert (result.tokens, result.failures) == (4, [])
 
 
 # ----------------------------------------------------------------------------- HMAC

@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 
 import pytest
 
-from stream.records import MASKED_FIELDS
-from stream.sandbox import IsolatedPipeline, RawMessage
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
 
@@ -55,8 +55,8 @@ BAD_INPUTS = {
     json.dumps(
         {"user_id": "u", "app_version": "1.0", "device_type": "ios", "ip": "1.2.3.4"}
     ).encode(): ("missing field device_id"),
-    # Valid JSON the database refuses (NUL in text): isolated, rejected with its reason.
-    login(user_id="nul\u0000inside"): "database refused row",
+    # Valid JSON the database would refuse (NUL in text): rejected before it.
+    login(user_id="nul\u0000inside"): "user_id contains a NUL character",
 }
 
 
@@ -99,27 +99,23 @@ def test_each_bad_input_is_one_rejection_and_good_messages_around_it_are_written
     assert on_topic == expected_reasons.keys()
 
 
-def test_a_foreign_record_on_the_masked_topic_is_logged_and_skipped(
+def test_records_from_another_producer_on_the_raw_topic_are_processed(
     pipeline: IsolatedPipeline,
 ) -> None:
-    before, after = RawMessage(new_id(), login(device_id="dev-1")), RawMessage(new_id(), login())
-    fields = dict.fromkeys(MASKED_FIELDS, "x")  # every field there, none of the right type
-    wrong_types = json.dumps(fields | {"sent_at_ms": "soon", "create_date": 20240101}).encode()
+    """No SQS headers: the key stands in for the message id, the record's own
+    timestamp for SentTimestamp, and a record without a key gets its position."""
     pipeline.launcher.start_worker("worker")
-    pipeline.produce_raw([before])
-    pipeline.wait_for_outcomes(1)
     pipeline.produce_plain(
-        pipeline.masked_topic,
-        [(b"k", b"not a masked login"), (b"k", b'{"user_id": "u"}'), (b"k", wrong_types)],
+        pipeline.raw_topic,
+        [(b"other-1", login(device_id="dev-foreign")), (None, b"not json"), (b"other-2", b"")],
     )
-    pipeline.produce_raw([after])
-    pipeline.wait_for_outcomes(2)
-
-    log = pipeline.launcher.log("worker")
-    assert log.count("on the masked topic skipped: not a masked login") == 2
-    assert log.count("on the masked topic skipped: ") == 3
-    rows = pipeline.query("SELECT message_id FROM user_logins ORDER BY sent_at")
-    assert [r[0] for r in rows] == [before.message_id, after.message_id]
+    pipeline.wait_for_outcomes(3)
+    rows = pipeline.query("SELECT message_id, sent_at IS NOT NULL FROM user_logins")
+    assert rows == [("other-1", True)]
+    rejected = dict(pipeline.query("SELECT message_id, reason FROM rejected_logins"))
+    assert rejected["other-2"].startswith("empty body")
+    (positional,) = rejected.keys() - {"other-2"}
+    assert positional.startswith(f"kafka:{pipeline.raw_topic}:")
     assert pipeline.launcher.children["worker"].poll() is None
 
 
@@ -157,11 +153,13 @@ def test_seen_devices_counts_match_rows(pipeline: IsolatedPipeline) -> None:
         )
     )
     assert sorted(counts.values()) == [1, 3]
+    assert dict(pipeline.query("SELECT masked_device_id, login_count FROM seen_devices")) == counts
     port = pipeline.launcher.web_ports["worker"]
     for device, rows in counts.items():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/{device}/") as response:
             entry = json.load(response)
         assert entry["login_count"] == rows
+        assert entry["source"] == "table"  # the only worker holds every partition
         assert entry["first_seen_ms"] <= entry["last_seen_ms"]
         shown = subprocess.run(
             [
@@ -178,6 +176,16 @@ def test_seen_devices_counts_match_rows(pipeline: IsolatedPipeline) -> None:
             check=True,
         )
         assert f"logins={rows}" in shown.stdout
+    # A device this worker's table does not hold is answered from PostgreSQL
+    # (where another worker's partition would have written it) and a device
+    # seen nowhere is a 404.
+    pipeline.execute("INSERT INTO seen_devices VALUES ('elsewhere', now(), now(), 7)")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/elsewhere/") as response:
+        entry = json.load(response)
+    assert (entry["login_count"], entry["source"]) == (7, "database")
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/nowhere/")
+    assert missing.value.code == 404
 
 
 def test_existing_seven_column_table_is_migrated_keeping_its_rows(

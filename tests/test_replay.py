@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from stream.generate import Generator
-from stream.replay import parse_start
-from stream.sandbox import IsolatedPipeline, RawMessage
+from stream.ops.generate import Generator
+from stream.ops.replay import parse_start
+from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 pytestmark = pytest.mark.services
 
@@ -72,6 +72,7 @@ def test_replay_refuses_while_workers_run_then_replays_without_duplicates(
         "SELECT count(*), count(DISTINCT message_id) FROM user_logins"
     )[0]
     assert total == distinct == len(sent) + len(later)
+    assert pipeline.device_mismatches() == {}, "a replay must add nothing to seen_devices"
     # The replayed messages really were processed again (and skipped as present).
     assert "duplicates_skipped=" in log or pipeline.outcome_count() == total
 
@@ -107,7 +108,60 @@ def test_replay_into_a_new_table_leaves_user_logins_untouched(pipeline: Isolated
         " WHERE r.masked_device_id = u.masked_device_id"
     )
     assert masked_match == [(299,)]
+    assert pipeline.device_mismatches("logins_rebuilt", "logins_rebuilt_devices") == {}
 
     again = replay(pipeline, "--from", "earliest", "--into", "logins_rebuilt")
     assert again.returncode == 2
     assert "already exists" in again.stderr
+
+
+def test_a_busy_device_counts_exactly_across_batches_a_rebalance_and_a_replay(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """One device in hundreds of small batches, processed by one worker, then
+    two (a rebalance), then the other alone, then replayed from the start:
+    both seen_devices tables count exactly its rows, and so do the others'."""
+    pipeline.env["MASKSTREAM_BATCH_SIZE"] = "25"
+
+    def wave(tag: str, busy: int, others: int) -> list[RawMessage]:
+        bodies = [login_body("kiosk-0001") for _ in range(busy)]
+        bodies += [login_body(f"{tag}-{n % 40}") for n in range(others)]
+        return [RawMessage(str(uuid.uuid4()), body, OLD_MS + i) for i, body in enumerate(bodies)]
+
+    sent = wave("a", 600, 200)
+    pipeline.launcher.start_worker("worker-1")
+    pipeline.produce_raw(sent)
+    pipeline.wait_for_outcomes(len(sent))
+    pipeline.launcher.start_worker("worker-2")  # the group rebalances mid-stream
+    second = wave("b", 600, 200)
+    pipeline.produce_raw(second[:400])
+    pipeline.launcher.stop("worker-1")  # and again: worker-2 takes every partition
+    pipeline.produce_raw(second[400:])
+    sent += second
+    pipeline.wait_for_outcomes(len(sent), timeout=180)
+    pipeline.launcher.stop("worker-2")
+    assert replay(pipeline, "--from", "earliest", "--wait", "60").returncode == 0
+    pipeline.launcher.start_worker("worker-3")
+    pipeline.wait_until_caught_up(timeout=180)
+
+    busy = pipeline.query(
+        "SELECT d.login_count, (SELECT count(*) FROM user_logins u"
+        "  WHERE u.masked_device_id = d.masked_device_id)"
+        " FROM seen_devices d ORDER BY d.login_count DESC LIMIT 1"
+    )
+    assert busy == [(1200, 1200)]
+    assert pipeline.row_count() == len(sent)
+    assert pipeline.device_mismatches() == {}
+    assert pipeline.changelog_mismatches() == {}
+
+
+def login_body(device_id: str) -> bytes:
+    body = {
+        "user_id": str(uuid.uuid4()),
+        "app_version": "2.3.0",
+        "device_type": "android",
+        "ip": "198.51.100.7",
+        "locale": None,
+        "device_id": device_id,
+    }
+    return json.dumps(body).encode()

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from bridge.sqs import MAX_MESSAGE_BYTES
-from stream.commands.send import Line, LineError, batches, read_lines
+from stream.ops.send import Line, LineError, batches, read_lines
 
 # -- pure functions ----------------------------------------------------------------------
 

@@ -17,9 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream.stack.envfile import read_env_file
-from stream.stack.ports import is_listening
-from stream.stack.processes import is_running, read_pid
+from stream.common.ports import is_listening
+from stream.devstack.envfile import read_env_file
+from stream.devstack.processes import is_running, read_pid
 
 pytestmark = pytest.mark.services
 

@@ -30,13 +30,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from psycopg import sql
 
 from bridge.sqs import make_client
-from stream import settings as settings_module
-from stream import status
 from stream.cli import main
-from stream.sandbox import IsolatedPipeline
-from stream.schema import ensure_schema
-from stream.settings import Settings, Topics
-from stream.status import (
+from stream.common import settings as settings_module
+from stream.common.settings import Settings, Topics
+from stream.ops import status
+from stream.ops.status import (
     ConsumerLag,
     DatabaseCounts,
     DeadLetters,
@@ -47,6 +45,8 @@ from stream.status import (
     Snapshot,
     TopicLag,
 )
+from stream.postgres.schema import Tables, ensure_schema
+from tests.support.sandbox import IsolatedPipeline
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -406,7 +406,7 @@ def fill_database(
 ) -> None:
     """4 rows of 3 devices, 2 of them ingested just now; 4 rejections of 2 reasons."""
     with psycopg.connect(pipe.database_url) as conn:
-        ensure_schema(conn, logins, rejections)
+        ensure_schema(conn, Tables(logins, rejections, f"{logins}_devices"))
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (message_id, masked_device_id, ingested_at) VALUES "

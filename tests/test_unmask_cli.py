@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from stream.cli import main
-from stream.commands.keys import (
+from stream.cli.keys import (
     AUDIT_DDL,
     AUDIT_TABLE,
     TokenTable,
@@ -25,8 +25,8 @@ from stream.commands.keys import (
     rekey_table,
     usable_tables,
 )
-from stream.errors import CommandError
-from stream.keyring import (
+from stream.common.errors import CommandError
+from stream.core.keyring import (
     FILE_VARIABLE,
     INLINE_VARIABLE,
     KeyRing,
@@ -36,7 +36,7 @@ from stream.keyring import (
     rotate,
     write_keyring_file,
 )
-from stream.masking import Masker
+from stream.core.masking import Masker
 
 IP = "198.51.100.23"
 DEVICE = "593-47-5928"
@@ -323,7 +323,7 @@ def test_rekey_command_commits_each_batch_and_resumes(
     fill(db, token_table, rows)
     write_keyring_file(keyring_path, rotate(read_keyring_file(keyring_path)))
     active = read_keyring_file(keyring_path).active_id
-    monkeypatch.setattr("stream.commands.keys.TOKEN_TABLES", (token_table,))
+    monkeypatch.setattr("stream.cli.keys.TOKEN_TABLES", (token_table,))
 
     # Interrupt in the middle of the second batch (two rows, two tokens each).
     calls = 0

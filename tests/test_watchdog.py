@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from stream.watchdog import task_outcome
+from stream.worker.watchdog import task_outcome
 
 
 async def outcomes() -> list[str]:

@@ -1,0 +1,47 @@
+"""``maskstream stack up|down|status``: the embedded local stack, no Docker needed."""
+
+from __future__ import annotations
+
+import argparse
+
+from stream.common import settings as settings_module
+from stream.common.errors import CommandError
+from stream.devstack.manager import Stack, external_database_url_from_environment
+from stream.devstack.prerequisites import MissingPrerequisite
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "stack",
+        help="start or stop the local Kafka, ElasticMQ and PostgreSQL",
+        description=(
+            "Run Kafka (KRaft), ElasticMQ and PostgreSQL as plain processes under "
+            "MASKSTREAM_STACK_DIR (default .stack). `up` is idempotent and writes "
+            ".stack/env; `down` stops what `up` started. If DATABASE_URL names another "
+            "server, that server is used instead of a private PostgreSQL."
+        ),
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_module.load()
+    stack = Stack(settings.stack_dir)
+    try:
+        if args.action == "up":
+            stack.external_database_url = external_database_url_from_environment(stack)
+            stack.up()
+            print(f"# local stack is up; load it with: . {stack.env_file}")
+            print(stack.env_file.read_text(), end="")
+        elif args.action == "down":
+            stopped = stack.down()
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        else:
+            for name, running in stack.status().items():
+                print(f"{name:<10} {'running' if running else 'stopped'}")
+    except MissingPrerequisite as exc:
+        raise CommandError(str(exc)) from None
+    except (TimeoutError, RuntimeError) as exc:
+        raise CommandError(str(exc)) from None
+    return 0

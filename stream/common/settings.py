@@ -1,0 +1,203 @@
+"""All of maskstream's configuration, read from the environment in one place.
+
+Every process (bridge, Faust worker, CLI) builds its settings here, so an
+operator has one list of variables to learn (the README's configuration table
+mirrors this module). Command-line flags override these values by passing
+keyword arguments to :func:`dataclasses.replace`.
+
+This module imports nothing heavy: the bridge uses it without loading Faust.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names and layout shared by the bridge and the workers."""
+
+    raw: str = field(default_factory=lambda: _env("MASKSTREAM_TOPIC_RAW", "logins.raw"))
+    masked: str = field(default_factory=lambda: _env("MASKSTREAM_TOPIC_MASKED", "logins.masked"))
+    rejected: str = field(
+        default_factory=lambda: _env("MASKSTREAM_TOPIC_REJECTED", "logins.rejected")
+    )
+    partitions: int = field(default_factory=lambda: _env_int("MASKSTREAM_PARTITIONS", 8))
+    # The raw topic holds PII in clear: keep it only as long as replay needs.
+    raw_retention_hours: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_RAW_RETENTION_HOURS", 168)
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection settings and tuning knobs, defaults first, environment second."""
+
+    kafka_bootstrap_servers: str = field(
+        default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    )
+    # Kafka TLS / SASL (see stream/kafka_security.py); PLAINTEXT by default.
+    kafka_security_protocol: str = field(
+        default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    )
+    kafka_sasl_mechanism: str = field(default_factory=lambda: _env("KAFKA_SASL_MECHANISM", "PLAIN"))
+    kafka_sasl_username: str = field(default_factory=lambda: _env("KAFKA_SASL_USERNAME", ""))
+    kafka_sasl_password: str = field(
+        default_factory=lambda: _env("KAFKA_SASL_PASSWORD", ""), repr=False
+    )
+    kafka_ssl_cafile: str = field(default_factory=lambda: _env("KAFKA_SSL_CAFILE", ""))
+    kafka_ssl_certfile: str = field(default_factory=lambda: _env("KAFKA_SSL_CERTFILE", ""))
+    kafka_ssl_keyfile: str = field(default_factory=lambda: _env("KAFKA_SSL_KEYFILE", ""))
+    database_url: str = field(
+        default_factory=lambda: _env(
+            "DATABASE_URL", "postgresql://postgres@localhost:5432/postgres"
+        )
+    )
+    sqs_queue_url: str = field(default_factory=lambda: _env("SQS_QUEUE_URL", ""))
+    # boto3 reads AWS_ENDPOINT_URL_SQS and AWS_DEFAULT_REGION itself; we keep
+    # copies only to show them in `status` and error messages.
+    sqs_endpoint_url: str = field(default_factory=lambda: _env("AWS_ENDPOINT_URL_SQS", ""))
+    aws_region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
+
+    # Masking keys: a key-ring file, or the same JSON document in a variable.
+    keyring_file: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING_FILE", ""))
+    keyring_json: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING", ""))
+
+    topics: Topics = field(default_factory=Topics)
+
+    # Bridge tuning.
+    # The floor of the adaptive poller count (and the long polls open while idle).
+    bridge_pollers: int = field(default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_POLLERS", 2))
+    # Ceiling of the adaptive poller count: pollers are added while polls come
+    # back full (a remote SQS answers in 10-30 ms, so one poll carries ~400 msg/s).
+    bridge_max_pollers: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_MAX_POLLERS", 32)
+    )
+    # After a part-filled receive a poller waits up to this long, so that while
+    # messages trickle in each call (and its delete) carries more of them.
+    bridge_receive_linger_ms: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_RECEIVE_LINGER_MS", 20)
+    )
+    bridge_wait_seconds: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_WAIT_SECONDS", 20)
+    )
+    bridge_max_in_flight: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_MAX_IN_FLIGHT", 2000)
+    )
+    bridge_visibility_timeout: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_VISIBILITY_TIMEOUT", 60)
+    )
+    bridge_compression: str = field(
+        default_factory=lambda: _env("MASKSTREAM_BRIDGE_COMPRESSION", "none")
+    )
+    bridge_linger_ms: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_LINGER_MS", 20)
+    )
+    # Producer batch size per partition: large batches amortise request overhead.
+    bridge_batch_bytes: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_BATCH_BYTES", 262_144)
+    )
+    # Bound on a graceful stop: flush, delete what Kafka acknowledged, exit.
+    bridge_shutdown_timeout: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_BRIDGE_SHUTDOWN_TIMEOUT", 20.0)
+    )
+    # The body field whose hash keys raw records, like Kafka Connect's ValueToKey:
+    # every login of a device lands in one partition (see stream.common.canonical).
+    bridge_key_field: str = field(
+        default_factory=lambda: _env("MASKSTREAM_BRIDGE_KEY_FIELD", "device_id")
+    )
+    # How often the bridge logs its counters.
+    bridge_stats_interval: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_BRIDGE_STATS_INTERVAL", 30.0)
+    )
+
+    # Where rows go; `replay --into` points a separate group at fresh tables.
+    logins_table: str = field(
+        default_factory=lambda: _env("MASKSTREAM_LOGINS_TABLE", "user_logins")
+    )
+    rejections_table: str = field(
+        default_factory=lambda: _env("MASKSTREAM_REJECTIONS_TABLE", "rejected_logins")
+    )
+    devices_table: str = field(
+        default_factory=lambda: _env("MASKSTREAM_DEVICES_TABLE", "seen_devices")
+    )
+
+    # Prometheus /metrics, /health and /ready of the bridge; 0 turns them off.
+    bridge_metrics_port: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_METRICS_PORT", 9108)
+    )
+
+    # Worker tuning.
+    # The Faust app id is also the consumer group that `replay` rewinds.
+    app_id: str = field(default_factory=lambda: _env("MASKSTREAM_APP_ID", "maskstream"))
+    # How long the group waits for a silent (killed) worker before moving its
+    # partitions to the others: shorter means faster recovery, more false alarms.
+    session_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_SESSION_TIMEOUT_SECONDS", 30.0)
+    )
+    standby_replicas: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_STANDBY_REPLICAS", 1)
+    )
+    # The agent takes up to batch_size raw records (waiting at most
+    # batch_seconds to fill a batch) and writes them in one transaction.
+    batch_size: int = field(default_factory=lambda: _env_int("MASKSTREAM_BATCH_SIZE", 1000))
+    batch_seconds: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_BATCH_SECONDS", 0.25)
+    )
+    # The output topics for downstream consumers; either can be turned off.
+    publish_masked: bool = field(
+        default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_MASKED", True)
+    )
+    publish_rejected: bool = field(
+        default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_REJECTED", True)
+    )
+    worker_web_port: int = field(default_factory=lambda: _env_int("MASKSTREAM_WEB_PORT", 6066))
+    data_dir: Path = field(
+        default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", ".stack/faust-data"))
+    )
+
+    # Where `maskstream stack` keeps its state, logs and env file.
+    stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
+
+
+def load() -> Settings:
+    """Read the settings from the environment as it is now."""
+    return Settings()

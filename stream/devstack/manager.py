@@ -1,0 +1,160 @@
+"""The local stack as a whole: Kafka, ElasticMQ and PostgreSQL as plain processes.
+
+`up` is idempotent: services already answering are left alone, ports recorded
+by an earlier `up` are reused so clients keep working across restarts, and a
+default port held by something else is replaced by a free one. `down` stops
+only the processes this stack directory started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from stream.common import settings as settings_module
+from stream.common.ports import choose_port, is_port_free
+from stream.devstack import prerequisites
+from stream.devstack.elasticmq import ElasticMQ
+from stream.devstack.envfile import write_env_file
+from stream.devstack.kafka import Kafka
+from stream.devstack.postgres import Postgres
+from stream.devstack.service import Service
+
+DEFAULT_PORTS = {
+    "kafka": 9092,
+    "kafka_controller": 9093,
+    "kafka_sasl": 9094,
+    "elasticmq": 9324,
+    "postgres": 5432,
+}
+KEYRING_FILE_NAME = "keyring.json"
+
+
+class Stack:
+    """Start, stop and describe the services that live under one stack directory."""
+
+    def __init__(self, stack_dir: Path, external_database_url: str | None = None) -> None:
+        self.dir = stack_dir.resolve()
+        self.state_file = self.dir / "state.json"
+        self.env_file = self.dir / "env"
+        state = self._read_state()
+        self.ports: dict[str, int] = state.get("ports", {})
+        self.external_database_url = external_database_url or state.get("external_database_url")
+
+    @classmethod
+    def from_settings(cls, settings: settings_module.Settings | None = None) -> Stack:
+        """The stack in ``MASKSTREAM_STACK_DIR`` (default ``.stack``)."""
+        settings = settings or settings_module.load()
+        return cls(settings.stack_dir)
+
+    # -- state -------------------------------------------------------------------
+
+    def _read_state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _write_state(self) -> None:
+        state = {"ports": self.ports, "external_database_url": self.external_database_url}
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    def services(self) -> Iterator[Service]:
+        yield Kafka(self.dir, self.ports)
+        yield ElasticMQ(self.dir, self.ports)
+        if not self.external_database_url:
+            yield Postgres(self.dir, self.ports)
+
+    def service(self, name: str) -> Service:
+        for service in self.services():
+            if service.name == name:
+                return service
+        raise KeyError(f"no service named {name!r} in this stack")
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _check_prerequisites(self) -> None:
+        prerequisites.require_java()
+        prerequisites.require_maven()
+        if not self.external_database_url:
+            prerequisites.postgres_bin_dir()
+
+    def _assign_ports(self, running: set[str]) -> None:
+        """Keep recorded ports that are still ours or still free; pick the rest."""
+        taken: set[int] = set()
+        owners = {"kafka": "kafka", "kafka_controller": "kafka", "kafka_sasl": "kafka"}
+        for key, default in DEFAULT_PORTS.items():
+            recorded = self.ports.get(key)
+            service = owners.get(key, key)
+            if recorded and (service in running or is_port_free(recorded)):
+                taken.add(recorded)
+                continue
+            self.ports[key] = choose_port(default, taken)
+
+    def up(self) -> dict[str, str]:
+        """Start whatever is not running, wait until all answer, write the env file."""
+        self._check_prerequisites()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        running = {s.name for s in self.services() if s.is_running()}
+        self._assign_ports(running)
+        self._write_state()
+        started = []
+        for service in self.services():
+            if service.name not in running:
+                service.start()
+                started.append(service)
+        for service in self.services():
+            service.wait_ready()
+        return self.write_environment()
+
+    def down(self) -> list[str]:
+        """Stop every service of this stack that runs; return the names stopped."""
+        return [service.name for service in self.services() if service.stop()]
+
+    def stop_service(self, name: str) -> None:
+        self.service(name).stop()
+
+    def start_service(self, name: str) -> None:
+        """Start one stopped service on its recorded ports and wait until it answers."""
+        service = self.service(name)
+        if not service.is_running():
+            service.start()
+        service.wait_ready()
+
+    def status(self) -> dict[str, bool]:
+        return {service.name: service.is_running() for service in self.services()}
+
+    # -- environment -----------------------------------------------------------------
+
+    def keyring_file(self) -> Path:
+        return self.dir / KEYRING_FILE_NAME
+
+    def write_environment(self) -> dict[str, str]:
+        """Write ``env`` (mode 0600) and create a local masking key ring if none exists."""
+        from stream.core.keyring import create_keyring_file
+
+        keyring = self.keyring_file()
+        if not keyring.exists():
+            create_keyring_file(keyring)
+        variables: dict[str, str] = {}
+        for service in self.services():
+            variables.update(service.environment())
+        if self.external_database_url:
+            variables["DATABASE_URL"] = self.external_database_url
+        variables["MASKSTREAM_KEYRING_FILE"] = str(keyring)
+        variables["MASKSTREAM_STACK_DIR"] = str(self.dir)
+        write_env_file(self.env_file, variables)
+        return variables
+
+
+def external_database_url_from_environment(stack: Stack) -> str | None:
+    """DATABASE_URL from the environment, unless it is this stack's own Postgres."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return None
+    own_port = stack.ports.get("postgres")
+    if own_port and f"@127.0.0.1:{own_port}/" in url:
+        return None
+    return url

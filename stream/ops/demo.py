@@ -1,0 +1,127 @@
+"""``maskstream demo``: the whole pipeline on the local stack, start to finish.
+
+Brings the stack up, sends synthetic messages (odd cases included) to SQS,
+runs the bridge with ``--exit-when-idle`` and two Faust workers, shows progress
+until every message is a row or a rejection, prints a summary and one audited
+unmask, and stops the workers. Safe to run again: each run counts only what
+it sent.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from bridge.sqs import make_client
+from stream.common import settings as settings_module
+from stream.ops.generate import generate
+from stream.ops.launcher import Launcher
+from stream.ops.send import send_stream
+from stream.postgres.schema import ensure_schema
+
+
+@dataclass
+class Progress:
+    rows: int
+    rejections: int
+
+    @property
+    def total(self) -> int:
+        return self.rows + self.rejections
+
+
+def outcome_counts(conn: psycopg.Connection) -> Progress:
+    rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()[0]
+    rejections = conn.execute("SELECT count(*) FROM rejected_logins").fetchone()[0]
+    return Progress(rows, rejections)
+
+
+def wait_for_outcomes(
+    conn: psycopg.Connection, baseline: Progress, expected: int, timeout: float, launcher: Launcher
+) -> Progress:
+    """Poll until *expected* new rows + rejections exist, drawing a progress line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = outcome_counts(conn)
+        done = Progress(now.rows - baseline.rows, now.rejections - baseline.rejections)
+        bar = "#" * int(30 * min(done.total, expected) / max(expected, 1))
+        print(
+            f"\r  [{bar:<30}] {done.total}/{expected}"
+            f"  rows {done.rows}  rejected {done.rejections}",
+            end="",
+            flush=True,
+        )
+        if done.total >= expected:
+            print()
+            return done
+        crashed = [
+            name for name, child in launcher.children.items() if child.poll() not in (None, 0)
+        ]
+        if crashed or time.monotonic() > deadline:
+            print()
+            why = f"{', '.join(crashed)} exited" if crashed else f"timed out after {timeout:.0f} s"
+            raise RuntimeError(f"demo stopped early ({why}); logs are in {launcher.log_dir}")
+        time.sleep(0.5)
+
+
+def print_summary(
+    conn: psycopg.Connection, done: Progress, started_at: float, elapsed: float
+) -> str:
+    """Print what the run produced; return one masked device id for the unmask example."""
+    print(f"\nrows written:        {done.rows}")
+    print(f"rejections:          {done.rejections}")
+    reasons = conn.execute(
+        """SELECT reason, count(*) FROM rejected_logins
+            WHERE rejected_at >= to_timestamp(%s) GROUP BY reason ORDER BY 2 DESC""",
+        (started_at,),
+    ).fetchall()
+    for reason, count in reasons:
+        print(f"  {count:>6}  {reason}")
+    repeated = conn.execute(
+        """SELECT count(*) FROM (SELECT masked_device_id FROM user_logins
+            GROUP BY masked_device_id HAVING count(*) > 1) AS repeated"""
+    ).fetchone()[0]
+    print(f"devices seen more than once (all runs): {repeated}")
+    print(f"throughput:          {done.total / elapsed:,.0f} msgs/s end to end ({elapsed:.1f} s)")
+    device, count = conn.execute(
+        """SELECT masked_device_id, count(*) FROM user_logins
+            GROUP BY masked_device_id ORDER BY count(*) DESC LIMIT 1"""
+    ).fetchone()
+    print(f"\nbusiest device: {count} logins; masked_device_id = {device}")
+    return device
+
+
+def run_demo(
+    env: dict[str, str], run_dir: Path, count: int, workers: int, seed: int | None, timeout: float
+) -> str:
+    """Send *count* synthetic messages through the stack that *env* describes,
+    run the bridge and *workers* workers until each is a row or a rejection,
+    print a summary, and return the busiest device's masked id."""
+    os.environ.update(env)
+    settings = settings_module.load()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        ensure_schema(conn)
+        baseline = outcome_counts(conn)
+        lines = [line.encode() + b"\n" for line in generate(count, seed)]
+        client = make_client(settings, max_pool_connections=8)
+        report = send_stream(client, settings.sqs_queue_url, lines, threads=8)
+        print(f"sent {report.sent} messages to {settings.sqs_queue_url}")
+
+        launcher = Launcher(env, run_dir)
+        started_at = time.time()
+        started = time.monotonic()
+        try:
+            for n in range(1, workers + 1):
+                launcher.start_worker(f"worker-{n}")
+            launcher.start_bridge("bridge", "--exit-when-idle", "10")
+            print(f"bridge and {workers} workers running; logs in {launcher.log_dir}")
+            done = wait_for_outcomes(conn, baseline, report.sent, timeout, launcher)
+            elapsed = time.monotonic() - started
+            return print_summary(conn, done, started_at, elapsed)
+        finally:
+            print("stopping workers and bridge ...", flush=True)
+            launcher.stop_all()

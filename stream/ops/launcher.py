@@ -1,0 +1,121 @@
+"""Run bridges and Faust workers as child processes (the demo, tests, benchmarks).
+
+Each child gets the given environment and a log file of its own; stopping
+sends SIGTERM (the graceful path a real deployment uses) and escalates to
+SIGKILL only after a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.common.ports import any_free_port
+
+
+@dataclass
+class Launcher:
+    """Starts children with *env* and writes their logs under *log_dir*."""
+
+    env: Mapping[str, str]
+    log_dir: Path
+    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    web_ports: dict[str, int] = field(default_factory=dict)
+    workers: set[str] = field(default_factory=set)
+
+    def _start(
+        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None
+    ) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            child = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+        self.children[name] = child
+        return child
+
+    def start_worker(
+        self, name: str, extra_env: Mapping[str, str] | None = None, app: str = "stream.app"
+    ) -> subprocess.Popen:
+        """``faust -A <app> worker`` with its own web port and data directory."""
+        port = self.web_ports[name] = any_free_port()
+        data_dir = self.log_dir / f"{name}-data"
+        argv = [
+            sys.executable,
+            "-m",
+            "faust",
+            "-A",
+            app,
+            "worker",
+            "-l",
+            "info",
+            "--web-port",
+            str(port),
+        ]
+        self.workers.add(name)
+        return self._start(name, argv, {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})})
+
+    def start_bridge(self, name: str = "bridge", *args: str) -> subprocess.Popen:
+        """``python -m bridge`` with its metrics on a free port of its own."""
+        port = self.web_ports[name] = any_free_port()
+        argv = [sys.executable, "-m", "bridge", *args]
+        return self._start(name, argv, {"MASKSTREAM_BRIDGE_METRICS_PORT": str(port)})
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def failed(self) -> dict[str, str]:
+        """Children that have exited with an error: name -> exit code and the
+        end of their log's last traceback or error, so a failure says why."""
+        return {
+            name: f"exit code {child.returncode}; {last_error(self.log(name))}"
+            for name, child in self.children.items()
+            if child.poll()
+        }
+
+    def stop(
+        self, name: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0
+    ) -> int | None:
+        """Signal one child and wait for it; SIGKILL if it outlives *timeout*."""
+        child = self.children.pop(name, None)
+        if child is None or child.poll() is not None:
+            return None if child is None else child.returncode
+        child.send_signal(sig)
+        try:
+            return child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
+
+    def signal_workers(self, sig: signal.Signals) -> None:
+        """Send *sig* to every Faust worker still running."""
+        for name in self.workers:
+            child = self.children.get(name)
+            if child is not None and child.poll() is None:
+                child.send_signal(sig)
+
+    def kill(self, name: str) -> None:
+        """kill -9: no flush, no goodbye (fault injection)."""
+        self.stop(name, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in list(self.children):
+            self.stop(name)
+
+
+def last_error(log: str, lines: int = 40) -> str:
+    """The log from its last traceback (or, without one, its last ERROR line) on."""
+    entries = log.splitlines()
+    for marker in ("Traceback", "[ERROR]"):
+        starts = [index for index, line in enumerate(entries) if marker in line]
+        if starts:
+            return "its log from the last error:\n" + "\n".join(
+                entries[starts[-1] : starts[-1] + lines]
+            )
+    return "no error in its log"

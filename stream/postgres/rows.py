@@ -1,0 +1,164 @@
+"""How records become rows of ``user_logins`` and ``rejected_logins``, and how
+``seen_devices`` is kept from exactly the rows a transaction inserts."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import psycopg
+from psycopg import sql
+
+from stream.core.records import MaskedLogin, Rejection, SeenDevice
+from stream.postgres.schema import Tables
+from stream.postgres.sink import Row, TableSpec, copy_to_staging
+
+LOGIN_COLUMNS = (
+    "message_id",
+    "user_id",
+    "device_type",
+    "masked_ip",
+    "masked_device_id",
+    "locale",
+    "app_version",
+    "app_version_full",
+    "create_date",
+    "sent_at",
+)
+REJECTION_COLUMNS = ("message_id", "sent_at", "rejected_at", "reason", "body_token")
+
+
+def logins_spec(table: str) -> TableSpec:
+    return TableSpec(table, LOGIN_COLUMNS)
+
+
+def rejections_spec(table: str) -> TableSpec:
+    return TableSpec(table, REJECTION_COLUMNS)
+
+
+def from_epoch_ms(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+
+
+# A batch's logins share a few dates: parse each once.
+_date = functools.lru_cache(maxsize=1024)(date.fromisoformat)
+
+
+def login_row(login: MaskedLogin) -> Row:
+    return (
+        login.message_id,
+        login.user_id,
+        login.device_type,
+        login.masked_ip,
+        login.masked_device_id,
+        login.locale,
+        login.app_version,
+        login.app_version_full,
+        _date(login.create_date),
+        from_epoch_ms(login.sent_at_ms),
+    )
+
+
+def rejection_row(rejection: Rejection) -> Row:
+    return (
+        rejection.message_id,
+        from_epoch_ms(rejection.sent_at_ms),
+        from_epoch_ms(rejection.rejected_at_ms),
+        rejection.reason,
+        rejection.body_token,
+    )
+
+
+def to_epoch_ms(moment: datetime | None) -> int:
+    return 0 if moment is None else int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """A device's ``seen_devices`` entry after a transaction, and how many of
+    that transaction's rows were new for it (0 for a redelivery or replay)."""
+
+    masked_device_id: str
+    entry: SeenDevice
+    new_logins: int
+
+
+# One statement, one round trip: insert the rows not yet present, count what
+# was inserted per device, and add exactly that to each device of the batch.
+# The per-device work is proportional to the batch, never to a device's
+# history. Every device of the batch is upserted, by +0 if it gained nothing,
+# so the statement returns the absolute state of all of them: a redelivered
+# batch rewrites a changelog entry that a crash after the commit left out.
+# Rows and devices are locked in key order, so concurrent workers whose
+# batches overlap wait for each other instead of deadlocking.
+INSERT_LOGINS = """
+WITH batch AS (
+    SELECT DISTINCT masked_device_id FROM {staging}
+), inserted AS (
+    INSERT INTO {logins} ({columns})
+    SELECT {columns} FROM {staging} ORDER BY message_id
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING masked_device_id, sent_at
+), added AS (
+    SELECT masked_device_id, min(sent_at) AS first_seen, max(sent_at) AS last_seen,
+           count(*) AS logins
+      FROM inserted GROUP BY masked_device_id
+), upserted AS (
+    INSERT INTO {devices} AS d (masked_device_id, first_seen, last_seen, login_count)
+    SELECT b.masked_device_id, a.first_seen, a.last_seen, coalesce(a.logins, 0)
+      FROM batch b LEFT JOIN added a USING (masked_device_id)
+     ORDER BY b.masked_device_id
+    ON CONFLICT (masked_device_id) DO UPDATE SET
+        first_seen = least(d.first_seen, excluded.first_seen),
+        last_seen = greatest(d.last_seen, excluded.last_seen),
+        login_count = d.login_count + excluded.login_count
+    RETURNING d.masked_device_id, d.first_seen, d.last_seen, d.login_count
+)
+SELECT u.masked_device_id, {first_ms}, {last_ms}, u.login_count, coalesce(a.logins, 0)
+  FROM upserted u LEFT JOIN added a USING (masked_device_id)
+"""
+# Epoch milliseconds computed by the server: cheaper than a datetime per device.
+EPOCH_MS = "coalesce((extract(epoch FROM {}) * 1000)::bigint, 0)"
+
+
+async def insert_logins(
+    conn: psycopg.AsyncConnection, tables: Tables, rows: Sequence[Row]
+) -> list[DeviceState]:
+    """Insert the login *rows* not yet present and update their devices; the
+    state of every device of *rows* afterwards. Runs inside the caller's
+    transaction."""
+    spec = logins_spec(tables.logins)
+    statement = sql.SQL(INSERT_LOGINS).format(
+        staging=sql.Identifier(spec.staging),
+        logins=sql.Identifier(tables.logins),
+        devices=sql.Identifier(tables.devices),
+        columns=sql.SQL(", ").join(map(sql.Identifier, spec.columns)),
+        first_ms=sql.SQL(EPOCH_MS.format("u.first_seen")),
+        last_ms=sql.SQL(EPOCH_MS.format("u.last_seen")),
+    )
+    async with conn.cursor() as cur:
+        await copy_to_staging(cur, spec, rows)
+        await cur.execute(statement)
+        returned = await cur.fetchall()
+    return [
+        DeviceState(device, SeenDevice(first, last, count), new)
+        for device, first, last, count, new in returned
+    ]
+
+
+async def device_entry(conn: psycopg.AsyncConnection, table: str, device: str) -> SeenDevice | None:
+    """One device's entry as the database holds it (exact: written with its rows)."""
+    cursor = await conn.execute(
+        sql.SQL(
+            "SELECT first_seen, last_seen, login_count FROM {} WHERE masked_device_id = %s"
+        ).format(sql.Identifier(table)),
+        (device,),
+    )
+    found = await cursor.fetchone()
+    await conn.rollback()
+    if found is None:
+        return None
+    first, last, count = found
+    return SeenDevice(to_epoch_ms(first), to_epoch_ms(last), count)

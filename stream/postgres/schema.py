@@ -1,0 +1,146 @@
+"""The PostgreSQL schema: created when missing, migrated forward, never rewritten.
+
+``user_logins`` keeps the exercise's seven columns and meanings; maskstream
+adds columns for idempotence (``message_id``, unique) and fidelity
+(``app_version_full``, ``sent_at``). A table that already exists with only the
+seven columns, even on PostgreSQL 10, is migrated with ``ADD COLUMN`` (no
+default, so no table rewrite) and new indexes; existing rows stay as they are.
+
+``seen_devices`` holds each device's state, kept by the workers in the same
+transaction as the device's rows. When it is created next to a
+``user_logins`` that already holds rows (an existing deployment), it is
+backfilled from them once, under the schema lock, so its counts are exact
+from the first batch on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from stream.common.settings import Settings
+
+USER_LOGINS = "user_logins"
+REJECTED_LOGINS = "rejected_logins"
+SEEN_DEVICES = "seen_devices"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The three tables one pipeline writes (``replay --into`` uses fresh ones)."""
+
+    logins: str = USER_LOGINS
+    rejections: str = REJECTED_LOGINS
+    devices: str = SEEN_DEVICES
+
+
+# Written one statement at a time: PostgreSQL 10 has ADD COLUMN IF NOT EXISTS
+# (9.6+) and CREATE INDEX IF NOT EXISTS (9.5+), which is all this needs.
+# {logins} and {rejections} are table names, so `replay --into` can rebuild
+# into a fresh pair of tables with the very same schema.
+SCHEMA_TEMPLATES: tuple[str, ...] = (
+    # The exercise's DDL, verbatim in meaning.
+    """CREATE TABLE IF NOT EXISTS {logins}(
+        user_id          varchar(128),
+        device_type      varchar(32),
+        masked_ip        varchar(256),
+        masked_device_id varchar(256),
+        locale           varchar(32),
+        app_version      integer,
+        create_date      date
+    )""",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS message_id varchar(128)",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS app_version_full varchar(32)",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS sent_at timestamptz",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS ingested_at timestamptz",
+    # A default set separately applies to new rows only: no rewrite on PG 10.
+    "ALTER TABLE {logins} ALTER COLUMN ingested_at SET DEFAULT now()",
+    # Writing the same SQS message twice yields one row (old rows have NULL ids,
+    # which a unique index allows any number of).
+    "CREATE UNIQUE INDEX IF NOT EXISTS {logins_message_id_key} ON {logins} (message_id)",
+    "CREATE INDEX IF NOT EXISTS {logins_device_idx} ON {logins} (masked_device_id)",
+    """CREATE TABLE IF NOT EXISTS {rejections}(
+        message_id  varchar(128) PRIMARY KEY,
+        sent_at     timestamptz,
+        rejected_at timestamptz NOT NULL DEFAULT now(),
+        reason      text NOT NULL,
+        body_token  text
+    )""",
+    # first_seen and last_seen are NULL only for a device whose rows predate
+    # their sent_at column and had none to offer.
+    """CREATE TABLE IF NOT EXISTS {devices}(
+        masked_device_id varchar(256) PRIMARY KEY,
+        first_seen       timestamptz,
+        last_seen        timestamptz,
+        login_count      bigint NOT NULL
+    )""",
+)
+
+# One pass over user_logins, once, when seen_devices is created beside rows
+# that are already there: rows of the exercise's 7-column table have no
+# sent_at, so their date stands in for it.
+BACKFILL_TEMPLATE = """INSERT INTO {devices} (masked_device_id, first_seen, last_seen, login_count)
+    SELECT masked_device_id,
+           min(coalesce(sent_at, create_date::timestamptz)),
+           max(coalesce(sent_at, create_date::timestamptz)),
+           count(*)
+      FROM {logins} WHERE masked_device_id IS NOT NULL
+     GROUP BY masked_device_id
+        ON CONFLICT (masked_device_id) DO NOTHING"""
+
+# Several workers start at once; one migrates while the others wait.
+LOCK_STATEMENT = "SELECT pg_advisory_xact_lock(hashtext('maskstream.schema'))"
+
+
+def tables_of(settings: Settings) -> Tables:
+    """The tables *settings* name."""
+    return Tables(settings.logins_table, settings.rejections_table, settings.devices_table)
+
+
+def _names(tables: Tables) -> dict[str, sql.Identifier]:
+    return {
+        "logins": sql.Identifier(tables.logins),
+        "rejections": sql.Identifier(tables.rejections),
+        "devices": sql.Identifier(tables.devices),
+        "logins_message_id_key": sql.Identifier(f"{tables.logins}_message_id_key"),
+        "logins_device_idx": sql.Identifier(f"{tables.logins}_masked_device_id_idx"),
+    }
+
+
+def schema_statements(tables: Tables = Tables()) -> list[sql.Composed]:
+    """The DDL for a pipeline's tables, safely quoted."""
+    names = _names(tables)
+    return [sql.SQL(template).format(**names) for template in SCHEMA_TEMPLATES]
+
+
+def backfill_statement(tables: Tables = Tables()) -> sql.Composed:
+    """Device state from the rows already in the logins table."""
+    return sql.SQL(BACKFILL_TEMPLATE).format(**_names(tables))
+
+
+EXISTS_STATEMENT = "SELECT to_regclass(%s) IS NOT NULL"
+
+
+def ensure_schema(conn: psycopg.Connection, tables: Tables = Tables()) -> None:
+    """Create or migrate the tables in one transaction (blocking connection)."""
+    with conn.transaction():
+        conn.execute(LOCK_STATEMENT)
+        had_devices = conn.execute(EXISTS_STATEMENT, (tables.devices,)).fetchone()[0]
+        for statement in schema_statements(tables):
+            conn.execute(statement)
+        if not had_devices:
+            conn.execute(backfill_statement(tables))
+
+
+async def ensure_schema_async(conn: psycopg.AsyncConnection, tables: Tables = Tables()) -> None:
+    """:func:`ensure_schema` for the workers' asyncio connections."""
+    async with conn.transaction():
+        await conn.execute(LOCK_STATEMENT)
+        cursor = await conn.execute(EXISTS_STATEMENT, (tables.devices,))
+        had_devices = (await cursor.fetchone())[0]
+        for statement in schema_statements(tables):
+            await conn.execute(statement)
+        if not had_devices:
+            await conn.execute(backfill_statement(tables))

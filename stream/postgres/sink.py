@@ -1,0 +1,233 @@
+"""Write batches to PostgreSQL: one transaction a batch, never skipping one.
+
+A batch's rows are COPYed into temporary tables and moved into the target
+tables with ``INSERT ... ON CONFLICT (message_id) DO NOTHING``, so a
+redelivered or replayed message adds no row. Failures are split in two kinds:
+
+* the database refuses particular rows (bad encoding, a NUL, a value too
+  long): the rows are bisected inside savepoints until each refused row
+  stands alone; it is reported with the database's reason and the rest is
+  written in the same transaction;
+* anything else (connection lost, server restarting): the whole transaction
+  is retried with capped exponential backoff until it commits. The caller's
+  Kafka offsets do not advance meanwhile, so nothing is lost. An error that
+  is neither an availability error nor a known row error, and that repeats
+  identically, is the batch's own doing: the next attempt isolates rows on
+  any such error, so one poison row cannot hold a partition forever.
+
+Reasons carry only PostgreSQL's primary message, never the DETAIL or
+CONTEXT lines, which can quote the row's values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from stream.common.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+Row = tuple[Any, ...]
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Errors about particular rows' contents: isolate the row instead of retrying.
+# UnicodeError: psycopg cannot encode a value (a lone surrogate) for the server.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    UnicodeError,
+)
+# The server or the connection is unavailable: never the rows' fault.
+AVAILABILITY_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+# An unknown error seen this many times in a row, identically, is not transient.
+REPEATS_BEFORE_ISOLATING = 3
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Where rows go: table, column order of the rows, the idempotence key."""
+
+    table: str
+    columns: tuple[str, ...]
+    conflict_column: str = "message_id"
+
+    @property
+    def staging(self) -> str:
+        return f"incoming_{self.table}"
+
+
+@dataclass
+class Isolated(Generic[R]):
+    """What inserting some rows gave: one result per successful insert, and the
+    rows refused on their own (index into the rows, reason)."""
+
+    results: list[R] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """PostgreSQL's one-line reason for refusing a row, free of row values."""
+    if isinstance(exc, UnicodeError):
+        return "database refused row: a value cannot be encoded as UTF-8"
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+    if not primary:
+        primary = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"database refused row: {primary}"
+
+
+def error_signature(exc: BaseException) -> str:
+    """Identifies an error across retries, to tell a repeating one from a transient one."""
+    return f"{type(exc).__name__}: {refusal_reason(exc)}"
+
+
+class PostgresSink:
+    """One connection, reconnecting as needed, that runs transactions until they commit."""
+
+    def __init__(
+        self,
+        database_url: str,
+        prepare: Callable[[psycopg.AsyncConnection], Awaitable[None]],
+        name: str,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.database_url = database_url
+        # Run on every new connection before first use (schema, staging tables).
+        self.prepare = prepare
+        self.name = name
+        self.backoff = backoff or Backoff()
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def connection(self) -> psycopg.AsyncConnection:
+        """The open connection, created (and prepared) on first use."""
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self.database_url, connect_timeout=5)
+            try:
+                await self.prepare(conn)
+                await conn.commit()
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def retrying(
+        self, operation: Callable[[psycopg.AsyncConnection, bool], Awaitable[T]], what: str
+    ) -> T:
+        """Run *operation(conn, isolate_any)* on this sink's connection until it succeeds.
+
+        Errors are transient (reconnect, back off, run it again) unless the
+        same unknown error repeats: then *isolate_any* is True on the next
+        attempt, telling the operation to treat any error as a row error.
+        Whatever the caller does after this returns (acknowledging Kafka
+        offsets) waits meanwhile.
+        """
+        attempt, repeats, last = 0, 0, ""
+        while True:
+            isolate_any = repeats >= REPEATS_BEFORE_ISOLATING
+            try:
+                result = await operation(await self.connection(), isolate_any)
+                if attempt:
+                    log.info("%s: %s succeeded after %d retries", self.name, what, attempt)
+                return result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                signature = error_signature(exc)
+                unknown = not isinstance(exc, AVAILABILITY_ERRORS)
+                repeats = repeats + 1 if unknown and signature == last else int(unknown)
+                last = signature
+                delay = self.backoff.delay(attempt)
+                log.warning(
+                    "%s: %s failed (%s: %s); retry %d in %.1f s",
+                    self.name,
+                    what,
+                    type(exc).__name__,
+                    refusal_reason(exc).removeprefix("database refused row: "),
+                    attempt,
+                    delay,
+                )
+                await self.close()
+                await asyncio.sleep(delay)
+
+
+async def insert_isolating(
+    conn: psycopg.AsyncConnection,
+    rows: Sequence[Row],
+    insert: Callable[[psycopg.AsyncConnection, Sequence[Row]], Awaitable[R]],
+    isolate_any: bool = False,
+    offset: int = 0,
+) -> Isolated[R]:
+    """``insert(conn, rows)`` inside a savepoint; on a row error, bisect within
+    savepoints until each refused row stands alone. Must run in a transaction."""
+    if not rows:
+        return Isolated()
+    isolating = Exception if isolate_any else ROW_ERRORS
+    try:
+        async with conn.transaction():  # a savepoint inside the caller's transaction
+            return Isolated(results=[await insert(conn, rows)])
+    except AVAILABILITY_ERRORS:
+        raise
+    except isolating as exc:
+        if len(rows) == 1:
+            return Isolated(refused=[(offset, refusal_reason(exc))])
+    middle = len(rows) // 2
+    left = await insert_isolating(conn, rows[:middle], insert, isolate_any, offset)
+    right = await insert_isolating(conn, rows[middle:], insert, isolate_any, offset + middle)
+    return Isolated(results=left.results + right.results, refused=left.refused + right.refused)
+
+
+async def create_staging(conn: psycopg.AsyncConnection, spec: TableSpec) -> None:
+    """A session-private table shaped like *spec*'s, emptied at every commit."""
+    await conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(sql.Identifier(spec.staging), sql.Identifier(spec.table))
+    )
+
+
+async def copy_to_staging(cur: psycopg.AsyncCursor, spec: TableSpec, rows: Sequence[Row]) -> None:
+    """Replace the staging table's contents with *rows* (COPY: the cheapest way in)."""
+    staging = sql.Identifier(spec.staging)
+    columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+    await cur.execute(sql.SQL("TRUNCATE {}").format(staging))
+    async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, columns)) as copier:
+        for row in rows:
+            await copier.write_row(row)
+
+
+async def insert_new(conn: psycopg.AsyncConnection, spec: TableSpec, rows: Sequence[Row]) -> int:
+    """Insert the rows whose key is not in the table yet; how many were new."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+    async with conn.cursor() as cur:
+        await copy_to_staging(cur, spec, rows)
+        await cur.execute(
+            sql.SQL(
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}"
+                " ORDER BY {key} ON CONFLICT ({key}) DO NOTHING"
+            ).format(
+                table=sql.Identifier(spec.table),
+                columns=columns,
+                staging=sql.Identifier(spec.staging),
+                key=sql.Identifier(spec.conflict_column),
+            )
+        )
+        return cur.rowcount

@@ -1,0 +1,29 @@
+"""Every read of Faust's private members outside the transport, in one place.
+
+faust-streaming has no public way to reach these, and each is pinned by the
+exact version in pyproject.toml; an upgrade is checked against this module
+and :mod:`stream.worker.faust_patches.transport`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+
+
+def aiokafka_producer(app: faust.App) -> AIOKafkaProducer:
+    """The aiokafka producer inside Faust's, which Faust flushes before each
+    offset commit: records sent through it are covered by that flush."""
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+
+def agent_actors(agent: faust.types.AgentT) -> list[Any]:
+    """The running actors of *agent* (one per concurrency slot)."""
+    return list(agent._actors)  # type: ignore[attr-defined]
+
+
+def stream_draining(stream: faust.types.StreamT) -> bool:
+    """Whether *stream* is still consumed in the background (``take_events``)."""
+    return bool(stream._passive)  # type: ignore[attr-defined]

@@ -1,0 +1,352 @@
+"""An isolated pipeline on a shared stack, for tests and benchmarks (not production).
+
+Each :class:`IsolatedPipeline` has its own topics, consumer group and
+PostgreSQL database, so tests can run side by side on one stack and each
+can count exactly what it produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from psycopg import sql
+
+from stream.common.canonical import raw_record_key
+from stream.core.records import HEADER_MESSAGE_ID, HEADER_RECEIVE_COUNT, HEADER_SENT_TIMESTAMP
+from stream.ops.launcher import Launcher
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """What the bridge would have put on the raw topic for one SQS message."""
+
+    message_id: str
+    body: bytes
+    sent_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+def with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@dataclass
+class IsolatedPipeline:
+    stack_env: dict[str, str]
+    work_dir: Path
+    partitions: int = 4
+    name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+
+    def __post_init__(self) -> None:
+        self.admin_url = self.stack_env["DATABASE_URL"]
+        self.database_url = with_database(self.admin_url, self.name)
+        self.raw_topic = f"{self.name}.raw"
+        self.masked_topic = f"{self.name}.masked"
+        self.rejected_topic = f"{self.name}.rejected"
+        self.env = {
+            **self.stack_env,
+            "DATABASE_URL": self.database_url,
+            "MASKSTREAM_APP_ID": self.name,
+            "MASKSTREAM_TOPIC_RAW": self.raw_topic,
+            "MASKSTREAM_TOPIC_MASKED": self.masked_topic,
+            "MASKSTREAM_TOPIC_REJECTED": self.rejected_topic,
+            "MASKSTREAM_PARTITIONS": str(self.partitions),
+            "MASKSTREAM_BATCH_SECONDS": "0.5",
+            # Tests kill workers: let the group notice within seconds.
+            "MASKSTREAM_SESSION_TIMEOUT_SECONDS": "10",
+        }
+        self.launcher = Launcher(self.env, self.work_dir / self.name)
+
+    def __enter__(self) -> IsolatedPipeline:
+        """Create the database and topics; on exit stop children, drop the
+        database and delete every topic named after this pipeline."""
+        self.create_database()
+        self.create_topics()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.launcher.stop_all()
+        self.drop_database()
+        self.delete_topics()
+
+    # -- database ---------------------------------------------------------------
+
+    def create_database(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+
+    def drop_database(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+            )
+
+    def query(self, statement: str | sql.Composable, params: tuple = ()) -> list[tuple]:
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(statement, params).fetchall()
+
+    def execute(self, statements: str) -> None:
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(statements)
+
+    def row_count(self) -> int:
+        try:
+            return int(self.query("SELECT count(*) FROM user_logins")[0][0])
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+    def device_mismatches(
+        self, logins: str = "user_logins", devices: str = "seen_devices"
+    ) -> dict[str, tuple[int | None, int]]:
+        """Devices whose count in *devices* differs from their rows in *logins*:
+        masked id -> (stored count or None, rows)."""
+        rows = self.query(
+            sql.SQL(
+                "SELECT l.masked_device_id, d.login_count, l.n FROM"
+                " (SELECT masked_device_id, count(*) AS n FROM {} GROUP BY 1) l"
+                " FULL JOIN {} d USING (masked_device_id)"
+                " WHERE d.login_count IS DISTINCT FROM l.n"
+            ).format(sql.Identifier(logins), sql.Identifier(devices))
+        )
+        return {device: (stored, n or 0) for device, stored, n in rows}
+
+    def changelog_mismatches(self, timeout: float = 60.0) -> dict[str, tuple[int | None, int]]:
+        """Devices whose ``seen_devices`` entry, as a recovering worker would
+        restore it from the table's changelog, differs from their rows:
+        masked id -> (restored count or None, rows). Waits up to *timeout*
+        for the last changelog writes to land."""
+        per_device = dict(
+            self.query("SELECT masked_device_id, count(*) FROM user_logins GROUP BY 1")
+        )
+        changelog = f"{self.name}-seen_devices-changelog"
+        deadline = time.monotonic() + timeout
+        while True:
+            latest: dict[str, int] = {}
+            for key, value in self.read_topic(changelog):
+                latest[key.decode()] = json.loads(value)["login_count"]
+            wrong = {d: (latest.get(d), n) for d, n in per_device.items() if latest.get(d) != n}
+            if not wrong or time.monotonic() > deadline:
+                return wrong
+            time.sleep(2)  # a final changelog write may still be in a producer buffer
+
+    def outcome_count(self) -> int:
+        """Rows plus rejections (0 before the worker has created the tables)."""
+        try:
+            rows = self.query(
+                "SELECT (SELECT count(*) FROM user_logins) + (SELECT count(*) FROM rejected_logins)"
+            )
+        except psycopg.errors.UndefinedTable:
+            return 0
+        return int(rows[0][0])
+
+    def wait_for_outcomes(self, expected: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (count := self.outcome_count()) < expected:
+            failed = self.launcher.failed()
+            assert not failed, f"children exited: {failed}"
+            if time.monotonic() >= deadline:
+                # Workers answer SIGUSR1 with every thread's and task's stack
+                # in their logs (stream/worker.py): where a stalled one waits.
+                self.launcher.signal_workers(signal.SIGUSR1)
+                time.sleep(2)
+                raise AssertionError(
+                    f"only {count} of {expected} outcomes ({self.row_count()} rows); "
+                    f"uncommitted records by partition: {self.lag()}; "
+                    f"workers' stacks are in their logs under {self.launcher.log_dir}"
+                )
+            time.sleep(0.5)
+        # Let in-flight batches land so a test can see an excess, not just enough.
+        time.sleep(2 * float(self.env["MASKSTREAM_BATCH_SECONDS"]) + 1)
+
+    # -- sqs ---------------------------------------------------------------------
+
+    def create_queue(self) -> str:
+        """A queue of this pipeline's own; the bridge and `send` use it from now on."""
+        import boto3
+
+        env = self.stack_env
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=env["AWS_ENDPOINT_URL_SQS"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+        url = sqs.create_queue(QueueName=self.name)["QueueUrl"]
+        self.env["SQS_QUEUE_URL"] = url
+        return url
+
+    def send_to_sqs(self, lines: list[bytes], threads: int = 8) -> int:
+        """Send each line as one message body; return how many SQS accepted."""
+        from bridge.sqs import make_client
+        from stream.common.settings import Settings
+        from stream.ops.send import send_stream
+
+        settings = Settings(
+            sqs_queue_url=self.env["SQS_QUEUE_URL"],
+            sqs_endpoint_url=self.stack_env["AWS_ENDPOINT_URL_SQS"],
+        )
+        client = make_client(settings, max_pool_connections=threads)
+        report = send_stream(client, settings.sqs_queue_url, lines, threads)
+        assert not report.errors, report.errors[:3]
+        return report.sent
+
+    # -- kafka ---------------------------------------------------------------------
+
+    def create_topics(self) -> None:
+        """Create the three topics up front, as a deployment would, so that no
+        worker starts subscribed to a topic that does not exist yet."""
+        asyncio.run(self._create_topics())
+
+    async def _create_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        await admin.start()
+        try:
+            names = (self.raw_topic, self.masked_topic, self.rejected_topic)
+            # Kept forever: tests replay logins "sent" in 2023, and Kafka's
+            # time-based retention counts from the record's timestamp (the SQS
+            # SentTimestamp), so a default 7-day retention would delete them
+            # at its next check, in the middle of a test.
+            forever = {"retention.ms": "-1"}
+            await admin.create_topics(
+                [NewTopic(n, self.partitions, 1, topic_configs=forever) for n in names]
+            )
+        finally:
+            await admin.close()
+
+    def delete_topics(self) -> None:
+        """Delete this pipeline's topics, Faust's changelogs and replay topics included.
+
+        A suite creates hundreds of partitions; a broker keeping them all
+        takes minutes to restart on a loaded 2-core machine, which is what
+        the fault cases that restart Kafka then wait for.
+        """
+        asyncio.run(self._delete_topics())
+
+    async def _delete_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        await admin.start()
+        try:
+            ours = [
+                topic
+                for topic in await admin.list_topics()
+                if topic.startswith((f"{self.name}.", f"{self.name}-"))
+            ]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()
+
+    def wait_until_caught_up(self, timeout: float = 120.0) -> None:
+        """Block until the workers have committed every raw record (a replay
+        adds no outcomes to wait for); fail if a child exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while lag := self.lag():
+            failed = self.launcher.failed()
+            assert not failed, f"children exited: {failed}"
+            assert time.monotonic() < deadline, f"raw records not committed: {lag}"
+            time.sleep(1.0)
+
+    def lag(self) -> dict[str, int]:
+        """Records past the workers' committed offset, per partition of the
+        raw topic: which partitions a stalled pipeline left behind."""
+        return asyncio.run(self._lag())
+
+    async def _lag(self) -> dict[str, int]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+            group_id=self.name,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in (self.raw_topic,)
+                for partition in range(self.partitions)
+            ]
+            ends = await consumer.end_offsets(partitions)
+            lag = {}
+            for tp in partitions:
+                behind = ends[tp] - (await consumer.committed(tp) or 0)
+                if behind:
+                    lag[f"{tp.topic.removeprefix(self.name + '.')}:{tp.partition}"] = behind
+            return lag
+        finally:
+            await consumer.stop()
+
+    def produce_raw(self, messages: Iterable[RawMessage]) -> None:
+        asyncio.run(self._produce_raw(list(messages)))
+
+    async def _produce_raw(self, messages: list[RawMessage]) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=10,
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(
+                    self.raw_topic,
+                    m.body,
+                    key=raw_record_key(m.body, "device_id") or m.message_id.encode(),
+                    timestamp_ms=m.sent_at_ms,
+                    headers=[
+                        (HEADER_MESSAGE_ID, m.message_id.encode()),
+                        (HEADER_SENT_TIMESTAMP, str(m.sent_at_ms).encode()),
+                        (HEADER_RECEIVE_COUNT, b"1"),
+                    ],
+                )
+                for m in messages
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    def produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        """(key, value) records onto *topic*, as some other producer might write them."""
+        asyncio.run(self._produce_plain(topic, records))
+
+    async def _produce_plain(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+
+    def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        """Every record currently on *topic*, as (key, value)."""
+        return asyncio.run(self._read_topic(topic))
+
+    async def _read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            tps = list(consumer.assignment())
+            end = await consumer.end_offsets(tps)
+            records: list[tuple[bytes | None, bytes]] = []
+            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                for batch in (await consumer.getmany(timeout_ms=2000)).values():
+                    records.extend((r.key, r.value) for r in batch)
+            return records
+        finally:
+            await consumer.stop()
