@@ -111,7 +111,7 @@ class Settings:
     bridge_max_pollers: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_MAX_POLLERS", 32)
     )
-    # After a part-filled receive a poller waits up to this long, so that while
+    # After a part-filled receive a poller waits this long, so that while
     # messages trickle in each call (and its delete) carries more of them.
     bridge_receive_linger_ms: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_RECEIVE_LINGER_MS", 20)
