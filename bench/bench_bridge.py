@@ -252,8 +252,10 @@ class Meter:
         return self.result
 
 
-async def bridge_run(settings: Settings, count: int) -> Run:
-    """The bridge's forwarder, from start until *count* are deleted."""
+async def bridge_run(
+    settings: Settings, count: int, failed: Callable[[], bool] = lambda: False
+) -> Run:
+    """The bridge's forwarder, from start until *count* are deleted (or *failed* says so)."""
     config = ForwarderConfig.from_settings(settings, exit_when_idle=None)
     queue = SqsQueue.from_settings(
         settings, pollers=config.poll_ceiling, controllers=config.sqs_calls
@@ -266,6 +268,10 @@ async def bridge_run(settings: Settings, count: int) -> Run:
     while forwarder.counters.deleted < count:
         if running.done():
             raise RuntimeError("the bridge stopped early")
+        if failed():
+            forwarder.request_stop("benchmark failed")
+            await running
+            raise RuntimeError("the feeder failed")
         await asyncio.sleep(0.005)
     result = meter.stop(count)
     forwarder.request_stop("benchmark done")
@@ -334,7 +340,7 @@ async def streaming_run(settings: Settings, count: int, rate: float) -> Run:
     feeder = context.Process(target=feed, args=(settings, settings.sqs_queue_url, count, rate))
     feeder.start()
     try:
-        return await bridge_run(settings, count)
+        return await bridge_run(settings, count, lambda: feeder.exitcode not in (None, 0))
     finally:
         feeder.join(timeout=60)
 
