@@ -1,26 +1,44 @@
-"""Bridge throughput on the local ElasticMQ and Kafka, against two baselines.
+"""Bridge throughput and CPU on the local ElasticMQ and Kafka, against baselines of the same run.
 
-- **SQS ceiling**: a raw boto3 loop with the same number of threads as the
-  bridge has pollers, each receiving ten and deleting them in one batch, no
-  Kafka at all. The target ``>= 0.8`` says Kafka, acknowledgements and
-  bookkeeping cost the bridge at most a fifth.
+Loopback SQS (about 1 ms a call):
+
+- **SQS ceiling**: raw boto3 loops, as many threads as the bridge's poller
+  floor, each receiving ten and deleting them in one batch, no Kafka at all.
+  Target ``>= 0.8``: Kafka, acknowledgements and bookkeeping cost the bridge
+  at most a fifth.
 - **naive forwarder**: one loop that receives one message, produces it with
-  ``send_and_wait`` and deletes it, the design the bridge replaces. Measured on
-  fewer messages since only its rate matters; target ``>= 10``.
+  ``send_and_wait`` and deletes it, the seed-style design the bridge
+  replaces. Measured on fewer messages since only its rate matters.
+- **CPU per message**: process CPU seconds (every thread) over messages, for
+  the bridge and for the SQS ceiling loop, i.e. what boto3 itself costs to
+  receive and delete a message. Reported as messages per CPU-second so that
+  higher is better like every other row, and printed in microseconds.
+- **fed at a rate**: the queue starts empty and another process sends
+  ``STREAM_RATE`` messages a second, two a call, as many small producers do.
+  Here receives come back part-filled and calls per message, hence CPU per
+  message, depend on the bridge; the baseline is the same bridge with a
+  fixed poller count and no receive linger (how it ran before).
 
-Both baselines use boto3 as it comes (``boto3.client("sqs")`` with a
-connection pool for their threads). The bridge's own SQS client
-(:func:`bridge.sqs.make_client`: fixed User-Agent, no client-side parameter
-validation) saves about a tenth of the CPU of each call; that saving is part
-of what the bridge is measured with. Given the same client, the baselines
-speed up too (on a quiet two-core machine the ratios were then 0.78 and 9.1).
+SQS ``LATENCY_MS`` away (a loopback proxy in its own process,
+:mod:`bench.latency_proxy`, delays every request like a remote SQS):
+
+- the bridge with its default (adaptive) pollers against the **latency-bound
+  ceiling**: boto3 receive + delete-batch loops in as many threads as the
+  bridge may have pollers;
+- the same bridge with a fixed poller floor (no adaptation);
+- the naive loop at the same latency.
+
+Both baselines use boto3 as it comes (``boto3.client("sqs")``); the bridge's
+own client (:func:`bridge.sqs.make_client`: fixed User-Agent, no client-side
+parameter validation) saves about a tenth of the CPU of each call, and that
+saving is part of what the bridge is measured with.
 
 The queue is filled before each measurement (not timed), each measurement
 uses a queue and topic of its own, and a rate is taken from the start until
 the last message is deleted, so trailing long polls are not counted. Every
-subject is measured ``ROUNDS`` times (bridge and SQS ceiling alternately) and
-keeps its best round: on a shared machine the best round is the one least
-disturbed by other processes, for the subject and the baselines alike.
+subject is measured ``ROUNDS`` times and keeps its best round: on a shared
+machine the best round is the one least disturbed by other processes, for
+the subject and the baselines alike.
 """
 
 from __future__ import annotations
@@ -30,6 +48,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -41,9 +60,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.harness import Result
+from bench.latency_proxy import latency_proxy, through
 from bridge.forwarder import Forwarder, ForwarderConfig
 from bridge.producer import KafkaSink, RawRecord, ensure_topic, producer_options, to_record
-from bridge.sqs import RECEIVE_ATTRIBUTES, SqsQueue, make_client, parse_message
+from bridge.sqs import (
+    RECEIVE_ATTRIBUTES,
+    SqsQueue,
+    make_client,
+    parse_message,
+    send_batch,
+)
 from stream.common import settings as settings_module
 from stream.common.settings import Settings
 from stream.devstack.envfile import read_env_file
@@ -52,6 +78,24 @@ from stream.ops.send import send_stream
 MESSAGES = 20_000
 NAIVE_MESSAGES = 1_000
 ROUNDS = 3
+# A remote SQS: every call this much slower (AWS answers in 10-30 ms).
+LATENCY_MS = 20.0
+# The naive loop manages about 37 msg/s at that latency.
+REMOTE_NAIVE_MESSAGES = 200
+# Messages trickling in: this many, at this rate, from another process.
+STREAM_MESSAGES = 10_000
+STREAM_RATE = 1_000.0
+FEED_THREADS = 2
+# The baselines of fixed pollers run as the bridge did before its pollers
+# adapted: this many, no receive linger.
+FIXED_POLLERS = 4
+FIXED = {
+    "bridge_pollers": FIXED_POLLERS,
+    "bridge_max_pollers": FIXED_POLLERS,
+    "bridge_receive_linger_ms": 0,
+}
+# Bridge CPU per message, microseconds (it was 187 before the poller rework).
+CPU_TARGET_US = 120
 
 
 def stack_settings() -> Settings:
@@ -126,14 +170,14 @@ def plain_client(settings: Settings, threads: int) -> Any:
     )
 
 
-def sqs_ceiling(client: Any, queue_url: str, count: int, threads: int, visibility: int) -> float:
-    """Messages/s of *threads* boto3 loops that receive ten and delete them in one batch."""
+def sqs_ceiling(client: Any, queue_url: str, count: int, threads: int, visibility: int) -> Run:
+    """*threads* boto3 loops that receive ten and delete them in one batch, no Kafka."""
     lock = threading.Lock()
     done = 0
-    finished_at = 0.0
+    meter = Meter()
 
     def loop() -> None:
-        nonlocal done, finished_at
+        nonlocal done
         while done < count:
             messages = client.receive_message(
                 QueueUrl=queue_url,
@@ -153,14 +197,13 @@ def sqs_ceiling(client: Any, queue_url: str, count: int, threads: int, visibilit
             )
             with lock:
                 done += len(messages)
-                if done >= count and not finished_at:
-                    finished_at = time.perf_counter()
+                if done >= count:
+                    meter.stop(count)
 
-    started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(loop) for _ in range(threads)]:
             future.result()
-    return count / (finished_at - started)
+    return meter.stop(count)
 
 
 class _Started:
@@ -182,26 +225,59 @@ class _Started:
         return await self._sink.stop(timeout)
 
 
-async def bridge_rate(settings: Settings, count: int) -> float:
-    """Messages/s of the bridge's forwarder, from start until *count* are deleted."""
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One timed run: messages per second, and process CPU seconds per message."""
+
+    rate: float
+    cpu_per_message: float
+
+
+class Meter:
+    """Wall time and process CPU (every thread of this process) from creation to ``stop``.
+
+    The latency proxy and the servers run in processes of their own, so the
+    CPU counted is the subject's (plus this harness's idle waiting). Stopping
+    at the last deletion leaves out trailing long polls.
+    """
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self.result: Run | None = None
+
+    def stop(self, count: int) -> Run:
+        if self.result is None:
+            wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+            self.result = Run(count / wall, cpu / count)
+        return self.result
+
+
+async def bridge_run(
+    settings: Settings, count: int, failed: Callable[[], bool] = lambda: False
+) -> Run:
+    """The bridge's forwarder, from start until *count* are deleted (or *failed* says so)."""
     config = ForwarderConfig.from_settings(settings, exit_when_idle=None)
     queue = SqsQueue.from_settings(
-        settings, pollers=config.pollers, controllers=config.deleters + 2
+        settings, pollers=config.poll_ceiling, controllers=config.sqs_calls
     )
     sink = KafkaSink(settings)
     await sink.start()
     forwarder = Forwarder(queue, _Started(sink), config)
-    started = time.perf_counter()
+    meter = Meter()
     running = asyncio.create_task(forwarder.run())
     while forwarder.counters.deleted < count:
         if running.done():
             raise RuntimeError("the bridge stopped early")
+        if failed():
+            forwarder.request_stop("benchmark failed")
+            await running
+            raise RuntimeError("the feeder failed")
         await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - started
+    result = meter.stop(count)
     forwarder.request_stop("benchmark done")
     await running
     queue.close()
-    return count / elapsed
+    return result
 
 
 async def naive_rate(settings: Settings, client: Any, count: int) -> float:
@@ -237,54 +313,228 @@ async def naive_rate(settings: Settings, client: Any, count: int) -> float:
         await producer.stop()
 
 
-def run() -> list[Result]:
-    settings = stack_settings()
-    pollers = settings.bridge_pollers
-    client = make_client(settings, max_pool_connections=16)
-    lines = login_lines(MESSAGES)
-    best_bridge = best_ceiling = 0.0
-    for _ in range(ROUNDS):
-        with scratch_queue(client, lines) as url:
-            ceiling = sqs_ceiling(
-                plain_client(settings, pollers),
-                url,
-                MESSAGES,
-                pollers,
-                settings.bridge_visibility_timeout,
+def feed(settings: Settings, queue_url: str, count: int, rate: float) -> None:
+    """Send *count* bodies at about *rate* a second, two a call, from two threads.
+
+    Many small producers, not one bulk loader: messages trickle in, so how
+    full each receive comes back depends on the bridge. Runs in a process of
+    its own (its CPU is not the bridge's).
+    """
+    client = make_client(settings, max_pool_connections=FEED_THREADS)
+    bodies = [line.decode() for line in login_lines(count).splitlines()]
+    interval = 2 * FEED_THREADS / rate
+    start = time.monotonic()
+
+    def send(first: int) -> None:
+        for n, i in enumerate(range(first, count, 2 * FEED_THREADS)):
+            time.sleep(max(0.0, start + n * interval - time.monotonic()))
+            send_batch(client, queue_url, bodies[i : i + 2])
+
+    with concurrent.futures.ThreadPoolExecutor(FEED_THREADS) as pool:
+        list(pool.map(send, range(0, 2 * FEED_THREADS, 2)))
+
+
+async def streaming_run(settings: Settings, count: int, rate: float) -> Run:
+    """The bridge on an empty queue fed at *rate* by another process, until *count* are deleted."""
+    context = multiprocessing.get_context("spawn")
+    feeder = context.Process(target=feed, args=(settings, settings.sqs_queue_url, count, rate))
+    feeder.start()
+    try:
+        return await bridge_run(settings, count, lambda: feeder.exitcode not in (None, 0))
+    finally:
+        feeder.join(timeout=60)
+
+
+def best(runs: list[Run]) -> Run:
+    """The best rate and the lowest CPU per message over rounds: the least disturbed."""
+    return Run(max(r.rate for r in runs), min(r.cpu_per_message for r in runs))
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """The stack's settings and a client to fill scratch queues; *proxy_url*: a remote SQS."""
+
+    settings: Settings
+    client: Any
+    proxy_url: str | None = None
+
+    def lane(self, queue_url: str, topic: str, **overrides: Any) -> Settings:
+        """Settings for one run on its own queue and topic, through the proxy if there is one."""
+        lane = for_lane(self.settings, queue_url, topic)
+        if self.proxy_url:
+            lane = dataclasses.replace(
+                lane,
+                sqs_endpoint_url=self.proxy_url,
+                sqs_queue_url=through(queue_url, self.proxy_url),
             )
-            best_ceiling = max(best_ceiling, ceiling)
-        topic = f"bench-bridge-{uuid.uuid4().hex[:10]}"
-        with scratch_queue(client, lines) as url:
-            best_bridge = max(
-                best_bridge, asyncio.run(bridge_rate(for_lane(settings, url, topic), MESSAGES))
-            )
-        asyncio.run(drop_topic(settings, topic))
-    naive = 0.0
-    for _ in range(ROUNDS):
-        topic = f"bench-naive-{uuid.uuid4().hex[:10]}"
-        with scratch_queue(client, login_lines(NAIVE_MESSAGES)) as url:
-            lane = for_lane(settings, url, topic)
-            loop = plain_client(settings, 1)
-            naive = max(naive, asyncio.run(naive_rate(lane, loop, NAIVE_MESSAGES)))
-        asyncio.run(drop_topic(settings, topic))
-    subject = f"bridge, {pollers} pollers"
-    return [
+        return dataclasses.replace(lane, **overrides)
+
+    def bridge(self, count: int, **overrides: Any) -> Run:
+        """The bridge on *count* queued messages, best of ``ROUNDS``."""
+        runs = []
+        for _ in range(ROUNDS):
+            topic = f"bench-bridge-{uuid.uuid4().hex[:10]}"
+            with scratch_queue(self.client, login_lines(count)) as url:
+                runs.append(asyncio.run(bridge_run(self.lane(url, topic, **overrides), count)))
+            asyncio.run(drop_topic(self.settings, topic))
+        return best(runs)
+
+    def ceiling(self, count: int, threads: int) -> Run:
+        """boto3 receive + delete-batch loops in *threads* threads, no Kafka, best of ``ROUNDS``."""
+        runs = []
+        for _ in range(ROUNDS):
+            with scratch_queue(self.client, login_lines(count)) as url:
+                lane = self.lane(url, "unused")
+                plain = plain_client(lane, threads)
+                visibility = lane.bridge_visibility_timeout
+                runs.append(sqs_ceiling(plain, lane.sqs_queue_url, count, threads, visibility))
+        return best(runs)
+
+    def streaming(self, count: int, rate: float, **overrides: Any) -> Run:
+        """The bridge on a queue fed at *rate*, best of ``ROUNDS``."""
+        runs = []
+        for _ in range(ROUNDS):
+            topic = f"bench-stream-{uuid.uuid4().hex[:10]}"
+            with scratch_queue(self.client, b"") as url:
+                lane = self.lane(url, topic, **overrides)
+                runs.append(asyncio.run(streaming_run(lane, count, rate)))
+            asyncio.run(drop_topic(self.settings, topic))
+        return best(runs)
+
+    def naive(self, count: int) -> float:
+        """The one-message-at-a-time loop, best of ``ROUNDS``."""
+        rates = []
+        for _ in range(ROUNDS):
+            topic = f"bench-naive-{uuid.uuid4().hex[:10]}"
+            with scratch_queue(self.client, login_lines(count)) as url:
+                lane = self.lane(url, topic)
+                rates.append(asyncio.run(naive_rate(lane, plain_client(lane, 1), count)))
+            asyncio.run(drop_topic(self.settings, topic))
+        return max(rates)
+
+
+def local_results(bench: Bench) -> tuple[list[Result], Run, Run]:
+    """Loopback ElasticMQ: the bridge against boto3's own floor and the naive loop.
+
+    The ceiling loops get as many threads as the bridge may have pollers.
+    """
+    floor, pollers = bench.settings.bridge_pollers, bench.settings.bridge_max_pollers
+    bridge = bench.bridge(MESSAGES)
+    ceiling = bench.ceiling(MESSAGES, pollers)
+    naive = bench.naive(NAIVE_MESSAGES)
+    subject = f"bridge, {floor}-{pollers} pollers"
+    results = [
         Result(
-            benchmark="bridge vs SQS ceiling",
-            subject=subject,
-            subject_rate=best_bridge,
-            baseline=f"boto3 recv+delete, {pollers} thr",
-            baseline_rate=best_ceiling,
-            unit="msg/s",
-            target=">= 0.8",
+            "bridge vs SQS ceiling",
+            subject,
+            bridge.rate,
+            f"boto3 recv+delete, {pollers} thr",
+            ceiling.rate,
+            "msg/s",
+            ">= 0.8",
         ),
         Result(
-            benchmark="bridge vs naive",
-            subject=subject,
-            subject_rate=best_bridge,
-            baseline="naive 1-at-a-time loop",
-            baseline_rate=naive,
-            unit="msg/s",
-            target=">= 10",
+            "bridge vs naive",
+            subject,
+            bridge.rate,
+            "naive 1-at-a-time loop",
+            naive,
+            "msg/s",
+            ">= 10",
+        ),
+        # Messages per CPU-second, so that higher is better like every other row.
+        Result(
+            "bridge CPU per msg",
+            "bridge, msgs per CPU-s",
+            1 / bridge.cpu_per_message,
+            "boto3 recv+delete per CPU-s",
+            1 / ceiling.cpu_per_message,
+            "msg/cpu-s",
+            ">= 0.6",
         ),
     ]
+    return results, bridge, ceiling
+
+
+def streaming_results(bench: Bench) -> tuple[list[Result], Run, Run]:
+    """CPU per message while messages trickle in: the defaults against the seed-style setup.
+
+    The baseline runs the same bridge as it was before pollers adapted
+    (``FIXED``).
+    """
+    tuned = bench.streaming(STREAM_MESSAGES, STREAM_RATE)
+    fixed = bench.streaming(STREAM_MESSAGES, STREAM_RATE, **FIXED)
+    results = [
+        Result(
+            f"CPU/msg fed {STREAM_RATE:g}/s",
+            "bridge defaults, msgs per CPU-s",
+            1 / tuned.cpu_per_message,
+            f"{FIXED_POLLERS} fixed pollers, no linger",
+            1 / fixed.cpu_per_message,
+            "msg/cpu-s",
+            ">= 1.3",
+        )
+    ]
+    return results, tuned, fixed
+
+
+def remote_results(bench: Bench) -> tuple[list[Result], Run, Run]:
+    """SQS ``LATENCY_MS`` away: adaptive pollers against the ceiling, fixed pollers, naive."""
+    settings = bench.settings
+    floor, ceiling_pollers = settings.bridge_pollers, settings.bridge_max_pollers
+    adaptive = bench.bridge(MESSAGES)
+    fixed = bench.bridge(MESSAGES, **FIXED)
+    ceiling = bench.ceiling(MESSAGES, ceiling_pollers)
+    naive = bench.naive(REMOTE_NAIVE_MESSAGES)
+    at = f"@{LATENCY_MS:g}ms"
+    subject = f"bridge {floor}-{ceiling_pollers} pollers {at}"
+    results = [
+        Result(
+            f"bridge vs ceiling {at}",
+            subject,
+            adaptive.rate,
+            f"boto3 recv+delete, {ceiling_pollers} thr",
+            ceiling.rate,
+            "msg/s",
+            ">= 0.8",
+        ),
+        Result(
+            f"adaptive vs fixed {at}",
+            subject,
+            adaptive.rate,
+            f"bridge, {FIXED_POLLERS} fixed pollers",
+            fixed.rate,
+            "msg/s",
+            ">= 1.5",
+        ),
+        Result(
+            f"bridge vs naive {at}",
+            subject,
+            adaptive.rate,
+            "naive 1-at-a-time loop",
+            naive,
+            "msg/s",
+            ">= 10",
+        ),
+    ]
+    return results, adaptive, ceiling
+
+
+def run() -> list[Result]:
+    settings = stack_settings()
+    client = make_client(settings, max_pool_connections=16)
+    local, bridge, floor = local_results(Bench(settings, client))
+    streaming, tuned, fixed = streaming_results(Bench(settings, client))
+    with latency_proxy(settings.sqs_endpoint_url, LATENCY_MS) as proxy_url:
+        remote, remote_bridge, remote_floor = remote_results(Bench(settings, client, proxy_url))
+    print(
+        f"bridge CPU per message: {bridge.cpu_per_message * 1e6:.0f} us local, "
+        f"{remote_bridge.cpu_per_message * 1e6:.0f} us @{LATENCY_MS:g}ms; "
+        f"boto3 recv+delete: {floor.cpu_per_message * 1e6:.0f} us local, "
+        f"{remote_floor.cpu_per_message * 1e6:.0f} us @{LATENCY_MS:g}ms "
+        f"(target <= {CPU_TARGET_US} us); fed {STREAM_RATE:g}/s: "
+        f"{tuned.cpu_per_message * 1e6:.0f} us, fixed pollers without linger "
+        f"{fixed.cpu_per_message * 1e6:.0f} us",
+        flush=True,
+    )
+    return local + streaming + remote

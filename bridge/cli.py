@@ -93,14 +93,28 @@ TUNING_OPTIONS = (
         "--pollers",
         "bridge_pollers",
         "MASKSTREAM_BRIDGE_POLLERS",
-        "concurrent ReceiveMessage long polls",
+        "concurrent ReceiveMessage long polls at start and at the least",
+        int,
+    ),
+    Option(
+        "--max-pollers",
+        "bridge_max_pollers",
+        "MASKSTREAM_BRIDGE_MAX_POLLERS",
+        "most concurrent long polls: pollers are added while polls come back full",
+        int,
+    ),
+    Option(
+        "--receive-linger-ms",
+        "bridge_receive_linger_ms",
+        "MASKSTREAM_BRIDGE_RECEIVE_LINGER_MS",
+        "after a part-filled receive, wait up to this long so the next one carries more",
         int,
     ),
     Option(
         "--wait-seconds",
         "bridge_wait_seconds",
         "MASKSTREAM_BRIDGE_WAIT_SECONDS",
-        "long-poll wait of each receive, 0-20",
+        "long-poll wait of each receive, 0-20 (at most half of --shutdown-timeout)",
         int,
     ),
     Option(
@@ -143,7 +157,7 @@ TUNING_OPTIONS = (
         "--shutdown-timeout",
         "bridge_shutdown_timeout",
         "MASKSTREAM_BRIDGE_SHUTDOWN_TIMEOUT",
-        "seconds a stop may take to flush and delete before exiting anyway",
+        "seconds a stop may take: await open polls, flush, delete, release the rest",
         float,
     ),
     Option(
@@ -215,8 +229,9 @@ def add_bridge_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="exit 0 once the queue has returned nothing for SECONDS and every message "
-        "received is forwarded and deleted (default: run until SIGTERM or SIGINT)",
+        help="exit 0 once the queue has returned nothing for SECONDS, every message "
+        "received is forwarded and deleted, and no poll is open (default: run until "
+        "SIGTERM or SIGINT)",
     )
 
 
@@ -245,6 +260,10 @@ def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
     checks = [
         (bool(settings.sqs_queue_url), "no queue: set SQS_QUEUE_URL or pass --queue-url"),
         (settings.bridge_pollers >= 1, "--pollers must be at least 1"),
+        (
+            settings.bridge_max_pollers >= settings.bridge_pollers,
+            "--max-pollers must be at least --pollers",
+        ),
         (0 <= settings.bridge_wait_seconds <= 20, "--wait-seconds must be between 0 and 20"),
         (settings.bridge_max_in_flight >= 1, "--max-in-flight must be at least 1"),
         (
@@ -256,6 +275,7 @@ def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
             f"--compression must be one of {COMPRESSIONS}",
         ),
         (settings.bridge_linger_ms >= 0, "--linger-ms must not be negative"),
+        (settings.bridge_receive_linger_ms >= 0, "--receive-linger-ms must not be negative"),
         (settings.bridge_batch_bytes >= 1024, "--batch-bytes must be at least 1024"),
         (settings.bridge_shutdown_timeout > 0, "--shutdown-timeout must be positive"),
         (settings.bridge_stats_interval > 0, "--stats-interval must be positive"),
@@ -349,7 +369,7 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
 
     config = ForwarderConfig.from_settings(settings, exit_when_idle)
     queue = SqsQueue.from_settings(
-        settings, pollers=config.pollers, controllers=config.deleters + 2
+        settings, pollers=config.poll_ceiling, controllers=config.sqs_calls
     )
     sink = KafkaSink(settings)
     forwarder = Forwarder(queue, sink, config)

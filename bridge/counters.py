@@ -20,6 +20,9 @@ class Counters:
     - ``deleted``: messages deleted from SQS after their acknowledgement.
     - ``retried``: retried operations, per message: a produce sent again, or a
       delete attempted again after a failure.
+    - ``released``: messages handed back to SQS with visibility 0 at a stop,
+      because Kafka had not acknowledged them in time: another receiver gets
+      them at once instead of after the visibility timeout.
     - ``failed``: messages the bridge gave up on. They stay in SQS, which
       redelivers them (downstream de-duplicates by message id) or, after
       ``maxReceiveCount``, moves them to the dead-letter queue.
@@ -30,6 +33,7 @@ class Counters:
     deleted: int = 0
     retried: int = 0
     failed: int = 0
+    released: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """The counts as a plain mapping, e.g. for an exporter or a test."""

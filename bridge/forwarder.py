@@ -7,10 +7,23 @@ One message's path::
         failed: backoff, send again (or, if it can never be written, leave it in SQS)
 
 Pollers reserve room under the in-flight bound before each receive, so a slow
-Kafka stops the intake instead of growing memory. While messages wait, an
+Kafka stops the intake instead of growing memory. Their number adapts between
+``pollers`` and ``max_pollers``: a poll that comes back full while room remains
+starts another poller (the queue holds more than the open polls fetch, as
+against a remote SQS where each call takes tens of milliseconds); any other
+poll retires its poller down to the floor. While messages wait, an
 extender pushes their visibility timeout ahead of them, so SQS does not hand
 them to someone else mid-flight. A message leaves the bridge only when it is
-deleted or given up; nothing is deleted before its acknowledgement.
+deleted, released or given up; nothing is deleted before its acknowledgement.
+
+A stop strands nothing. A long poll still open at SQS when the process exits
+goes on receiving messages that nobody will forward: they stay invisible for
+the visibility timeout and gain a receive count (five such restarts can send a
+message to the dead-letter queue unprocessed). So a stop issues no new polls,
+waits for the open ones (their wait is capped at half the shutdown timeout),
+forwards what they return, deletes what Kafka acknowledges, and releases what
+is still unacknowledged near the deadline with visibility 0, so another bridge
+takes it at once.
 """
 
 from __future__ import annotations
@@ -18,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from bridge.counters import Counters
@@ -41,8 +55,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How long a deleter waits for a part-filled batch to fill before sending it.
-DELETE_LINGER_SECONDS = 0.005
+# How long a part-filled delete batch waits for more acknowledgements: deletes
+# are cheap to delay (the message stays invisible) and each call costs CPU.
+DELETE_LINGER_SECONDS = 0.02
+# Concurrent visibility changes on top of the deletes (extensions, releases).
+VISIBILITY_CALLS = 2
 # How often the housekeeping loop checks idleness, stalls and the stats clock.
 TICK_SECONDS = 0.25
 
@@ -98,11 +115,18 @@ class ForwarderConfig:
     resend_after_seconds: float = 60.0
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    # Ceiling of the adaptive poller count; None keeps exactly ``pollers``.
+    max_pollers: int | None = None
+    # After a part-filled receive, a poller waits this long so that its next
+    # receive finds a fuller queue (see receive_pause).
+    receive_linger: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, exit_when_idle: float | None) -> ForwarderConfig:
         return cls(
             pollers=settings.bridge_pollers,
+            max_pollers=settings.bridge_max_pollers,
+            receive_linger=settings.bridge_receive_linger_ms / 1000,
             wait_seconds=settings.bridge_wait_seconds,
             max_in_flight=settings.bridge_max_in_flight,
             visibility_timeout=settings.bridge_visibility_timeout,
@@ -113,9 +137,19 @@ class ForwarderConfig:
         )
 
     @property
+    def poll_ceiling(self) -> int:
+        """The most pollers that may run at once (never fewer than the floor)."""
+        return max(self.pollers, self.max_pollers or self.pollers)
+
+    @property
     def deleters(self) -> int:
-        """One deleter per poller: each receive of ten becomes one delete of ten."""
-        return self.pollers
+        """Concurrent delete calls: as many as pollers can be, so deletes keep up with receives."""
+        return self.poll_ceiling
+
+    @property
+    def sqs_calls(self) -> int:
+        """Concurrent SQS calls other than receives: deletes and visibility changes."""
+        return self.deleters + VISIBILITY_CALLS
 
     @property
     def receive_batch(self) -> int:
@@ -123,8 +157,13 @@ class ForwarderConfig:
 
     @property
     def receive_wait(self) -> int:
-        """The long-poll wait; never longer than the idle time that ends the run."""
-        wait = min(self.wait_seconds, MAX_WAIT_SECONDS)
+        """The long-poll wait: within the idle time that ends the run, and half the stop budget.
+
+        A stop waits for every open poll, so a poll must end with half of the
+        shutdown timeout left to forward or release what it brought.
+        """
+        stop_budget = max(1, int(self.shutdown_timeout / 2))
+        wait = min(self.wait_seconds, MAX_WAIT_SECONDS, stop_budget)
         if self.exit_when_idle is not None:
             wait = min(wait, max(1, int(self.exit_when_idle)))
         return wait
@@ -204,9 +243,64 @@ class InFlightGate:
         self._used -= count
         self._changed.set()
 
+    @property
+    def room(self) -> int:
+        """Messages that may still be taken on (negative never: the gate enforces it)."""
+        return self._limit - self._used
+
     def close(self) -> None:
         self._closed = True
         self._changed.set()
+
+
+def receive_pause(returned: int, batch: int, linger: float) -> float:
+    """How long a poller waits before its next receive: *linger* after a part-filled batch.
+
+    Every call costs about the same CPU whatever it carries, and a long poll
+    returns as soon as any message is there: while messages trickle in, a
+    poller that asks again at once gets one or two a call. Waiting a moment
+    lets the next receive (and the delete after it) carry up to ten. A full
+    batch or an empty one (the long poll already waited) goes on at once.
+    """
+    if returned <= 0 or returned >= batch:
+        return 0.0
+    return linger
+
+
+class Scale(enum.Enum):
+    """What a poller does after a receive."""
+
+    GROW = "grow"  # start one more poller
+    KEEP = "keep"
+    RETIRE = "retire"  # this poller ends
+
+
+def scale_after_receive(
+    returned: int,
+    batch: int,
+    pollers: int,
+    floor: int,
+    ceiling: int,
+    room: int,
+    *,
+    lingered: bool = False,
+) -> Scale:
+    """Grow while polls come back full and in-flight room remains; retire on any other poll.
+
+    A full batch means the queue held at least that much more: another poll
+    would have found work too. One poller per full poll grows the count
+    quickly (like TCP slow start) yet never past *ceiling*, nor past what
+    the in-flight bound can still take. A part-filled or empty poll means
+    the open polls already take all there is, and each extra one only
+    splits the same messages into more calls (CPU per message grows with
+    calls, not messages), so its poller ends, down to *floor*. A full batch
+    after the poller *lingered* (see :func:`receive_pause`) is what the
+    linger was for, not a backlog: it keeps the count.
+    """
+    if returned >= batch:
+        grow = not lingered and pollers < ceiling and room >= batch
+        return Scale.GROW if grow else Scale.KEEP
+    return Scale.RETIRE if pollers > floor else Scale.KEEP
 
 
 @dataclass(eq=False, slots=True)
@@ -220,14 +314,6 @@ class Held:
     attempts: int = 0
     acked: bool = False
     extending: bool = False
-
-
-@dataclass
-class _Tasks:
-    """Background tasks by role, so shutdown can stop them in order."""
-
-    pollers: list[asyncio.Task[None]] = field(default_factory=list)
-    workers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class Forwarder:
@@ -262,6 +348,15 @@ class Forwarder:
         self._sqs = OutageLog("SQS", clock)
         self._resends: set[asyncio.Task[None]] = set()
         self._extensions: set[asyncio.Task[None]] = set()
+        self._pollers: set[asyncio.Task[None]] = set()
+        self._pollers_started = 0
+        # Pollers not retired: counted at the decision itself, because a task
+        # leaves _pollers only a loop turn after it ends, and two pollers
+        # retiring in the same turn must not both see room above the floor.
+        self._polling = 0
+        self._open_polls = 0
+        self._deletes: set[asyncio.Task[None]] = set()
+        self._delete_slots = asyncio.Semaphore(config.deleters)
         self._crashed = False
         sink.listen(self._on_delivery)
 
@@ -271,6 +366,16 @@ class Forwarder:
     def in_flight(self) -> int:
         """Messages received and not yet deleted or given up."""
         return len(self._held)
+
+    @property
+    def open_polls(self) -> int:
+        """ReceiveMessage calls now waiting on SQS."""
+        return self._open_polls
+
+    @property
+    def pollers(self) -> int:
+        """Poller loops now running (between the floor and the ceiling while running)."""
+        return self._polling
 
     def request_stop(self, reason: str) -> None:
         """Stop polling and drain; a second request stops waiting for the drain."""
@@ -288,19 +393,15 @@ class Forwarder:
         if not await self._start_sink():
             log.info("stopped before Kafka became reachable: %s", self.counters.summary(0))
             return True
-        tasks = _Tasks(
-            pollers=[self._spawn(self._poll(), f"poller-{i}") for i in range(self._config.pollers)],
-            workers=[
-                *(
-                    self._spawn(self._delete_loop(), f"deleter-{i}")
-                    for i in range(self._config.deleters)
-                ),
-                self._spawn(self._extend_loop(), "extender"),
-                self._spawn(self._housekeeping(), "housekeeping"),
-            ],
-        )
+        for _ in range(self._config.pollers):
+            self._start_poller()
+        extender = self._spawn(self._extend_loop(), "extender")
+        others = [
+            self._spawn(self._delete_loop(), "deleter"),
+            self._spawn(self._housekeeping(), "housekeeping"),
+        ]
         await self._stop.wait()
-        await self._shutdown(tasks)
+        await self._shutdown(extender, others)
         return not self._crashed
 
     # -- start and stop ----------------------------------------------------------------
@@ -343,34 +444,100 @@ class Forwarder:
             await self._sleep(self._backoff(attempt))
         return False
 
-    async def _shutdown(self, tasks: _Tasks) -> None:
-        """Stop intake, wait (bounded) for held messages to be acknowledged and deleted."""
+    async def _shutdown(
+        self, extender: asyncio.Task[None], others: list[asyncio.Task[None]]
+    ) -> None:
+        """Await open polls, forward and delete what they hold, release the rest; all bounded.
+
+        Every wait ends early on a second stop request (``_hurry``). The
+        release runs even then: it is one quick call per ten messages.
+        """
         deadline = self._clock() + self._config.shutdown_timeout
-        self._gate.close()
+        release_at = deadline - min(2.0, self._config.shutdown_timeout / 4)
+        self._gate.close()  # pollers waiting for room end at once; no new polls start
+        await self._until_done(self._pollers, release_at)
         if self._held:
-            hurry = asyncio.ensure_future(self._hurry.wait())
-            drained = asyncio.ensure_future(self._drained.wait())
-            await asyncio.wait(
-                {hurry, drained},
-                timeout=max(0.0, deadline - self._clock()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            hurry.cancel()
-            drained.cancel()
-        if self._held:
-            log.warning(
-                "%d messages not acknowledged and deleted in time; left in SQS, they "
-                "return after their visibility timeout",
-                len(self._held),
-            )
+            await self._until(self._drained.wait(), release_at)
         self._hurry.set()  # from here on, scheduled re-sends do nothing
-        everything = [*tasks.pollers, *tasks.workers, *self._resends, *self._extensions]
+        # No new extensions, and none still on its way: one landing after a
+        # release would hide the message again.
+        extender.cancel()
+        await self._until_done(self._extensions, deadline)
+        await self._release_unacknowledged(deadline)
+        self._warn_leftovers()
+        everything = [
+            *self._pollers,
+            extender,
+            *others,
+            *self._resends,
+            *self._extensions,
+            *self._deletes,
+        ]
         for task in everything:
             task.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
         if not await self._sink.stop(timeout=max(1.0, deadline - self._clock())):
             log.warning("Kafka producer did not close cleanly")
         log.info("bridge stopped: %s", self.counters.summary(len(self._held)))
+
+    async def _until(self, awaitable: Awaitable[Any], deadline: float) -> None:
+        """Await *awaitable* until *deadline* or a second stop request, whichever comes first."""
+        work = asyncio.ensure_future(awaitable)
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait(
+            {work, hurry},
+            timeout=max(0.0, deadline - self._clock()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in (work, hurry):
+            task.cancel()
+        await asyncio.gather(work, hurry, return_exceptions=True)
+
+    async def _until_done(self, tasks: set[asyncio.Task[None]], deadline: float) -> None:
+        """Wait (bounded as :meth:`_until`) for every task of *tasks* now running."""
+        if tasks:
+            await self._until(asyncio.wait(set(tasks)), deadline)
+
+    async def _release_unacknowledged(self, deadline: float) -> None:
+        """Give back what Kafka has not acknowledged with visibility 0: another bridge takes it now.
+
+        Left alone, such a message would stay invisible for the rest of its
+        visibility timeout. One produced but not yet acknowledged may still
+        reach Kafka; forwarded again, it is de-duplicated downstream.
+        """
+        waiting = [h for h in self._held if not h.acked]
+        if not waiting:
+            return
+        calls = [self._release(chunk) for chunk in chunks(waiting, MAX_BATCH_ENTRIES)]
+        await self._until(asyncio.gather(*calls), deadline)
+
+    async def _release(self, chunk: Sequence[Held]) -> None:
+        try:
+            failures = await self._queue.change_visibility(
+                [h.message.receipt_handle for h in chunk], 0
+            )
+        except Exception as exc:
+            self._sqs.failure(f"ChangeMessageVisibilityBatch: {describe(exc)}")
+            return
+        failed = {f.index for f in failures}
+        released = [h for i, h in enumerate(chunk) if i not in failed]
+        self.counters.released += len(released)
+        self._forget(released)
+
+    def _warn_leftovers(self) -> None:
+        """Say what a stop could not finish, and what becomes of it."""
+        if self._open_polls:
+            log.warning(
+                "%d polls still open at SQS after the stop budget; what they receive returns "
+                "after its visibility timeout",
+                self._open_polls,
+            )
+        if self._held:
+            log.warning(
+                "%d messages not deleted or released in time; left in SQS, they "
+                "return after their visibility timeout",
+                len(self._held),
+            )
 
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(
@@ -379,18 +546,24 @@ class Forwarder:
 
     # -- receive and produce -----------------------------------------------------------
 
+    def _start_poller(self) -> None:
+        self._polling += 1
+        self._pollers_started += 1
+        task = self._spawn(self._poll(), f"poller-{self._pollers_started}")
+        self._pollers.add(task)
+        task.add_done_callback(self._pollers.discard)
+
     async def _poll(self) -> None:
-        config = self._config
-        batch = config.receive_batch
+        """Receive and hand over until stopped, or until a poll that is not full retires it."""
+        batch = self._config.receive_batch
         failures = 0
+        pause = 0.0
         while not self._stop.is_set():
             if not await self._gate.acquire(batch):
                 return
             started = self._clock()
             try:
-                messages = await self._queue.receive(
-                    batch, config.receive_wait, config.visibility_timeout
-                )
+                messages = await self._receive(batch)
             except Exception as exc:
                 self._gate.release(batch)
                 self._idle_since = None
@@ -403,6 +576,41 @@ class Forwarder:
             self._gate.release(batch - len(messages))
             self._note_receive(started, len(messages))
             await self._hold(messages, started)
+            if self._rescale(len(messages), batch, lingered=pause > 0) is Scale.RETIRE:
+                return
+            pause = receive_pause(len(messages), batch, self._config.receive_linger)
+            if pause:
+                await self._sleep(pause)
+
+    async def _receive(self, batch: int) -> list[SqsMessage]:
+        """One long poll, counted while open so a stop knows what it waits for."""
+        self._open_polls += 1
+        try:
+            return await self._queue.receive(
+                batch, self._config.receive_wait, self._config.visibility_timeout
+            )
+        finally:
+            self._open_polls -= 1
+
+    def _rescale(self, returned: int, batch: int, *, lingered: bool) -> Scale:
+        """Apply :func:`scale_after_receive`; nothing grows once a stop is requested."""
+        if self._stop.is_set():
+            return Scale.KEEP
+        config = self._config
+        decision = scale_after_receive(
+            returned,
+            batch,
+            self._polling,
+            config.pollers,
+            config.poll_ceiling,
+            self._gate.room,
+            lingered=lingered,
+        )
+        if decision is Scale.GROW:
+            self._start_poller()
+        elif decision is Scale.RETIRE:
+            self._polling -= 1
+        return decision
 
     def _note_receive(self, started: float, count: int) -> None:
         if count:
@@ -481,21 +689,32 @@ class Forwarder:
     # -- delete -------------------------------------------------------------------------
 
     async def _delete_loop(self) -> None:
+        """Batch every poller's acknowledged messages into deletes of ten, run concurrently.
+
+        One queue for all pollers keeps batches full whichever poll a message
+        came from; the slots bound the concurrent calls (and so the threads).
+        """
         while True:
-            await self._delete(await self._next_delete_batch())
+            batch = await self._next_delete_batch()
+            await self._delete_slots.acquire()
+            task = asyncio.ensure_future(self._delete(batch))
+            self._deletes.add(task)
+            task.add_done_callback(self._delete_done)
+
+    def _delete_done(self, task: asyncio.Task[None]) -> None:
+        self._deletes.discard(task)
+        self._delete_slots.release()
+        self._check_task(task)
 
     async def _next_delete_batch(self) -> list[Held]:
-        """Up to ten acknowledged messages, waiting a moment for a part-filled batch."""
+        """Ten acknowledged messages, or fewer once a part-filled batch has lingered."""
         acked = self._acked
-        while True:
-            while not acked:
-                self._ack_ready.clear()
-                await self._ack_ready.wait()
-            if len(acked) < MAX_BATCH_ENTRIES:
-                await asyncio.sleep(DELETE_LINGER_SECONDS)
-            batch = [acked.popleft() for _ in range(min(MAX_BATCH_ENTRIES, len(acked)))]
-            if batch:  # another deleter may have emptied the queue meanwhile
-                return batch
+        while not acked:
+            self._ack_ready.clear()
+            await self._ack_ready.wait()
+        if len(acked) < MAX_BATCH_ENTRIES:
+            await asyncio.sleep(DELETE_LINGER_SECONDS)
+        return [acked.popleft() for _ in range(min(MAX_BATCH_ENTRIES, len(acked)))]
 
     async def _delete(self, batch: list[Held]) -> None:
         """Delete *batch*, retrying failed entries; expired receipts are logged and dropped."""
@@ -607,7 +826,11 @@ class Forwarder:
             self._resend_stuck(now)
             if now >= next_stats:
                 next_stats = now + config.stats_interval
-                log.info("bridge stats: %s", self.counters.summary(len(self._held)))
+                log.info(
+                    "bridge stats: %s pollers=%d",
+                    self.counters.summary(len(self._held)),
+                    self._polling,
+                )
             if self._is_idle(now):
                 self.request_stop(f"queue empty for {config.exit_when_idle:g}s, all forwarded")
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -79,15 +81,20 @@ class Lane:
         assert len(sent) == len(bodies)
         return sent
 
-    def depth(self) -> int:
-        """Messages still in the queue, visible or held by a consumer."""
+    def counts(self) -> tuple[int, int]:
+        """Messages in the queue: (visible, in flight, i.e. received and not deleted)."""
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(
-            attributes["ApproximateNumberOfMessagesNotVisible"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
         )
+
+    def depth(self) -> int:
+        """Messages still in the queue, visible or held by a consumer."""
+        return sum(self.counts())
 
     def records(self) -> list[ConsumerRecord]:
         return asyncio.run(read_topic(self.bootstrap, self.topic))
@@ -347,6 +354,78 @@ def test_sigterm_mid_stream_then_restart_forwards_everything(lane: Lane, tmp_pat
     assert finish(second, timeout=120) == 0, log.read_text()
     assert {message_id(r) for r in lane.records()} == set(sent)
     assert lane.depth() == 0
+
+
+def test_five_idle_exits_in_a_row_strand_nothing(lane: Lane, tmp_path: Path) -> None:
+    """A long poll left open by an exiting bridge would take the next run's messages.
+
+    Each run's messages arrive while the previous bridge's polls would still be
+    waiting if it had abandoned them: those messages would stay in flight,
+    unforwarded, for the visibility timeout.
+    """
+    log = tmp_path / "bridge.log"
+    sent: dict[str, str] = {}
+    for run in range(5):
+        sent.update(lane.fill(login_bodies(100, tag=f"idle{run}")))
+        bridge = lane.bridge(log, "--exit-when-idle", "5")
+        assert finish(bridge, timeout=90) == 0, log.read_text()
+        assert lane.counts() == (0, 0), f"run {run}: (visible, in flight) left in the queue"
+    ids = [message_id(r) for r in lane.records()]
+    assert len(ids) == 500 and set(ids) == set(sent)
+
+
+def stream_into(
+    lane: Lane, bodies: Sequence[str], pause: float
+) -> tuple[threading.Thread, threading.Event]:
+    """Send *bodies* ten at a time with *pause* between sends, in a thread.
+
+    Returns the thread and an event set once half of the bodies are sent.
+    """
+    half = threading.Event()
+
+    def send() -> None:
+        for start in range(0, len(bodies), 10):
+            lane.fill(bodies[start : start + 10])
+            if start + 10 >= len(bodies) // 2:
+                half.set()
+            time.sleep(pause)
+
+    thread = threading.Thread(target=send, name="stream", daemon=True)
+    thread.start()
+    return thread, half
+
+
+def test_five_sigterms_mid_stream_strand_nothing(lane: Lane, tmp_path: Path) -> None:
+    """SIGTERM while messages keep arriving: the polls open at the stop are awaited.
+
+    What they return is forwarded and deleted, or released at once; after each
+    stop nothing is in flight, and every message is either on the topic or
+    visible for the next bridge.
+    """
+    log = tmp_path / "bridge.log"
+    total = 0
+    for run in range(5):
+        bodies = login_bodies(100, tag=f"term{run}")
+        bridge = lane.bridge(log, "--wait-seconds", "5")
+        waiting = lane.depth() + 10
+        lane.fill(bodies[:10])
+        wait_until(
+            functools.partial(lambda n: lane.depth() < n, waiting), 60, "the bridge to forward"
+        )
+        stream, half = stream_into(lane, bodies[10:], pause=0.05)
+        half.wait(timeout=60)
+        bridge.send_signal(signal.SIGTERM)
+        stream.join(timeout=60)
+        total += len(bodies)
+        assert finish(bridge, timeout=60) == 0, log.read_text()
+        on_topic = {message_id(r) for r in lane.records()}
+        visible, in_flight = lane.counts()
+        assert in_flight == 0, f"run {run}: {in_flight} messages stranded in flight"
+        assert visible == total - len(on_topic), f"run {run}"
+    drain = lane.bridge(log, "--exit-when-idle", "3")
+    assert finish(drain, timeout=90) == 0, log.read_text()
+    assert len({message_id(r) for r in lane.records()}) == total == 500
+    assert lane.counts() == (0, 0)
 
 
 @pytest.mark.faults

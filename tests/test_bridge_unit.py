@@ -39,7 +39,10 @@ from bridge.forwarder import (
     ForwarderConfig,
     InFlightGate,
     OutageLog,
+    Scale,
     backoff_delay,
+    receive_pause,
+    scale_after_receive,
 )
 from bridge.producer import (
     HEADER_MESSAGE_ID,
@@ -174,15 +177,22 @@ def test_producer_is_idempotent_with_acks_all_and_room_for_big_bodies() -> None:
 def test_counters_summary_is_one_line_of_pairs() -> None:
     counters = Counters(received=5, forwarded=4, deleted=3, retried=2, failed=1)
     assert counters.summary(in_flight=2) == (
-        "received=5 forwarded=4 deleted=3 retried=2 failed=1 in_flight=2"
+        "received=5 forwarded=4 deleted=3 retried=2 failed=1 released=0 in_flight=2"
     )
 
 
 def test_receive_wait_never_exceeds_the_idle_exit_time() -> None:
-    config = _config(wait_seconds=20, exit_when_idle=3.5)
+    config = _config(wait_seconds=20, exit_when_idle=3.5, shutdown_timeout=60)
     assert config.receive_wait == 3
-    assert _config(wait_seconds=20).receive_wait == 20
+    assert _config(wait_seconds=20, shutdown_timeout=60).receive_wait == 20
     assert _config(wait_seconds=20, exit_when_idle=0.2).receive_wait == 1
+
+
+def test_receive_wait_leaves_half_the_stop_budget_to_forward_what_a_poll_brings() -> None:
+    assert _config(wait_seconds=20, shutdown_timeout=20).receive_wait == 10
+    assert _config(wait_seconds=20, shutdown_timeout=5).receive_wait == 2
+    assert _config(wait_seconds=20, shutdown_timeout=0.5).receive_wait == 1
+    assert _config(wait_seconds=0, shutdown_timeout=20).receive_wait == 0
 
 
 def test_outage_log_reports_start_repeats_and_end(caplog: pytest.LogCaptureFixture) -> None:
@@ -313,6 +323,11 @@ class FakeQueue:
         self.deleted: list[str] = []
         self.extended: list[str] = []
         self.receive_errors = 0
+        self.released: list[str] = []
+        self.open_receives = 0
+        # While cleared, receives wait (as a long poll would) before taking messages.
+        self.receives_answer = asyncio.Event()
+        self.receives_answer.set()
         self.stuck_handle = ""  # a visibility change naming it never returns
         self.delete_policy: Callable[[Sequence[str]], list[EntryFailure]] = lambda handles: []
 
@@ -322,6 +337,11 @@ class FakeQueue:
         if self.receive_errors:
             self.receive_errors -= 1
             raise ConnectionError("SQS unreachable")
+        self.open_receives += 1
+        try:
+            await self.receives_answer.wait()
+        finally:
+            self.open_receives -= 1
         batch = [self.available.popleft() for _ in range(min(max_messages, len(self.available)))]
         if not batch:
             await asyncio.sleep(0.02)
@@ -338,7 +358,10 @@ class FakeQueue:
     ) -> list[EntryFailure]:
         if self.stuck_handle in receipt_handles:
             await asyncio.sleep(60)
-        self.extended += receipt_handles
+        if timeout == 0:
+            self.released += receipt_handles
+        else:
+            self.extended += receipt_handles
         return []
 
 
@@ -411,6 +434,7 @@ async def test_forwards_every_message_then_deletes_it() -> None:
         "deleted": 95,
         "retried": 0,
         "failed": 0,
+        "released": 0,
     }
 
 
@@ -714,3 +738,71 @@ async def test_messages_never_acknowledged_are_produced_again_and_deleted_once()
     await asyncio.wait_for(run, 5)
     assert len(queue.deleted) == 5
     assert forwarder.counters.forwarded == 5
+
+
+def test_pollers_grow_on_full_polls_with_room_and_retire_on_others() -> None:
+    grow = scale_after_receive(10, 10, pollers=4, floor=2, ceiling=32, room=100)
+    assert grow is Scale.GROW
+    assert scale_after_receive(10, 10, 32, 2, 32, room=100) is Scale.KEEP  # at the ceiling
+    assert scale_after_receive(10, 10, 4, 2, 32, room=9) is Scale.KEEP  # in-flight bound near
+    assert scale_after_receive(10, 10, 4, 2, 32, 100, lingered=True) is Scale.KEEP
+    assert scale_after_receive(3, 10, 4, 2, 32, 100) is Scale.RETIRE
+    assert scale_after_receive(0, 10, 4, 2, 32, 100) is Scale.RETIRE
+    assert scale_after_receive(0, 10, 2, 2, 32, 100) is Scale.KEEP  # at the floor
+
+
+def test_receive_pause_follows_part_filled_batches_only() -> None:
+    assert receive_pause(10, 10, linger=0.02) == 0.0
+    assert receive_pause(0, 10, linger=0.02) == 0.0  # the long poll already waited
+    assert receive_pause(1, 10, linger=0.02) == 0.02
+    assert receive_pause(9, 10, linger=0.02) == 0.02
+
+
+@synchronous
+async def test_a_full_queue_grows_the_pollers_and_an_empty_one_shrinks_them() -> None:
+    queue, sink = FakeQueue(_messages(2000)), FakeSink()
+    forwarder = Forwarder(queue, sink, _config(pollers=1, max_pollers=6))
+    run = asyncio.ensure_future(forwarder.run())
+    seen: set[int] = set()
+
+    async def watch() -> None:
+        while len(queue.deleted) < 2000:
+            seen.add(forwarder.pollers)
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(watch(), 10)
+    assert max(seen) == 6
+    await _until(lambda: forwarder.pollers == 1)
+    forwarder.request_stop("test")
+    assert await asyncio.wait_for(run, 5)
+
+
+@synchronous
+async def test_a_stop_awaits_open_polls_and_forwards_what_they_bring() -> None:
+    queue, sink = FakeQueue(_messages(15)), FakeSink()
+    queue.receives_answer.clear()
+    forwarder = Forwarder(queue, sink, _config(pollers=2))
+    run = asyncio.ensure_future(forwarder.run())
+    await _until(lambda: queue.open_receives == 2)
+    forwarder.request_stop("test")
+    await asyncio.sleep(0.1)
+    assert not run.done()  # the open polls are still waited for
+    queue.receives_answer.set()  # messages arrive: the open polls return them
+    assert await asyncio.wait_for(run, 5)
+    assert sorted(queue.deleted) == sorted(f"rh-{i}" for i in range(15))
+    assert queue.released == [] and forwarder.in_flight == 0
+
+
+@synchronous
+async def test_a_stop_releases_what_kafka_did_not_acknowledge_in_time() -> None:
+    queue, sink = FakeQueue(_messages(12)), FakeSink(auto_ack=False)
+    forwarder = Forwarder(queue, sink, _config(shutdown_timeout=0.5))
+    run = asyncio.ensure_future(forwarder.run())
+    await _until(lambda: len(sink.pending) == 12)
+    sink.ack(5)
+    await _until(lambda: len(queue.deleted) == 5)
+    forwarder.request_stop("test")
+    assert await asyncio.wait_for(run, 3)
+    assert sorted(queue.released + queue.deleted) == sorted(f"rh-{i}" for i in range(12))
+    assert len(queue.released) == 7
+    assert forwarder.counters.released == 7 and forwarder.in_flight == 0

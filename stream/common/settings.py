@@ -117,7 +117,18 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
 
     # Bridge tuning.
-    bridge_pollers: int = field(default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_POLLERS", 4))
+    # The floor of the adaptive poller count (and the long polls open while idle).
+    bridge_pollers: int = field(default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_POLLERS", 2))
+    # Ceiling of the adaptive poller count: pollers are added while polls come
+    # back full (a remote SQS answers in 10-30 ms, so one poll carries ~400 msg/s).
+    bridge_max_pollers: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_MAX_POLLERS", 32)
+    )
+    # After a part-filled receive a poller waits this long, so that while
+    # messages trickle in each call (and its delete) carries more of them.
+    bridge_receive_linger_ms: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_RECEIVE_LINGER_MS", 20)
+    )
     bridge_wait_seconds: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_WAIT_SECONDS", 20)
     )
