@@ -52,6 +52,8 @@ SEED = 21
 # history setup leaves PostgreSQL busy for a moment: neither is the run's
 # work. The broker's CPU rate over this pause is subtracted from its cost.
 SETTLE_SECONDS = 5.0
+# CPU seconds per second below which the broker counts as idle.
+QUIET_BROKER_CPU = 0.05
 
 
 @dataclass(frozen=True)
@@ -219,10 +221,30 @@ def run_floor(stack: Stack, pipe: IsolatedPipeline) -> Cost:
     return measure(pipe, stack, counted, MESSAGES, app="bench.faust_floor", extra_env=floor_env)
 
 
+def wait_for_quiet_broker(stack: Stack, limit: float = 120.0) -> None:
+    """Wait until the broker is idle: it deletes a topic's files a minute
+    after the topic (an earlier run's pipelines, their log directories
+    renamed ``*-delete`` meanwhile), which would be billed here."""
+    kafka_pid = read_pid(stack.service("kafka").pid_file)
+    assert kafka_pid, "the stack is not running"
+    data_dir = Path(stack.dir) / "kafka" / "data"
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if any(entry.name.endswith("-delete") for entry in data_dir.iterdir()):
+            time.sleep(2.0)
+            continue
+        before = cpu_seconds(kafka_pid)
+        time.sleep(2.0)
+        if (cpu_seconds(kafka_pid) - before) / 2.0 < QUIET_BROKER_CPU:
+            return
+    print("  the broker never went quiet; its figures include background work", flush=True)
+
+
 def run() -> list[Result]:
     stack = Stack.from_settings()
     env = read_env_file(stack.env_file)
     os.environ.update(env)  # the key ring, as workers see it
+    wait_for_quiet_broker(stack)
     # Every pipeline stays until all are measured: Kafka deletes a topic's
     # files a minute after the topic, which would land in a later case.
     with contextlib.ExitStack() as pipelines:
