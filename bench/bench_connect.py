@@ -1,0 +1,387 @@
+"""maskstream's worker side by side with Kafka Connect's JDBC sink, Kafka -> PostgreSQL.
+
+Kafka Connect is what a data engineer would otherwise run from a Kafka topic
+into Postgres. No SQS source connector resolves from Maven Central (neither
+Apache Camel's nor Nordstrom's), so only the Kafka -> Postgres half is
+compared. In one run, on the same stack and machine, with the same ~20,000
+valid generated logins:
+
+- **maskstream**: one fresh worker reads the raw bodies from an 8-partition
+  topic, validates and masks them, writes rows, device state and the masked
+  topic (measured by :func:`bench.bench_cost.measure`, from its "Ready" line
+  until every row is there);
+- **Connect**: one Kafka Connect standalone worker (``connect-runtime``),
+  one task of Debezium's JDBC sink connector, reading the same logins,
+  already masked by maskstream's own code, as JsonConverter records with
+  schemas from an 8-partition topic and upserting them on ``message_id`` into
+  a ``user_logins`` table made by maskstream's schema (same columns, same
+  indexes), measured from the task's "finished initialization and start"
+  line until every row is there. It is measured twice: with JDBC batches
+  (the connector's default way to write), and with the PostgreSQL UNNEST
+  insert its documentation offers for throughput.
+
+CPU is read from /proc (bench/cpu.py): the Connect JVM or the worker, and
+the PostgreSQL server with its backends. Results are rows per CPU-second of
+process + PostgreSQL, maskstream's over Connect's; the target is >= 1.0.
+``python -m bench connect``; BENCH_CONNECT_ROWS and BENCH_CONNECT_BATCH change
+the rows and Connect's batch.size (= its consumer's max.poll.records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tarfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from aiokafka.admin import NewTopic
+from psycopg.conninfo import conninfo_to_dict
+
+from bench.bench_cost import SETTLE_SECONDS, Cost, measure
+from bench.cpu import cpu_seconds, tree_cpu_seconds
+from bench.harness import Result
+from stream.common import settings as settings_module
+from stream.common.ports import any_free_port
+from stream.core.keyring import load_keyring
+from stream.core.masking import Masker
+from stream.core.records import MaskedLogin, RawLogin
+from stream.core.transform import mask_login
+from stream.core.validation import InvalidLogin, parse_login
+from stream.devstack import jvm
+from stream.devstack.envfile import read_env_file
+from stream.devstack.manager import Stack
+from stream.devstack.processes import read_pid
+from stream.ops.generate import Generator
+from stream.postgres.schema import ensure_schema
+from tests.support.sandbox import IsolatedPipeline, RawMessage
+
+ROWS = int(os.environ.get("BENCH_CONNECT_ROWS", "20000"))
+# Debezium's batch.size (default 500); its documentation says the consumer's
+# max.poll.records caps it, so both are set to this.
+BATCH = int(os.environ.get("BENCH_CONNECT_BATCH", "2000"))
+PARTITIONS = 8
+SEED = 17
+MAVEN_DIR = Path(__file__).resolve().parent / "maven"
+CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectStandalone"
+TASK_STARTED = "Sink task finished initialization and start"
+CONNECT_HEAP = "512m"  # as the stack's Kafka broker
+
+LOG4J2_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="out" target="SYSTEM_OUT">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="org.apache.kafka.connect" level="INFO"/>
+    <Logger name="io.debezium" level="INFO"/>
+    <Root level="WARN"><AppenderRef ref="out"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def _field(name: str, kind: str, optional: bool = False, logical: str | None = None) -> dict:
+    field: dict[str, object] = {"field": name, "type": kind, "optional": optional}
+    if logical:
+        field |= {"name": logical, "version": 1}
+    return field
+
+
+# A user_logins row as a Connect struct (JsonConverter, schemas.enable=true).
+LOGIN_SCHEMA = {
+    "type": "struct",
+    "name": "maskstream.user_login",
+    "optional": False,
+    "fields": [
+        _field("message_id", "string"),
+        _field("user_id", "string"),
+        _field("device_type", "string"),
+        _field("masked_ip", "string"),
+        _field("masked_device_id", "string"),
+        _field("locale", "string", optional=True),
+        _field("app_version", "int32"),
+        _field("app_version_full", "string"),
+        _field("create_date", "int32", logical="org.apache.kafka.connect.data.Date"),
+        _field("sent_at", "int64", logical="org.apache.kafka.connect.data.Timestamp"),
+    ],
+}
+EPOCH_DAY_MS = 86_400_000
+
+
+def workload(rows: int = ROWS) -> list[RawMessage]:
+    """*rows* valid generated logins (the generator's odd cases left out), as
+    the bridge would have put them on the raw topic."""
+    generator = Generator(seed=SEED, devices=rows // 4)
+    messages: list[RawMessage] = []
+    lines = generator.lines(rows * 2)
+    while len(messages) < rows:
+        body = next(lines).encode()
+        with contextlib.suppress(InvalidLogin):
+            parse_login(body)
+            messages.append(RawMessage(str(uuid.uuid4()), body))
+    return messages
+
+
+def connect_record(login: MaskedLogin) -> tuple[bytes, bytes]:
+    """(key, value) of *login* as Kafka Connect's JsonConverter reads it."""
+    payload = {
+        "message_id": login.message_id,
+        "user_id": login.user_id,
+        "device_type": login.device_type,
+        "masked_ip": login.masked_ip,
+        "masked_device_id": login.masked_device_id,
+        "locale": login.locale,
+        "app_version": login.app_version,
+        "app_version_full": login.app_version_full,
+        "create_date": login.sent_at_ms // EPOCH_DAY_MS,
+        "sent_at": login.sent_at_ms,
+    }
+    value = json.dumps({"schema": LOGIN_SCHEMA, "payload": payload}, separators=(",", ":"))
+    return login.masked_device_id.encode(), value.encode()
+
+
+def connect_records(messages: list[RawMessage], masker: Masker) -> list[tuple[bytes, bytes]]:
+    """The logins masked by maskstream's own code, so both sides write the same rows."""
+    records = []
+    for m in messages:
+        login = mask_login(RawLogin(m.message_id, m.sent_at_ms, m.body), masker)
+        assert isinstance(login, MaskedLogin), "the workload holds valid logins only"
+        records.append(connect_record(login))
+    return records
+
+
+def produce(pipe: IsolatedPipeline, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    async def go() -> None:
+        admin = pipe.kafka.admin()
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+        finally:
+            await admin.close()
+        producer = pipe.kafka.producer(acks="all", linger_ms=10)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value, key=key) for key, value in records]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def connect_classpath(cache_dir: Path) -> tuple[str, Path]:
+    """The Connect worker's classpath and a plugin.path holding Debezium's
+    JDBC sink, both from bench/maven/connect/pom.xml."""
+    entries = jvm.resolve_classpath("connect", cache_dir / "classpath.txt", MAVEN_DIR).split(":")
+    archives = [e for e in entries if e.endswith(".tar.gz")]
+    assert len(archives) == 1, f"expected one connector archive, got {archives}"
+    plugins = cache_dir / "plugins"
+    marker = plugins / (Path(archives[0]).name + ".unpacked")
+    if not marker.exists():
+        plugins.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archives[0]) as archive:
+            archive.extractall(plugins, filter="data")
+        marker.touch()
+    return ":".join(e for e in entries if e.endswith(".jar")), plugins
+
+
+def _properties(values: dict[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def connect_files(
+    pipe: IsolatedPipeline, topic: str, plugins: Path, unnest: bool
+) -> tuple[Path, Path, Path]:
+    """worker.properties, connector.properties and the log4j2 configuration."""
+    work = pipe.launcher.log_dir / "connect"
+    work.mkdir(parents=True, exist_ok=True)
+    worker = {
+        "bootstrap.servers": pipe.env["KAFKA_BOOTSTRAP_SERVERS"],
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "true",
+        "offset.storage.file.filename": str(work / "offsets"),
+        "offset.flush.interval.ms": "10000",
+        "plugin.path": str(plugins),
+        "listeners": f"http://127.0.0.1:{any_free_port()}",
+        # Lets the connector set its consumer's max.poll.records, as Debezium advises.
+        "connector.client.config.override.policy": "All",
+    }
+    database = conninfo_to_dict(pipe.database_url)
+    connector = {
+        "name": f"{pipe.name}-jdbc-sink",
+        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+        "tasks.max": "1",
+        "topics": topic,
+        "connection.url": (
+            f"jdbc:postgresql://{database['host']}:{database['port']}/{database['dbname']}"
+        ),
+        "connection.username": str(database.get("user", "postgres")),
+        "connection.password": str(database.get("password", "")),
+        "insert.mode": "upsert",
+        "primary.key.mode": "record_value",
+        "primary.key.fields": "message_id",
+        "schema.evolution": "basic",
+        "collection.name.format": "user_logins",
+        "use.time.zone": "UTC",
+        "batch.size": str(BATCH),
+        "consumer.override.max.poll.records": str(BATCH),
+        "dialect.postgres.unnest.insert.enabled": "true" if unnest else "false",
+    }
+    paths = (work / "worker.properties", work / "connector.properties", work / "log4j2.xml")
+    for path, text in zip(
+        paths, (_properties(worker), _properties(connector), LOG4J2_CONFIG), strict=True
+    ):
+        path.write_text(text)
+    return paths
+
+
+def measure_connect(
+    pipe: IsolatedPipeline, stack: Stack, argv: list[str], done: Callable[[], bool], rows: int
+) -> tuple[Cost, float]:
+    """Start the Connect JVM; CPU of it, PostgreSQL and Kafka from its task's
+    start until *done*, per row; and the seconds from the task's start to the
+    first row (the table's first batch)."""
+    postgres_pid = read_pid(stack.service("postgres").pid_file)
+    kafka_pid = read_pid(stack.service("kafka").pid_file)
+    assert postgres_pid and kafka_pid, "the stack is not running"
+    idle_start = cpu_seconds(kafka_pid)
+    time.sleep(SETTLE_SECONDS)
+    kafka_idle_rate = (cpu_seconds(kafka_pid) - idle_start) / SETTLE_SECONDS
+    jvm_process = pipe.launcher.start("connect", argv)
+    deadline = time.monotonic() + 180
+    while TASK_STARTED not in pipe.launcher.log("connect"):
+        assert jvm_process.poll() is None, f"Connect exited: {pipe.launcher.failed()}"
+        assert time.monotonic() < deadline, "Connect's sink task did not start"
+        time.sleep(0.02)
+    before = (
+        cpu_seconds(jvm_process.pid),
+        tree_cpu_seconds(postgres_pid),
+        cpu_seconds(kafka_pid),
+    )
+    started = time.perf_counter()
+    first_row = None
+    while not done():
+        if first_row is None and row_count(pipe) > 0:
+            first_row = time.perf_counter() - started
+        assert jvm_process.poll() is None, f"Connect exited: {pipe.launcher.failed()}"
+        assert time.monotonic() < deadline + 900, "Connect did not write every row"
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    after = (
+        cpu_seconds(jvm_process.pid),
+        tree_cpu_seconds(postgres_pid),
+        cpu_seconds(kafka_pid),
+    )
+    pipe.launcher.stop("connect")
+    jvm_s, postgres_s, kafka_s = (b - a for a, b in zip(before, after, strict=True))
+    kafka_s = max(0.0, kafka_s - kafka_idle_rate * seconds)
+    cost = Cost(jvm_s / rows, postgres_s / rows, kafka_s / rows, seconds)
+    return cost, first_row if first_row is not None else seconds
+
+
+def row_count(pipe: IsolatedPipeline) -> int:
+    return int(pipe.query("SELECT count(*) FROM user_logins")[0][0])
+
+
+def run_maskstream(stack: Stack, pipe: IsolatedPipeline, messages: list[RawMessage]) -> Cost:
+    with psycopg.connect(pipe.database_url, autocommit=True) as conn:
+        ensure_schema(conn)
+    pipe.produce_raw(messages)
+    return measure(pipe, stack, lambda: row_count(pipe) >= len(messages), len(messages))
+
+
+def run_connect(
+    stack: Stack,
+    pipe: IsolatedPipeline,
+    records: list[tuple[bytes, bytes]],
+    classpath: str,
+    plugins: Path,
+    unnest: bool,
+) -> tuple[Cost, float]:
+    with psycopg.connect(pipe.database_url, autocommit=True) as conn:
+        ensure_schema(conn)  # the table maskstream writes: same columns and indexes
+    topic = f"{pipe.name}.connect"
+    produce(pipe, topic, records)
+    worker, connector, log4j2 = connect_files(pipe, topic, plugins, unnest)
+    argv = jvm.java_command(
+        classpath,
+        CONNECT_MAIN,
+        [str(worker), str(connector)],
+        heap=CONNECT_HEAP,
+        properties={"log4j2.configurationFile": str(log4j2)},
+    )
+    cost, first_row = measure_connect(
+        pipe, stack, argv, lambda: row_count(pipe) >= len(records), len(records)
+    )
+    wrong = pipe.query(
+        "SELECT count(*) FROM user_logins WHERE sent_at IS NULL OR create_date IS NULL"
+    )[0][0]
+    assert wrong == 0, f"{wrong} rows written by Connect lack sent_at or create_date"
+    return cost, first_row
+
+
+def line(label: str, cost: Cost, rows: int) -> str:
+    us = 1e6
+    return (
+        f"{label:<18} {rows / cost.seconds:8.0f} rows/s  process {cost.worker * us:6.1f} µs/row"
+        f"  postgres {cost.postgres * us:6.1f}  kafka {cost.kafka * us:6.1f}"
+        f"  process+postgres {(cost.worker + cost.postgres) * us:6.1f}"
+        f"  ({cost.seconds:.1f} s)"
+    )
+
+
+def run() -> list[Result]:
+    stack = Stack.from_settings()
+    env = read_env_file(stack.env_file)
+    os.environ.update(env)  # the key ring, as workers see it
+    bench_dir = Path(stack.dir) / "bench"
+    classpath, plugins = connect_classpath(bench_dir / "connect-jvm")
+    messages = workload()
+    masker = Masker(load_keyring(settings_module.load()))
+    records = connect_records(messages, masker)
+    rows = len(messages)
+    with contextlib.ExitStack() as pipelines:
+        ours, batched, unnested = (
+            pipelines.enter_context(IsolatedPipeline(env, bench_dir, partitions=PARTITIONS))
+            for _ in range(3)
+        )
+        worker = run_maskstream(stack, ours, messages)
+        print(line("maskstream worker", worker, rows), flush=True)
+        jdbc, jdbc_first = run_connect(stack, batched, records, classpath, plugins, unnest=False)
+        print(line("connect (batch)", jdbc, rows) + f"  first row {jdbc_first:.1f} s", flush=True)
+        unnest, unnest_first = run_connect(
+            stack, unnested, records, classpath, plugins, unnest=True
+        )
+        print(line("connect (unnest)", unnest, rows) + f"  first row {unnest_first:.1f} s")
+    results = []
+    for name, connect in (("JDBC batches", jdbc), ("UNNEST insert", unnest)):
+        results += [
+            Result(
+                "connect (cpu)",
+                "worker+pg, masking",
+                1 / (worker.worker + worker.postgres),
+                f"Connect+pg, {name}",
+                1 / (connect.worker + connect.postgres),
+                "rows/cpu-s",
+                ">= 1.0",
+            ),
+            Result(
+                "connect (rows/s)",
+                "maskstream worker",
+                rows / worker.seconds,
+                f"Connect, {name}",
+                rows / connect.seconds,
+                "rows/s",
+                ">= 1.0",
+            ),
+        ]
+    return results
