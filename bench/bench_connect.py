@@ -34,17 +34,14 @@ import contextlib
 import json
 import os
 import tarfile
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 from aiokafka.admin import NewTopic
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.bench_cost import SETTLE_SECONDS, Cost, measure
-from bench.cpu import cpu_seconds, tree_cpu_seconds
+from bench.bench_cost import Cost, measure, measure_process
 from bench.harness import Result
 from stream.common import settings as settings_module
 from stream.common.ports import any_free_port
@@ -56,12 +53,15 @@ from stream.core.validation import InvalidLogin, parse_login
 from stream.devstack import jvm
 from stream.devstack.envfile import read_env_file
 from stream.devstack.manager import Stack
-from stream.devstack.processes import read_pid
 from stream.ops.generate import Generator
 from stream.postgres.schema import ensure_schema
 from tests.support.sandbox import IsolatedPipeline, RawMessage
 
 ROWS = int(os.environ.get("BENCH_CONNECT_ROWS", "20000"))
+# Rows each side writes before its CPU is read: the JVM compiles its hot
+# paths in the first seconds, and a long-running deployment does not pay
+# that per row.
+WARM_UP = int(os.environ.get("BENCH_CONNECT_WARMUP", "10000"))
 # Debezium's batch.size (default 500); its documentation says the consumer's
 # max.poll.records caps it, so both are set to this.
 BATCH = int(os.environ.get("BENCH_CONNECT_BATCH", "2000"))
@@ -244,50 +244,6 @@ def connect_files(
     return paths
 
 
-def measure_connect(
-    pipe: IsolatedPipeline, stack: Stack, argv: list[str], done: Callable[[], bool], rows: int
-) -> tuple[Cost, float]:
-    """Start the Connect JVM; CPU of it, PostgreSQL and Kafka from its task's
-    start until *done*, per row; and the seconds from the task's start to the
-    first row (the table's first batch)."""
-    postgres_pid = read_pid(stack.service("postgres").pid_file)
-    kafka_pid = read_pid(stack.service("kafka").pid_file)
-    assert postgres_pid and kafka_pid, "the stack is not running"
-    idle_start = cpu_seconds(kafka_pid)
-    time.sleep(SETTLE_SECONDS)
-    kafka_idle_rate = (cpu_seconds(kafka_pid) - idle_start) / SETTLE_SECONDS
-    jvm_process = pipe.launcher.start("connect", argv)
-    deadline = time.monotonic() + 180
-    while TASK_STARTED not in pipe.launcher.log("connect"):
-        assert jvm_process.poll() is None, f"Connect exited: {pipe.launcher.failed()}"
-        assert time.monotonic() < deadline, "Connect's sink task did not start"
-        time.sleep(0.02)
-    before = (
-        cpu_seconds(jvm_process.pid),
-        tree_cpu_seconds(postgres_pid),
-        cpu_seconds(kafka_pid),
-    )
-    started = time.perf_counter()
-    first_row = None
-    while not done():
-        if first_row is None and row_count(pipe) > 0:
-            first_row = time.perf_counter() - started
-        assert jvm_process.poll() is None, f"Connect exited: {pipe.launcher.failed()}"
-        assert time.monotonic() < deadline + 900, "Connect did not write every row"
-        time.sleep(0.2)
-    seconds = time.perf_counter() - started
-    after = (
-        cpu_seconds(jvm_process.pid),
-        tree_cpu_seconds(postgres_pid),
-        cpu_seconds(kafka_pid),
-    )
-    pipe.launcher.stop("connect")
-    jvm_s, postgres_s, kafka_s = (b - a for a, b in zip(before, after, strict=True))
-    kafka_s = max(0.0, kafka_s - kafka_idle_rate * seconds)
-    cost = Cost(jvm_s / rows, postgres_s / rows, kafka_s / rows, seconds)
-    return cost, first_row if first_row is not None else seconds
-
-
 def row_count(pipe: IsolatedPipeline) -> int:
     return int(pipe.query("SELECT count(*) FROM user_logins")[0][0])
 
@@ -296,7 +252,7 @@ def run_maskstream(stack: Stack, pipe: IsolatedPipeline, messages: list[RawMessa
     with psycopg.connect(pipe.database_url, autocommit=True) as conn:
         ensure_schema(conn)
     pipe.produce_raw(messages)
-    return measure(pipe, stack, lambda: row_count(pipe) >= len(messages), len(messages))
+    return measure(pipe, stack, lambda: row_count(pipe), len(messages), warm_up=WARM_UP)
 
 
 def run_connect(
@@ -306,7 +262,7 @@ def run_connect(
     classpath: str,
     plugins: Path,
     unnest: bool,
-) -> tuple[Cost, float]:
+) -> Cost:
     with psycopg.connect(pipe.database_url, autocommit=True) as conn:
         ensure_schema(conn)  # the table maskstream writes: same columns and indexes
     topic = f"{pipe.name}.connect"
@@ -319,23 +275,52 @@ def run_connect(
         heap=CONNECT_HEAP,
         properties={"log4j2.configurationFile": str(log4j2)},
     )
-    cost, first_row = measure_connect(
-        pipe, stack, argv, lambda: row_count(pipe) >= len(records), len(records)
+    return measure_process(
+        pipe,
+        stack,
+        start=lambda: pipe.launcher.start("connect", argv),
+        ready=lambda: TASK_STARTED in pipe.launcher.log("connect"),
+        progress=lambda: row_count(pipe),
+        messages=len(records),
+        warm_up=WARM_UP,
     )
-    wrong = pipe.query(
-        "SELECT count(*) FROM user_logins WHERE sent_at IS NULL OR create_date IS NULL"
-    )[0][0]
-    assert wrong == 0, f"{wrong} rows written by Connect lack sent_at or create_date"
-    return cost, first_row
 
 
-def line(label: str, cost: Cost, rows: int) -> str:
+COMPARED_COLUMNS = (
+    "message_id",
+    "user_id",
+    "device_type",
+    "masked_ip",
+    "masked_device_id",
+    "coalesce(locale, '-')",
+    "app_version",
+    "app_version_full",
+    "create_date",
+    "extract(epoch FROM sent_at)",
+)
+
+
+def row_digests(pipe: IsolatedPipeline) -> tuple:
+    """The row count and a digest of each compared column of *pipe*'s user_logins."""
+    digests = ", ".join(
+        f"md5(string_agg(({column})::text, ',' ORDER BY message_id))" for column in COMPARED_COLUMNS
+    )
+    return tuple(pipe.query(f"SELECT count(*), {digests} FROM user_logins")[0])
+
+
+def differences(ours: tuple, theirs: tuple) -> list[str]:
+    """The columns (or "count") in which two sides' rows differ."""
+    names = ("count", *COMPARED_COLUMNS)
+    return [name for name, a, b in zip(names, ours, theirs, strict=True) if a != b]
+
+
+def line(label: str, cost: Cost) -> str:
     us = 1e6
     return (
-        f"{label:<18} {rows / cost.seconds:8.0f} rows/s  process {cost.worker * us:6.1f} µs/row"
+        f"{label:<18} {cost.rate:8.0f} rows/s  process {cost.worker * us:6.1f} µs/row"
         f"  postgres {cost.postgres * us:6.1f}  kafka {cost.kafka * us:6.1f}"
         f"  process+postgres {(cost.worker + cost.postgres) * us:6.1f}"
-        f"  ({cost.seconds:.1f} s)"
+        f"  ({cost.messages} rows in {cost.seconds:.1f} s)"
     )
 
 
@@ -345,23 +330,25 @@ def run() -> list[Result]:
     os.environ.update(env)  # the key ring, as workers see it
     bench_dir = Path(stack.dir) / "bench"
     classpath, plugins = connect_classpath(bench_dir / "connect-jvm")
-    messages = workload()
+    messages = workload(WARM_UP + ROWS)
     masker = Masker(load_keyring(settings_module.load()))
     records = connect_records(messages, masker)
-    rows = len(messages)
     with contextlib.ExitStack() as pipelines:
         ours, batched, unnested = (
             pipelines.enter_context(IsolatedPipeline(env, bench_dir, partitions=PARTITIONS))
             for _ in range(3)
         )
         worker = run_maskstream(stack, ours, messages)
-        print(line("maskstream worker", worker, rows), flush=True)
-        jdbc, jdbc_first = run_connect(stack, batched, records, classpath, plugins, unnest=False)
-        print(line("connect (batch)", jdbc, rows) + f"  first row {jdbc_first:.1f} s", flush=True)
-        unnest, unnest_first = run_connect(
-            stack, unnested, records, classpath, plugins, unnest=True
-        )
-        print(line("connect (unnest)", unnest, rows) + f"  first row {unnest_first:.1f} s")
+        print(line("maskstream worker", worker), flush=True)
+        jdbc = run_connect(stack, batched, records, classpath, plugins, unnest=False)
+        print(line("connect (batch)", jdbc), flush=True)
+        unnest = run_connect(stack, unnested, records, classpath, plugins, unnest=True)
+        print(line("connect (unnest)", unnest), flush=True)
+        reference = row_digests(ours)
+        for label, pipe in (("batch", batched), ("unnest", unnested)):
+            wrong = differences(reference, row_digests(pipe))
+            verdict = f"differ from maskstream's in {', '.join(wrong)}" if wrong else "match"
+            print(f"connect ({label}): rows {verdict}", flush=True)
     results = []
     for name, connect in (("JDBC batches", jdbc), ("UNNEST insert", unnest)):
         results += [
@@ -377,9 +364,9 @@ def run() -> list[Result]:
             Result(
                 "connect (rows/s)",
                 "maskstream worker",
-                rows / worker.seconds,
+                worker.rate,
                 f"Connect, {name}",
-                rows / connect.seconds,
+                connect.rate,
                 "rows/s",
                 ">= 1.0",
             ),
