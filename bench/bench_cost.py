@@ -64,6 +64,12 @@ class Cost:
     postgres: float
     kafka: float
     seconds: float
+    messages: int = 0  # how many were counted while measuring
+
+    @property
+    def rate(self) -> float:
+        """Messages per second of wall time while measuring."""
+        return self.messages / self.seconds
 
     def line(self, label: str) -> str:
         us = 1e6
@@ -132,41 +138,80 @@ def outcomes(pipe: IsolatedPipeline) -> int:
 def measure(
     pipe: IsolatedPipeline,
     stack: Stack,
-    done: Callable[[], bool],
+    progress: Callable[[], int],
     messages: int,
     app: str = "stream.app",
     extra_env: dict[str, str] | None = None,
+    warm_up: int = 0,
 ) -> Cost:
     """Start one worker of *app*; CPU of worker, PostgreSQL and Kafka from its
-    Ready line until *done*, per message of the *messages* processed."""
+    Ready line (or, with *warm_up*, from when *progress* has counted that many
+    messages) until *progress* reaches *messages*, per message counted meanwhile."""
+    return measure_process(
+        pipe,
+        stack,
+        start=lambda: pipe.launcher.start_worker("worker", extra_env, app=app),
+        ready=lambda: "Worker]: Ready" in pipe.launcher.log("worker"),
+        progress=progress,
+        messages=messages,
+        warm_up=warm_up,
+        profile=lambda pid: profile(pid, app),
+    )
+
+
+def measure_process(
+    pipe: IsolatedPipeline,
+    stack: Stack,
+    start: Callable[[], subprocess.Popen],
+    ready: Callable[[], bool],
+    progress: Callable[[], int],
+    messages: int,
+    warm_up: int = 0,
+    profile: Callable[[int], subprocess.Popen | None] | None = None,
+) -> Cost:
+    """Start a child of *pipe*'s launcher with *start* (a worker, or another
+    tool doing the same work); CPU of it, PostgreSQL and Kafka from when it is
+    *ready* and *progress* has counted *warm_up* messages until it counts
+    *messages*, per message counted in between."""
     postgres_pid = read_pid(stack.service("postgres").pid_file)
     kafka_pid = read_pid(stack.service("kafka").pid_file)
     assert postgres_pid and kafka_pid, "the stack is not running"
     idle_start = cpu_seconds(kafka_pid)
     time.sleep(SETTLE_SECONDS)
     kafka_idle_rate = (cpu_seconds(kafka_pid) - idle_start) / SETTLE_SECONDS
-    worker = pipe.launcher.start_worker("worker", extra_env, app=app)
-    deadline = time.monotonic() + 120
-    while "Worker]: Ready" not in pipe.launcher.log("worker"):
-        assert time.monotonic() < deadline, "the worker did not start"
+    child = start()
+    deadline = time.monotonic() + 180
+    while not ready():
+        assert child.poll() is None, f"the child exited: {pipe.launcher.failed()}"
+        assert time.monotonic() < deadline, "the child did not start"
         time.sleep(0.02)
-    profiler = profile(worker.pid, app)
-    before = (cpu_seconds(worker.pid), tree_cpu_seconds(postgres_pid), cpu_seconds(kafka_pid))
-    started = time.perf_counter()
-    while not done():
-        assert time.monotonic() < deadline + 900, "the worker did not finish"
+    while warm_up and progress() < warm_up:
+        assert child.poll() is None, f"the child exited: {pipe.launcher.failed()}"
+        assert time.monotonic() < deadline + 900, "the child did not warm up"
+        time.sleep(0.05)
+    profiler = profile(child.pid) if profile is not None else None
+    before = (cpu_seconds(child.pid), tree_cpu_seconds(postgres_pid), cpu_seconds(kafka_pid))
+    started, counted_before = time.perf_counter(), progress()
+    while (counted := progress()) < messages:
+        assert child.poll() is None, f"the child exited: {pipe.launcher.failed()}"
+        assert time.monotonic() < deadline + 900, "the child did not finish"
         time.sleep(0.2)
     seconds = time.perf_counter() - started
-    after = (cpu_seconds(worker.pid), tree_cpu_seconds(postgres_pid), cpu_seconds(kafka_pid))
+    after = (cpu_seconds(child.pid), tree_cpu_seconds(postgres_pid), cpu_seconds(kafka_pid))
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(timeout=60)
-    pipe.launcher.stop("worker")
-    worker_s, postgres_s, kafka_s = (b - a for a, b in zip(before, after, strict=True))
+    name = next(n for n, c in pipe.launcher.children.items() if c is child)
+    pipe.launcher.stop(name)
+    child_s, postgres_s, kafka_s = (b - a for a, b in zip(before, after, strict=True))
     # The broker's own background work (deleting the previous run's topics,
     # log cleaning) at the rate measured just before the run, is not the run's.
     kafka_s = max(0.0, kafka_s - kafka_idle_rate * seconds)
-    return Cost(worker_s / messages, postgres_s / messages, kafka_s / messages, seconds)
+    # Records already processed when the CPU was first read (a worker may
+    # take its first batch before it logs Ready) are not billed: divide by
+    # what was counted in between.
+    count = counted - counted_before
+    return Cost(child_s / count, postgres_s / count, kafka_s / count, seconds, count)
 
 
 def profile(pid: int, app: str) -> subprocess.Popen | None:
@@ -202,7 +247,7 @@ def run_case(stack: Stack, pipe: IsolatedPipeline, history: bool) -> Cost:
         with psycopg.connect(pipe.database_url, autocommit=True) as conn:
             ensure_schema(conn)
     pipe.produce_raw(messages)
-    return measure(pipe, stack, lambda: outcomes(pipe) >= MESSAGES + rows, MESSAGES)
+    return measure(pipe, stack, lambda: outcomes(pipe) - rows, MESSAGES)
 
 
 def run_floor(stack: Stack, pipe: IsolatedPipeline) -> Cost:
@@ -213,9 +258,8 @@ def run_floor(stack: Stack, pipe: IsolatedPipeline) -> Cost:
     count_dir = pipe.launcher.log_dir / "floor-counts"
     count_dir.mkdir(parents=True, exist_ok=True)
 
-    def counted() -> bool:
-        counts = (int(f.read_text() or 0) for f in count_dir.glob("*.count"))
-        return sum(counts) >= MESSAGES
+    def counted() -> int:
+        return sum(int(f.read_text() or 0) for f in count_dir.glob("*.count"))
 
     floor_env = {"FLOOR_COUNT_DIR": str(count_dir)}
     return measure(pipe, stack, counted, MESSAGES, app="bench.faust_floor", extra_env=floor_env)

@@ -16,9 +16,10 @@ from stream.devstack.prerequisites import MissingPrerequisite, require_java, req
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
 
 
-def resolve_classpath(artifact: str, cache_file: Path) -> str:
-    """Classpath for ``maven/<artifact>/pom.xml``, downloading jars on first use."""
-    pom = MAVEN_DIR / artifact / "pom.xml"
+def resolve_classpath(artifact: str, cache_file: Path, maven_dir: Path = MAVEN_DIR) -> str:
+    """Classpath for ``<maven_dir>/<artifact>/pom.xml`` (by default the stack's
+    own poms), downloading jars on first use."""
+    pom = maven_dir / artifact / "pom.xml"
     if cache_file.exists() and cache_file.stat().st_mtime >= pom.stat().st_mtime:
         classpath = cache_file.read_text().strip()
         if classpath and all(Path(jar).exists() for jar in classpath.split(":")):

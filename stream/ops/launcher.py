@@ -40,6 +40,12 @@ class Launcher:
         self.children[name] = child
         return child
 
+    def start(
+        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Any other command (e.g. a benchmark's JVM) as a child named *name*."""
+        return self._start(name, argv, extra_env)
+
     def start_worker(
         self, name: str, extra_env: Mapping[str, str] | None = None, app: str = "stream.app"
     ) -> subprocess.Popen:
