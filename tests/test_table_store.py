@@ -10,6 +10,7 @@ import faust
 import pytest
 from faust.types import TP
 
+from stream.common import settings as settings_module
 from stream.worker.faust_patches import table_store
 
 
@@ -79,3 +80,12 @@ def test_an_unopenable_database_is_moved_aside_and_rebuilt(table: faust.Table) -
     table_store.put_entries(table, {3: [(b"a", b"1")]})
     assert store._db_for_partition(3).get(b"a") == b"1"
     assert [p.name.split(".unusable-")[0] for p in path.parent.glob("*.unusable-*")] == [path.name]
+
+
+def test_the_store_is_chosen_by_setting() -> None:
+    assert settings_module.load({}).table_store == "rocksdb"
+    assert settings_module.load({"MASKSTREAM_TABLE_STORE": "Memory"}).table_store == "memory"
+    assert table_store.store_url("memory") == "memory://"
+    assert table_store.table_options("memory") == {}
+    with pytest.raises(ValueError, match="MASKSTREAM_TABLE_STORE must be one of rocksdb, memory"):
+        settings_module.load({"MASKSTREAM_TABLE_STORE": "redis"})
