@@ -50,6 +50,12 @@ ENV PATH=/opt/maskstream/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     MASKSTREAM_DATA_DIR=/var/lib/maskstream/faust-data
 
+# seen_devices' RocksDB databases: on a volume, so a new container of the
+# same worker reads only the changelog written since (not all of it).
+RUN mkdir -p /var/lib/maskstream/faust-data \
+    && chown "${UID}:${UID}" /var/lib/maskstream/faust-data
+VOLUME /var/lib/maskstream/faust-data
+
 USER ${UID}
 WORKDIR /var/lib/maskstream
 

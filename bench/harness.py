@@ -73,7 +73,12 @@ def report(results: list[Result], out_dir: Path) -> str:
     for r in results:
         mark = "ok" if r.meets_target else "MISSED"
         lines.append(
-            f"{r.benchmark:<22} {r.subject:<28} {r.subject_rate:>10.0f}/s {r.baseline:<28} "
-            f"{r.baseline_rate:>10.0f}/s {r.ratio:>7.2f} {r.target} {mark}"
+            f"{r.benchmark:<22} {r.subject:<28} {figure(r.subject_rate, r.unit)} {r.baseline:<28} "
+            f"{figure(r.baseline_rate, r.unit)} {r.ratio:>7.2f} {r.target} {mark}"
         )
     return "\n".join(lines)
+
+
+def figure(value: float, unit: str) -> str:
+    """A rate as ``N/s``; any other quantity (seconds, MiB) with its unit."""
+    return f"{value:>10.0f}/s" if unit.endswith("/s") else f"{value:>8.1f} {unit:<3}"

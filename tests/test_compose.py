@@ -345,7 +345,19 @@ def test_worker_can_be_scaled() -> None:
     worker = service("worker")
     for fixed in ("container_name", "ports", "hostname"):
         assert fixed not in worker, f"worker.{fixed} would clash between replicas"
-    assert "volumes" not in worker, "replicas must not share state on disk"
+    # Only anonymous volumes (a container path, no source): one per replica.
+    for volume in worker.get("volumes", []):
+        assert isinstance(volume, str) and ":" not in volume, (
+            f"{volume!r}: replicas must not share state on disk"
+        )
+
+
+def test_worker_state_is_on_a_volume() -> None:
+    worker = service("worker")
+    data_dir = "/var/lib/maskstream/faust-data"
+    assert data_dir in worker.get("volumes", []), "seen_devices' RocksDB must outlive the container"
+    assert f"MASKSTREAM_DATA_DIR={data_dir}" in DOCKERFILE.read_text()
+    assert f"VOLUME {data_dir}" in DOCKERFILE.read_text()
 
 
 # --------------------------------------------------------------------------- Dockerfile

@@ -64,6 +64,16 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+TABLE_STORES = ("rocksdb", "memory")
+
+
+def _table_store(name: str) -> str:
+    value = _env(name, TABLE_STORES[0]).lower()
+    if value not in TABLE_STORES:
+        raise ValueError(f"{name} must be one of {', '.join(TABLE_STORES)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     """Kafka topic names and layout shared by the bridge and the workers."""
@@ -206,6 +216,10 @@ class Settings:
     data_dir: Path = field(
         default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", ".stack/faust-data"))
     )
+    # Where a worker keeps seen_devices: "rocksdb" (on disk under data_dir; a
+    # restart reads only the changelog written since) or "memory" (in RAM,
+    # rebuilt from the whole changelog on every start).
+    table_store: str = field(default_factory=lambda: _table_store("MASKSTREAM_TABLE_STORE"))
 
     # Where `maskstream stack` keeps its state, logs and env file.
     stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))

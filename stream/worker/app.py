@@ -23,6 +23,7 @@ from stream.common.partitioning import partition_for_key
 from stream.common.ports import choose_port
 from stream.core.keyring import KeyRingError, load_keyring
 from stream.core.records import MAX_RAW_RECORD_BYTES
+from stream.worker.faust_patches import table_store
 from stream.worker.faust_patches import transport as kafka_transport
 from stream.worker.faust_patches.stack_dump import Worker
 from stream.worker.metrics import WorkerMetrics
@@ -38,6 +39,7 @@ except (KeyRingError, KafkaSecurityError) as exc:
     sys.exit(f"maskstream worker: {exc}")
 
 kafka_transport.register()
+table_store.register()
 
 app = faust.App(
     settings.app_id,
@@ -47,7 +49,9 @@ app = faust.App(
     ],
     broker_credentials=kafka_security.faust_credentials(),
     logging_config=logs.faust_logging_config(),
-    store="memory://",  # tables are rebuilt from their changelog topics on start
+    # RocksDB under datadir by default: a restart reads only the changelog's
+    # tail, and RAM does not grow with the devices (MASKSTREAM_TABLE_STORE).
+    store=table_store.store_url(settings.table_store),
     topic_partitions=settings.topics.partitions,
     table_standby_replicas=settings.standby_replicas,
     consumer_auto_offset_reset="earliest",
@@ -122,6 +126,7 @@ seen_devices = app.Table(
     key_type=bytes,
     value_type=bytes,  # SeenDevice JSON, stored raw: see stream.core.records
     partitions=settings.topics.partitions,
+    options=table_store.table_options(settings.table_store),
 )
 
 # What this worker processed, for the periodic log line (and metrics later).

@@ -3,8 +3,9 @@
 Assigning ``table[key] = value`` makes Faust send that one entry to the
 table's changelog through ``Topic.send_soon``, serializer, producer buffer
 and all. The entries of a batch are known together, so they go into the
-local store directly and to the changelog as one aiokafka batch per
-partition. Recovery and standbys read them as usual.
+local store directly (each into the database of its partition, see
+stream.worker.faust_patches.table_store) and to the changelog as one
+aiokafka batch per partition. Recovery and standbys read them as usual.
 
 An entry's changelog partition is the raw partition its device's logins
 arrive on (the bridge keys raw records by a hash of the device id), not the
@@ -21,6 +22,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 
 from stream.core.records import SeenDevice
+from stream.worker.faust_patches.table_store import note_delivered, put_entries
 from stream.worker.producing import Deliveries, KeyedRecord, send_to_partitions
 
 
@@ -34,7 +36,8 @@ async def store_entries(
     at each device's partition; the futures resolve once Kafka holds them."""
     groups: dict[int, list[KeyedRecord]] = {}
     for device, entry in entries.items():
-        key, value = device.encode(), entry.dumps()
-        table.data[key] = value
-        groups.setdefault(partitions[device], []).append((key, value))
-    return await send_to_partitions(producer, table.changelog_topic.get_topic_name(), groups)
+        groups.setdefault(partitions[device], []).append((device.encode(), entry.dumps()))
+    put_entries(table, groups)
+    deliveries = await send_to_partitions(producer, table.changelog_topic.get_topic_name(), groups)
+    note_delivered(table, deliveries)
+    return deliveries

@@ -21,6 +21,7 @@ from stream.postgres.rows import device_entry
 from stream.worker import watchdog
 from stream.worker.agents import process_logins
 from stream.worker.app import app, metrics, seen_devices, settings, stats
+from stream.worker.faust_patches.table_store import local_entry
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class SeenDeviceView(View):
 
     async def get(self, request: Request, device: str) -> Response:
         entry, source = None, "table"
-        local = seen_devices.data.get(device.encode())
+        local = local_entry(seen_devices, device.encode())
         if local is not None:
             entry = SeenDevice.loads(local)
         else:

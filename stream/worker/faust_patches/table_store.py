@@ -1,0 +1,184 @@
+"""The ``seen_devices`` store: Faust's RocksDB store made fit for our writes.
+
+Everything here reaches into faust-streaming 0.15.3's ``faust.stores.rocksdb``
+(pinned in pyproject.toml), so it lives with the other patches.
+
+**Partition of a write.** Faust's RocksDB ``Store`` keeps one database per
+changelog partition and picks it, on ``table.data[key] = value``, from the
+*current event*'s partition. The agent writes a whole batch after its
+PostgreSQL transaction, and each entry belongs to the raw partition of its
+device, not to whatever event happens to be current. :func:`put_entries`
+therefore writes each partition's entries into that partition's database
+(one RocksDB ``WriteBatch`` each), and :func:`local_entry` reads a key from
+the databases of the partitions this worker is active for, as the web view
+runs outside any event.
+
+**Persisted offsets.** Faust records, in each partition's database, the last
+changelog offset the database holds, and recovery reads the changelog only
+from there. Faust writes it when its own ``table[key] = value`` send
+completes; ours go through aiokafka batches, so :func:`note_delivered`
+records the base offset of each delivered changelog batch. That can only
+under-state what the database holds (the entries are put before they are
+sent), so a restart at worst reads a few entries twice, which is harmless:
+entries are absolute values.
+
+**What faust-streaming gets wrong, and :class:`PartitionStore` fixes:**
+
+- a revoked partition's database is dropped from the store but never closed
+  (``db.close()`` is commented out upstream), and on ``stop()`` none is. Its
+  lock is released only when the garbage collector gets to it, so a
+  partition assigned back to the same worker in the next rebalance waited on
+  its own lock (upstream retries 30 s, then crashes the worker). Each is
+  closed here, so the lock goes with it.
+- a database that cannot be opened for any reason but a lock (e.g. left
+  corrupt by a crash or a full disk) stopped the worker. The local store is
+  only a copy of the changelog, so here it is moved aside (kept, for a
+  post-mortem) and a fresh one is rebuilt from the changelog.
+
+A store left by ``kill -9`` needs nothing of us: RocksDB replays its
+write-ahead log on open and the kernel released the lock with the process;
+whatever the database holds past its persisted offset is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.stores import STORES, rocksdb
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+#: ``store=`` URL scheme of :class:`PartitionStore`.
+SCHEME = "maskstream-rocksdb"
+
+# RocksDB's defaults (Faust's) are sized for a server with one big table: a
+# 2 GiB block cache and three 64 MiB memtables *per partition database*.
+# A worker holds up to one database per partition (its actives and
+# standbys); these bound each to about 8 MiB of memtables plus 8 MiB of
+# block cache, whatever the number of devices. The working set of
+# seen_devices is the devices active right now, and each write is one put.
+ROCKSDB_OPTIONS: Mapping[str, int] = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 8 * 1024 * 1024,
+}
+
+
+class PartitionStore(rocksdb.Store):
+    """Faust's RocksDB store whose databases are closed when let go of, and
+    rebuilt from the changelog when they cannot be opened."""
+
+    def revoke_partitions(self, table: faust.types.CollectionT, tps: set[TP]) -> None:
+        for tp in tps:
+            if tp.topic in table.changelog_topic.topics:
+                self._close(tp.partition)
+
+    async def stop(self) -> None:
+        for partition in list(self._dbs):
+            self._close(partition)
+
+    def _close(self, partition: int) -> None:
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            log.info("closing seen_devices partition %d", partition)
+            db.close()
+
+    def _open_for_partition(self, partition: int) -> Any:
+        try:
+            return super()._open_for_partition(partition)
+        except rocksdb.ERRORS_ROCKS_IO_ERROR as exc:
+            if "lock" in repr(exc).lower():
+                raise  # another owner: upstream waits for it
+            path = Path(self.partition_path(partition))
+            aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
+            log.warning(
+                "seen_devices partition %d: cannot open %s (%s); moved to %s, "
+                "rebuilding it from the changelog",
+                partition,
+                path,
+                exc,
+                aside,
+            )
+            path.rename(aside)
+            return super()._open_for_partition(partition)
+
+    def put_many(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Write *items* into *partition*'s database in one batch."""
+        batch = rocksdb.WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        self._db_for_partition(partition).write(batch)
+
+    def persist_offset(self, partition: int, offset: int) -> None:
+        """Record *offset* in *partition*'s database, unless it was revoked
+        meanwhile (reopening it would hold a partition another worker owns)."""
+        if partition in self._dbs:
+            self._dbs[partition].put(self.offset_key, str(offset).encode())
+
+    def get_active(self, key: bytes) -> bytes | None:
+        """*key*'s value in a partition this worker is active for, if any."""
+        for db in self._dbs_for_actives():
+            value = db.get(key)
+            if value is not None:
+                return value
+        return None
+
+
+def register() -> None:
+    """Make ``maskstream-rocksdb://`` a store URL Faust knows."""
+    STORES.aliases[SCHEME] = f"{__name__}:PartitionStore"
+
+
+def store_url(kind: str) -> str:
+    """The ``store=`` URL of the store named by ``MASKSTREAM_TABLE_STORE``."""
+    return {"rocksdb": f"{SCHEME}://", "memory": "memory://"}[kind]
+
+
+def table_options(kind: str) -> dict[str, Any]:
+    """Store options for a table (a fresh dict: Faust's store pops keys from it)."""
+    return dict(ROCKSDB_OPTIONS) if kind == "rocksdb" else {}
+
+
+def put_entries(table: faust.Table, groups: Mapping[int, list[tuple[bytes, bytes]]]) -> None:
+    """Put each partition's entries in *table*'s local store, at that partition."""
+    store = table.data
+    if isinstance(store, PartitionStore):
+        for partition, items in groups.items():
+            store.put_many(partition, items)
+    else:  # the memory store keeps one dict for every partition
+        for items in groups.values():
+            for key, value in items:
+                store[key] = value
+
+
+def local_entry(table: faust.Table, key: bytes) -> bytes | None:
+    """*key*'s entry if this worker holds it as the partition's active owner."""
+    store = table.data
+    if isinstance(store, PartitionStore):
+        return store.get_active(key)
+    return store.get(key)
+
+
+def note_delivered(table: faust.Table, deliveries: Iterable[asyncio.Future[Any]]) -> None:
+    """Record in *table*'s store the changelog offset of each batch once Kafka
+    holds it, so that recovery after a restart starts there (the memory
+    store has no offsets: it always reads the whole changelog)."""
+    store = table.data
+    if not isinstance(store, PartitionStore):
+        return
+
+    def persist(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            metadata = future.result()
+            store.persist_offset(metadata.partition, metadata.offset)
+
+    for future in deliveries:
+        future.add_done_callback(persist)

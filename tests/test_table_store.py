@@ -1,0 +1,91 @@
+"""The RocksDB store of ``seen_devices`` (stream.worker.faust_patches.table_store),
+on a real RocksDB in a temporary directory: no Kafka needed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import faust
+import pytest
+from faust.types import TP
+
+from stream.common import settings as settings_module
+from stream.worker.faust_patches import table_store
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Iterator[faust.Table]:
+    table_store.register()
+    app = faust.App("store-test", store=table_store.store_url("rocksdb"), datadir=str(tmp_path))
+    table = app.Table(
+        "seen_devices",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=4,
+        options=table_store.table_options("rocksdb"),
+    )
+    yield table
+    table.data._dbs.clear()
+
+
+def changelog(table: faust.Table, partition: int) -> TP:
+    return TP(table.changelog_topic.get_topic_name(), partition)
+
+
+def test_entries_go_to_the_database_of_their_partition(table: faust.Table) -> None:
+    store = table.data
+    assert isinstance(store, table_store.PartitionStore)
+    table_store.put_entries(table, {2: [(b"a", b"1")], 3: [(b"b", b"2"), (b"c", b"3")]})
+    assert store._db_for_partition(2).get(b"a") == b"1"
+    assert store._db_for_partition(2).get(b"b") is None
+    assert store._db_for_partition(3).get(b"c") == b"3"
+
+
+def test_lookup_sees_only_partitions_this_worker_is_active_for(
+    table: faust.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table_store.put_entries(table, {0: [(b"a", b"1")], 1: [(b"b", b"2")]})
+    actives = {changelog(table, 0)}
+    monkeypatch.setattr(table.app.assignor, "assigned_actives", lambda: actives)
+    assert table_store.local_entry(table, b"a") == b"1"
+    assert table_store.local_entry(table, b"b") is None  # a standby copy may lag
+
+
+def test_a_revoked_partition_can_be_assigned_back_at_once(table: faust.Table) -> None:
+    """Upstream drops a revoked database without closing it: while anything
+    still refers to it, reopening the partition fails on RocksDB's lock."""
+    store = table.data
+    table_store.put_entries(table, {1: [(b"a", b"1")]})
+    still_referenced = store._db_for_partition(1)
+    store.revoke_partitions(table, {changelog(table, 1)})
+    assert store._db_for_partition(1).get(b"a") == b"1"
+    assert still_referenced is not store._db_for_partition(1)
+
+
+def test_persisted_offset_is_kept_only_for_partitions_still_held(table: faust.Table) -> None:
+    store = table.data
+    table_store.put_entries(table, {1: [(b"a", b"1")]})
+    store.persist_offset(1, 41)
+    store.persist_offset(2, 7)  # not held: must not open (and lock) it
+    assert store.persisted_offset(changelog(table, 1)) == 41
+    assert 2 not in store._dbs
+
+
+def test_an_unopenable_database_is_moved_aside_and_rebuilt(table: faust.Table) -> None:
+    store = table.data
+    path = Path(store.partition_path(3))
+    path.mkdir(parents=True)
+    (path / "CURRENT").write_text("MANIFEST-999999\n")  # names a manifest that is not there
+    table_store.put_entries(table, {3: [(b"a", b"1")]})
+    assert store._db_for_partition(3).get(b"a") == b"1"
+    assert [p.name.split(".unusable-")[0] for p in path.parent.glob("*.unusable-*")] == [path.name]
+
+
+def test_the_store_is_chosen_by_setting() -> None:
+    assert settings_module.load({}).table_store == "rocksdb"
+    assert settings_module.load({"MASKSTREAM_TABLE_STORE": "Memory"}).table_store == "memory"
+    assert table_store.store_url("memory") == "memory://"
+    assert table_store.table_options("memory") == {}
+    with pytest.raises(ValueError, match="MASKSTREAM_TABLE_STORE must be one of rocksdb, memory"):
+        settings_module.load({"MASKSTREAM_TABLE_STORE": "redis"})
