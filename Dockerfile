@@ -5,7 +5,18 @@
 # python:3.11-slim plus that virtualenv, with no compiler, no pip cache and
 # no build context, running as an unprivileged user.
 
-FROM python:3.11-slim AS builder
+# The base of both stages. `make image` builds this file without a registry
+# or a Docker engine, on a stand-in for python:3.11-slim made from Debian's
+# packages (docker/build-local.sh).
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS builder
+
+# Only for builds behind a TLS-intercepting proxy or a private index: the
+# builder stage's pip reads these if they are given (--build-arg); the final
+# stage never sees them.
+ARG PIP_CERT=""
+ARG PIP_INDEX_URL=""
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -30,7 +41,7 @@ RUN /opt/maskstream/bin/pip wheel --no-deps --wheel-dir /src/dist . \
     && /opt/maskstream/bin/pip check
 
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="maskstream" \
       org.opencontainers.image.description="SQS -> Kafka -> Faust workers -> PostgreSQL, masking PII" \
@@ -38,8 +49,11 @@ LABEL org.opencontainers.image.title="maskstream" \
 
 # A fixed numeric uid, so orchestrators can check runAsNonRoot and operators
 # can give the key-ring secret to exactly this user (see docs/operations.md).
+# Its group has the same number (useradd --system would pick one below 1000),
+# so the data directory's owner:group below names the user's own group.
 ARG UID=10001
-RUN useradd --system --uid "${UID}" --user-group --create-home \
+RUN groupadd --gid "${UID}" maskstream \
+    && useradd --uid "${UID}" --gid "${UID}" --no-log-init --create-home \
         --home-dir /var/lib/maskstream --shell /usr/sbin/nologin maskstream
 
 COPY --from=builder /opt/maskstream /opt/maskstream

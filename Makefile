@@ -11,7 +11,7 @@ TEST_STACK_DIR ?= .stack-test
 # `make test-faults` runs only it.
 PYTEST_ARGS ?=
 
-.PHONY: install test test-quick test-faults lint demo bench soak stack-up stack-down clean
+.PHONY: install test test-quick test-faults lint demo bench soak stack-up stack-down clean image
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ demo: install
 bench: install
 	$(PY) -m stream.cli stack up > /dev/null
 	$(PY) -m bench $(BENCH)
+
+# The container image from the Dockerfile, without a Docker engine: buildah on
+# a stand-in for python:3.11-slim made with debootstrap (root; the script says
+# what it needs). For Docker elsewhere: `buildah push IMAGE
+# docker-archive:maskstream.tar:maskstream:local`, then `docker load -i maskstream.tar`.
+IMAGE ?= localhost/maskstream:local
+image:
+	bash docker/build-local.sh $(IMAGE)
 
 stack-up: install
 	$(PY) -m stream.cli stack up

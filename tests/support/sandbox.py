@@ -216,6 +216,14 @@ class IsolatedPipeline:
         self.env["SQS_QUEUE_URL"] = url
         return url
 
+    def queue_depth(self) -> int:
+        """Messages still in this pipeline's queue, visible or received and not deleted."""
+        attributes = self._sqs().get_queue_attributes(
+            QueueUrl=self.env["SQS_QUEUE_URL"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return sum(int(value) for value in attributes.values())
+
     def send_large_to_sqs(self, bodies: Iterable[str]) -> list[str]:
         """Send each body alone, whatever its size up to what SQS accepts
         (``send`` batches at most 256 KiB); return the SQS message ids."""
