@@ -61,7 +61,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.harness import Result
 from bench.latency_proxy import latency_proxy, through
-from bridge.forwarder import Forwarder, ForwarderConfig
+from bridge.config import ForwarderConfig
+from bridge.forwarder import Forwarder
 from bridge.producer import KafkaSink, RawRecord, ensure_topic, producer_options, to_record
 from bridge.sqs import (
     RECEIVE_ATTRIBUTES,

@@ -33,17 +33,12 @@ from bridge.cli import (
     apply_overrides,
     problems,
 )
+from bridge.config import ForwarderConfig
 from bridge.counters import Counters
-from bridge.forwarder import (
-    Forwarder,
-    ForwarderConfig,
-    InFlightGate,
-    OutageLog,
-    Scale,
-    backoff_delay,
-    receive_pause,
-    scale_after_receive,
-)
+from bridge.forwarder import Forwarder
+from bridge.inflight import InFlightGate
+from bridge.outage import OutageLog
+from bridge.polling import Scale, receive_pause, scale_after_receive
 from bridge.producer import (
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
@@ -56,6 +51,7 @@ from bridge.producer import (
 )
 from bridge.sqs import EntryFailure, SqsMessage, batch_failures, parse_message
 from stream.common.partitioning import murmur2, partition_for_key
+from stream.common.retry import backoff_delay
 from stream.common.settings import Settings, Topics
 
 
