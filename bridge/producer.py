@@ -239,6 +239,11 @@ class KafkaSink:
         """Call *listener(tokens, error)* once per batch: error None means acknowledged."""
         self._listener = listener
 
+    @property
+    def started(self) -> bool:
+        """Whether a producer has started, i.e. Kafka answered (the bridge's readiness)."""
+        return self._producer is not None
+
     async def _new_producer(self) -> Any:
         producer = self._factory(**self._options)
         try:

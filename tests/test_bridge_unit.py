@@ -26,13 +26,8 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, Prod
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from bridge.cli import (
-    BRIDGE_OPTIONS,
-    RepeatThrottle,
-    add_bridge_arguments,
-    apply_overrides,
-    problems,
-)
+from bridge.app import RepeatThrottle
+from bridge.cli import BRIDGE_OPTIONS, add_bridge_arguments, apply_overrides, problems
 from bridge.config import ForwarderConfig
 from bridge.counters import Counters
 from bridge.forwarder import Forwarder
@@ -549,7 +544,9 @@ async def _fake_sink(
     settings = replace(Settings(), bridge_linger_ms=5)
     sink = KafkaSink(settings, factory=factory, clock=clock, topic_creator=no_topic)
     sink.listen(lambda tokens, error: reports.append((list(tokens), error)))
+    assert not sink.started  # the bridge's /ready follows this
     await sink.start()
+    assert sink.started
     return sink, producers, reports
 
 
