@@ -91,8 +91,6 @@ def watch_until_interrupted(take: Callable[[], Snapshot], interval: float) -> in
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        return watch(
-            take, sys.stdout, interval, sleep=interrupted.wait, stopped=interrupted.is_set
-        )
+        return watch(take, sys.stdout, interval, sleep=interrupted.wait, stopped=interrupted.is_set)
     finally:
         signal.signal(signal.SIGINT, previous)
