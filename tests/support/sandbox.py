@@ -251,9 +251,7 @@ class IsolatedPipeline:
         asyncio.run(self._create_topics())
 
     async def _create_topics(self) -> None:
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
+        async with self.kafka.admin_session() as admin:
             names = (self.raw_topic, self.masked_topic, self.rejected_topic)
             # Kept forever: tests replay logins "sent" in 2023, and Kafka's
             # time-based retention counts from the record's timestamp (the SQS
@@ -269,8 +267,6 @@ class IsolatedPipeline:
                     for n in names
                 ]
             )
-        finally:
-            await admin.close()
 
     def delete_topics(self) -> None:
         """Delete this pipeline's topics, Faust's changelogs and replay topics included.
@@ -282,9 +278,7 @@ class IsolatedPipeline:
         asyncio.run(self._delete_topics())
 
     async def _delete_topics(self) -> None:
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
+        async with self.kafka.admin_session() as admin:
             ours = [
                 topic
                 for topic in await admin.list_topics()
@@ -292,24 +286,18 @@ class IsolatedPipeline:
             ]
             if ours:
                 await admin.delete_topics(ours)
-        finally:
-            await admin.close()
 
     def topic_config(self, topic: str) -> dict[str, str] | None:
         """*topic*'s configuration as the broker reports it, None while it does not exist."""
         return asyncio.run(self._topic_config(topic))
 
     async def _topic_config(self, topic: str) -> dict[str, str] | None:
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
+        async with self.kafka.admin_session() as admin:
             if topic not in await admin.list_topics():
                 return None
             (response,) = await admin.describe_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic)]
             )
-        finally:
-            await admin.close()
         # One resource: (error, message, type, name, [(name, value, ...), ...]).
         (resource,) = response.resources
         return {entry[0]: entry[1] for entry in resource[4]}

@@ -88,31 +88,30 @@ async def consumer_lag(settings: Settings, timeout: float) -> ConsumerLag | Prob
         return Problem(describe_error(refused), servers)
     topics = (settings.topics.raw, settings.topics.masked, settings.topics.rejected)
     timeout_ms = int(timeout * 1000)
-    admin = kafka.admin(request_timeout_ms=timeout_ms)
-    consumer = kafka.consumer(enable_auto_commit=False, request_timeout_ms=timeout_ms)
     try:
-        await admin.start()
-        await consumer.start()
-        # Metadata for all topics: naming missing ones could auto-create them.
-        described = {t["topic"]: t for t in await admin.describe_topics()}
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
-        tps = [
-            TopicPartition(topic, p["partition"])
-            for topic in topics
-            if topic in described
-            for p in described[topic]["partitions"]
-        ]
-        beginning = await consumer.beginning_offsets(tps) if tps else {}
-        end = await consumer.end_offsets(tps) if tps else {}
+        async with kafka.admin_session(request_timeout_ms=timeout_ms) as admin:
+            consumer = kafka.consumer(enable_auto_commit=False, request_timeout_ms=timeout_ms)
+            try:
+                await consumer.start()
+                # Metadata for all topics: naming missing ones could auto-create them.
+                described = {t["topic"]: t for t in await admin.describe_topics()}
+                offsets = await admin.list_consumer_group_offsets(settings.app_id)
+                tps = [
+                    TopicPartition(topic, p["partition"])
+                    for topic in topics
+                    if topic in described
+                    for p in described[topic]["partitions"]
+                ]
+                beginning = await consumer.beginning_offsets(tps) if tps else {}
+                end = await consumer.end_offsets(tps) if tps else {}
+            finally:
+                await consumer.stop()
     except KafkaConnectionError:
         # The TCP probe connected, so something listens there, but not Kafka
         # (or a broker that advertises an address this host cannot reach).
         return Problem("port open, but no Kafka broker answered", servers)
     except Exception as exc:
         return Problem(describe_error(exc), servers, "error")
-    finally:
-        await consumer.stop()
-        await admin.close()
     lags = []
     for topic in topics:
         if topic not in described:
