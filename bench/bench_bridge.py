@@ -57,11 +57,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.harness import Result
 from bench.latency_proxy import latency_proxy, through
-from bridge.forwarder import Forwarder, ForwarderConfig
+from bridge.config import ForwarderConfig
+from bridge.forwarder import Forwarder
 from bridge.producer import KafkaSink, RawRecord, ensure_topic, producer_options, to_record
 from bridge.sqs import (
     RECEIVE_ATTRIBUTES,
@@ -71,6 +71,7 @@ from bridge.sqs import (
     send_batch,
 )
 from stream.common import settings as settings_module
+from stream.common.kafka_security import KafkaClients
 from stream.common.settings import Settings
 from stream.devstack.envfile import read_env_file
 from stream.ops.send import send_stream
@@ -140,12 +141,8 @@ def scratch_queue(client: Any, lines: bytes) -> Iterator[str]:
 
 
 async def drop_topic(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
+    async with KafkaClients.from_settings(settings).admin_session() as admin:
         await admin.delete_topics([topic])
-    finally:
-        await admin.close()
 
 
 def for_lane(settings: Settings, queue_url: str, topic: str) -> Settings:

@@ -170,12 +170,8 @@ def connect_records(messages: list[RawMessage], masker: Masker) -> list[tuple[by
 
 def produce(pipe: IsolatedPipeline, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     async def go() -> None:
-        admin = pipe.kafka.admin()
-        await admin.start()
-        try:
+        async with pipe.kafka.admin_session() as admin:
             await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-        finally:
-            await admin.close()
         producer = pipe.kafka.producer(acks="all", linger_ms=10)
         await producer.start()
         try:

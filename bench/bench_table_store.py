@@ -102,14 +102,10 @@ async def fill_changelog(pipe: IsolatedPipeline, topic: str, devices: int) -> No
 
     The topic is created as Faust would create the table's changelog
     (compacted, same partitions), so the worker finds it as its own."""
-    admin = pipe.kafka.admin()
-    await admin.start()
-    try:
+    async with pipe.kafka.admin_session() as admin:
         await admin.create_topics(
             [NewTopic(topic, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})]
         )
-    finally:
-        await admin.close()
     await asyncio.to_thread(pipe.wait_for_topic, topic)
     producer = pipe.kafka.producer(acks=1, max_batch_size=1024 * 1024, linger_ms=50)
     await producer.start()

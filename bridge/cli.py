@@ -2,27 +2,24 @@
 
 Every option is a :class:`stream.common.settings.Settings` field that a flag can
 override; one table drives the parser, the help text and the override, so a
-new knob is added in exactly one place. This module imports nothing heavy:
-boto3 and aiokafka load only when the bridge actually runs.
+new knob is added in exactly one place. :func:`run` checks the result and
+hands it to :mod:`bridge.app`, which assembles and runs the bridge. This
+module imports nothing heavy: boto3 and aiokafka load only when the bridge
+actually runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import logging
-import signal
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bridge import app
 from stream.common import settings as settings_module
 from stream.common.errors import CommandError
 from stream.common.settings import Settings
-
-log = logging.getLogger("bridge")
 
 DESCRIPTION = (
     "Forward SQS messages to the raw Kafka topic unchanged, deleting each from SQS "
@@ -30,11 +27,6 @@ DESCRIPTION = (
 )
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
-# Libraries that log request and response payloads, i.e. message bodies, at
-# DEBUG: they are capped at INFO even under --verbose so no body reaches a log.
-PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "aiokafka")
-# A library message repeated within this many seconds is dropped from the log.
-LIBRARY_REPEAT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -286,129 +278,13 @@ def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
     return [message for ok, message in checks if not ok]
 
 
-def _check_codec(name: str) -> str | None:
-    """Name the missing library if the compression codec cannot be used."""
-    from aiokafka import codec
-
-    available = {
-        "gzip": codec.has_gzip,
-        "snappy": codec.has_snappy,
-        "lz4": codec.has_lz4,
-        "zstd": codec.has_zstd,
-    }
-    check = available.get(name)
-    if check is None or check():
-        return None
-    return f"compression {name!r} needs its Python library; install it or use --compression none"
-
-
-class RepeatThrottle(logging.Filter):
-    """Pass each distinct message of a library at most once per *interval* seconds.
-
-    While Kafka is down aiokafka logs every reconnect attempt, ten times a
-    second; the bridge's own outage lines say what matters, and the first
-    occurrence of each library message is kept for the details.
-    """
-
-    def __init__(
-        self, prefix: str, interval: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        super().__init__()
-        self._prefix = prefix
-        self._interval = interval
-        self._clock = clock
-        self._last: dict[tuple[str, str], float] = {}
-        self._suppressed: dict[tuple[str, str], int] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self._prefix):
-            return True
-        key = (record.name, str(record.msg))
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False
-        self._last[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            record.msg = f"{record.getMessage()} [{suppressed} similar lines suppressed]"
-            record.args = None
-        return True
-
-
-def configure_library_logging() -> None:
-    """Keep message bodies out of library debug logs, and library retry noise down."""
-    for name in PAYLOAD_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.INFO:
-            logger.setLevel(logging.INFO)
-    throttle = RepeatThrottle("aiokafka", interval=LIBRARY_REPEAT_SECONDS)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(throttle)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the bridge with the settings from the environment and *args*; return the exit status."""
     settings = apply_overrides(settings_module.load(), args, BRIDGE_OPTIONS)
     errors = problems(settings, args.exit_when_idle)
-    codec_error = _check_codec(settings.bridge_compression)
+    codec_error = app.missing_codec(settings.bridge_compression)
     if codec_error:
         errors.append(codec_error)
     if errors:
         raise CommandError("; ".join(errors))
-    configure_library_logging()
-    return asyncio.run(serve(settings, args.exit_when_idle))
-
-
-async def serve(settings: Settings, exit_when_idle: float | None) -> int:
-    """Assemble SQS, Kafka and the forwarder; run until a signal or idleness stops it."""
-    from bridge.forwarder import Forwarder, ForwarderConfig
-    from bridge.producer import KafkaSink
-    from bridge.sqs import SqsQueue
-
-    config = ForwarderConfig.from_settings(settings, exit_when_idle)
-    queue = SqsQueue.from_settings(
-        settings, pollers=config.poll_ceiling, controllers=config.sqs_calls
-    )
-    sink = KafkaSink(settings)
-    forwarder = Forwarder(queue, sink, config)
-    endpoints = None
-    if settings.bridge_metrics_port:
-        from bridge.metrics import BridgeCollector, BridgeEndpoints
-        from bridge.sqs import make_client
-
-        endpoints = BridgeEndpoints(
-            BridgeCollector(forwarder.counters, lambda: forwarder.in_flight),
-            # Ready once a producer has started, i.e. Kafka answered.
-            lambda: getattr(sink, "_producer", None) is not None,
-            make_client(settings, max_pool_connections=1),
-            settings.sqs_queue_url,
-        )
-        try:
-            await endpoints.start(settings.bridge_metrics_port)
-        except OSError as exc:  # losing metrics must not stop the data
-            log.error(
-                "metrics disabled: port %d unavailable (%s)", settings.bridge_metrics_port, exc
-            )
-            endpoints = None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, forwarder.request_stop, sig.name)
-    log.info(
-        "bridge starting: queue %s -> topic %s on %s (%d pollers, at most %d in flight)",
-        settings.sqs_queue_url,
-        settings.topics.raw,
-        settings.kafka_bootstrap_servers,
-        config.pollers,
-        config.max_in_flight,
-    )
-    try:
-        healthy = await forwarder.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        if endpoints is not None:
-            await endpoints.stop()
-        queue.close()
-    return 0 if healthy else 1
+    return app.run(settings, args.exit_when_idle)

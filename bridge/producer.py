@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
     KafkaConnectionError,
@@ -32,7 +32,7 @@ from aiokafka.errors import (
 
 from bridge.sqs import SqsMessage
 from stream.common.canonical import raw_record_key
-from stream.common.kafka_security import KafkaSecurity
+from stream.common.kafka_security import KafkaClients, KafkaSecurity
 from stream.common.partitioning import murmur2, partition_for_key
 from stream.common.raw_records import (
     HEADER_MESSAGE_ID,
@@ -141,14 +141,10 @@ async def ensure_topic(settings: Settings) -> bool:
     starting a bridge.
     """
     topics = settings.topics
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id="maskstream-bridge-admin",
-        request_timeout_ms=15_000,
-        **KafkaSecurity.from_settings(settings).aiokafka_options(),
-    )
-    try:
-        await admin.start()
+    kafka = KafkaClients.from_settings(settings)
+    async with kafka.admin_session(
+        client_id="maskstream-bridge-admin", request_timeout_ms=15_000
+    ) as admin:
         brokers = len((await admin.describe_cluster())["brokers"])
         replication = max(1, min(MAX_REPLICATION_FACTOR, brokers))
         topic = NewTopic(
@@ -163,8 +159,6 @@ async def ensure_topic(settings: Settings) -> bool:
             },
         )
         response = await admin.create_topics([topic])
-    finally:
-        await admin.close()
     error_code = response.topic_errors[0][1]
     if error_code == TopicAlreadyExistsError.errno:
         return False
@@ -238,6 +232,11 @@ class KafkaSink:
     def listen(self, listener: Listener) -> None:
         """Call *listener(tokens, error)* once per batch: error None means acknowledged."""
         self._listener = listener
+
+    @property
+    def started(self) -> bool:
+        """Whether a producer has started, i.e. Kafka answered (the bridge's readiness)."""
+        return self._producer is not None
 
     async def _new_producer(self) -> Any:
         producer = self._factory(**self._options)

@@ -26,24 +26,14 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, Prod
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from bridge.cli import (
-    BRIDGE_OPTIONS,
-    RepeatThrottle,
-    add_bridge_arguments,
-    apply_overrides,
-    problems,
-)
+from bridge.app import RepeatThrottle
+from bridge.cli import BRIDGE_OPTIONS, add_bridge_arguments, apply_overrides, problems
+from bridge.config import ForwarderConfig
 from bridge.counters import Counters
-from bridge.forwarder import (
-    Forwarder,
-    ForwarderConfig,
-    InFlightGate,
-    OutageLog,
-    Scale,
-    backoff_delay,
-    receive_pause,
-    scale_after_receive,
-)
+from bridge.forwarder import Forwarder
+from bridge.inflight import InFlightGate
+from bridge.outage import OutageLog
+from bridge.polling import Scale, receive_pause, scale_after_receive
 from bridge.producer import (
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
@@ -56,6 +46,7 @@ from bridge.producer import (
 )
 from bridge.sqs import EntryFailure, SqsMessage, batch_failures, parse_message
 from stream.common.partitioning import murmur2, partition_for_key
+from stream.common.retry import backoff_delay
 from stream.common.settings import Settings, Topics
 
 
@@ -553,7 +544,9 @@ async def _fake_sink(
     settings = replace(Settings(), bridge_linger_ms=5)
     sink = KafkaSink(settings, factory=factory, clock=clock, topic_creator=no_topic)
     sink.listen(lambda tokens, error: reports.append((list(tokens), error)))
+    assert not sink.started  # the bridge's /ready follows this
     await sink.start()
+    assert sink.started
     return sink, producers, reports
 
 

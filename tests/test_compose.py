@@ -485,7 +485,7 @@ def test_build_context_leaves_out(path: str) -> None:
         "pyproject.toml",
         "README.md",
         "requirements.lock",
-        "stream/status.py",
+        "stream/ops/status/render.py",
         "stream/devstack/maven/kafka/pom.xml",
         "bridge/__main__.py",
         "docker/entrypoint.sh",

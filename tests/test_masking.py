@@ -10,7 +10,6 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from stream.cli.keys import RekeyResult, TokenTable, rekey_row
 from stream.core.keyring import Key, KeyRing, new_keyring, rotate
 from stream.core.masking import (
     InvalidFieldError,
@@ -25,6 +24,7 @@ from stream.core.masking import (
     max_value_bytes,
     parse_token,
 )
+from stream.postgres.rekey import RekeyResult, TokenTable, rekey_row
 
 FIELDS = st.sampled_from(["ip", "device_id", "body"])
 # Lone surrogates can arrive through JSON ("\ud800"), so they must round-trip too.

@@ -387,12 +387,12 @@ async def consume_from_added_partition(pipeline: IsolatedPipeline, timeout: floa
         metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
     await consumer.start()
-    admin, producer = pipeline.kafka.admin(), pipeline.kafka.producer()
+    producer = pipeline.kafka.producer()
     try:
         while len(consumer.assignment()) < pipeline.partitions:
             await consumer.getmany(timeout_ms=500)
-        await admin.start()
-        await admin.create_partitions({topic: NewPartitions(pipeline.partitions + 1)})
+        async with pipeline.kafka.admin_session() as admin:
+            await admin.create_partitions({topic: NewPartitions(pipeline.partitions + 1)})
         await producer.start()
         deadline = time.monotonic() + timeout
         while pipeline.partitions not in await producer.partitions_for(topic):
@@ -408,4 +408,3 @@ async def consume_from_added_partition(pipeline: IsolatedPipeline, timeout: floa
     finally:
         await consumer.stop()
         await producer.stop()
-        await admin.close()

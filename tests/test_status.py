@@ -33,8 +33,16 @@ from bridge.sqs import make_client
 from stream.cli import main
 from stream.common import settings as settings_module
 from stream.common.settings import Settings, Topics
-from stream.ops import status
 from stream.ops.status import (
+    collect,
+    figures,
+    kafka_lag,
+    postgres_counts,
+    render,
+    sqs_depth,
+    watch,
+)
+from stream.ops.status.figures import (
     ConsumerLag,
     DatabaseCounts,
     DeadLetters,
@@ -45,6 +53,7 @@ from stream.ops.status import (
     Snapshot,
     TopicLag,
 )
+from stream.ops.status.reasons import describe_error
 from stream.postgres.schema import Tables, ensure_schema
 from tests.support.sandbox import IsolatedPipeline
 
@@ -72,7 +81,7 @@ def snapshot(
 
 def test_render_shows_queue_depth_with_dead_letters_and_their_redrive_limit() -> None:
     dlq = DeadLetters("login-queue-dlq", max_receive_count=5, depth=3)
-    text = status.render(
+    text = render.render(
         snapshot(sqs=QueueDepth("http://sqs:4566/000000000000/login-queue", 1234, 10, 2, dlq)),
         None,
     )
@@ -84,9 +93,9 @@ def test_render_shows_queue_depth_with_dead_letters_and_their_redrive_limit() ->
 
 
 def test_render_says_when_a_queue_has_no_dead_letter_queue_or_it_is_unreadable() -> None:
-    without = status.render_sqs(QueueDepth("u", 0, 0, 0, None))
+    without = render.render_sqs(QueueDepth("u", 0, 0, 0, None))
     assert "  dead letters: no redrive policy on this queue" in without
-    broken = status.render_sqs(
+    broken = render.render_sqs(
         QueueDepth("u", 0, 0, 0, DeadLetters("dlq", None, problem="QueueDoesNotExist: gone"))
     )
     assert "  dead letters (dlq): unreadable (QueueDoesNotExist: gone)" in broken
@@ -98,7 +107,7 @@ def test_render_shows_lag_per_partition_marks_uncommitted_and_missing_topics() -
         (PartitionLag(0, 10, 15, 5), PartitionLag(1, None, 1200, 1200)),
     )
     lag = ConsumerLag("127.0.0.1:9092", "maskstream", (raw, TopicLag("logins.masked", None)))
-    lines = status.render_kafka(lag)
+    lines = render.render_kafka(lag)
     assert lines[0] == "kafka: 127.0.0.1:9092, consumer group maskstream"
     assert lines[1] == "  logins.raw     lag     1,205   p0 5  p1 1,200*"
     assert lines[2] == "  logins.masked  no such topic yet"
@@ -106,13 +115,13 @@ def test_render_shows_lag_per_partition_marks_uncommitted_and_missing_topics() -
 
 
 def test_render_wraps_many_partitions_under_the_topic() -> None:
-    parts = tuple(PartitionLag(p, 0, 1, 1) for p in range(status.PARTITIONS_PER_LINE + 2))
-    lines = status.render_kafka(ConsumerLag("k", "g", (TopicLag("t", parts),)))
-    assert lines[1].endswith(f"p{status.PARTITIONS_PER_LINE - 1} 1")
+    parts = tuple(PartitionLag(p, 0, 1, 1) for p in range(render.PARTITIONS_PER_LINE + 2))
+    lines = render.render_kafka(ConsumerLag("k", "g", (TopicLag("t", parts),)))
+    assert lines[1].endswith(f"p{render.PARTITIONS_PER_LINE - 1} 1")
     assert lines[2].split() == [
-        f"p{status.PARTITIONS_PER_LINE}",
+        f"p{render.PARTITIONS_PER_LINE}",
         "1",
-        f"p{status.PARTITIONS_PER_LINE + 1}",
+        f"p{render.PARTITIONS_PER_LINE + 1}",
         "1",
     ]
     assert lines[2].index("p") == lines[1].index("p0")
@@ -127,7 +136,7 @@ def test_render_shows_rows_devices_rate_and_top_rejection_reasons_in_order() -> 
         rejections=67,
         top_reasons=(("not JSON", 40), ("empty body", 7)),
     )
-    lines = status.render_postgres(counts, Rate(10.0, "over the last 60 s"))
+    lines = render.render_postgres(counts, Rate(10.0, "over the last 60 s"))
     assert lines == [
         "postgres: 127.0.0.1:5432/postgres",
         "  user_logins: 12,345 rows, 9,876 seen devices",
@@ -140,13 +149,13 @@ def test_render_shows_rows_devices_rate_and_top_rejection_reasons_in_order() -> 
 
 
 def test_render_explains_tables_a_worker_has_not_created_yet() -> None:
-    lines = status.render_postgres(DatabaseCounts("db", None, None, None, None), None)
+    lines = render.render_postgres(DatabaseCounts("db", None, None, None, None), None)
     assert "  user_logins: not created yet (a worker creates it on start)" in lines
     assert "  rejected_logins: not created yet" in lines
 
 
 def test_each_problem_is_one_line_naming_the_service_target_and_reason() -> None:
-    text = status.render(
+    text = render.render(
         snapshot(
             sqs=Problem("not configured (set SQS_QUEUE_URL)"),
             kafka=Problem("connection refused", "127.0.0.1:9092"),
@@ -170,28 +179,28 @@ def test_snapshot_problems_name_the_services_that_failed() -> None:
 
 
 def test_one_shot_rate_is_rows_ingested_in_the_window_per_second() -> None:
-    rate = status.current_rate(snapshot())  # 30 rows in the last 60 s
+    rate = figures.current_rate(snapshot())  # 30 rows in the last 60 s
     assert rate == Rate(0.5, "over the last 60 s")
 
 
 def test_watch_rate_is_the_row_delta_between_refreshes() -> None:
     before = snapshot(postgres=DatabaseCounts("db", 100, 1, 0, 0), monotonic=10.0)
     after = snapshot(postgres=DatabaseCounts("db", 150, 1, 0, 0), monotonic=12.0)
-    assert status.current_rate(after, before) == Rate(25.0, "over the last 2.0 s")
+    assert figures.current_rate(after, before) == Rate(25.0, "over the last 2.0 s")
 
 
 def test_rate_is_unknown_without_postgres_or_ingested_at() -> None:
-    assert status.current_rate(snapshot(postgres=Problem("down", "db"))) is None
+    assert figures.current_rate(snapshot(postgres=Problem("down", "db"))) is None
     no_column = snapshot(postgres=DatabaseCounts("db", 5, 1, None, 0))
-    assert status.current_rate(no_column) is None
-    assert "unknown" in status.render_postgres(no_column.postgres, None)[2]
+    assert figures.current_rate(no_column) is None
+    assert "unknown" in render.render_postgres(no_column.postgres, None)[2]
 
 
 # --------------------------------------------------------------------------- pure helpers
 
 
 def test_partition_lag_counts_from_the_commit_or_from_the_log_start() -> None:
-    lags = status.partition_lags(
+    lags = kafka_lag.partition_lags(
         [2, 0, 1], committed={0: 7, 2: -1}, beginning={0: 0, 1: 4, 2: 3}, end={0: 10, 1: 9, 2: 3}
     )
     assert lags == (
@@ -219,15 +228,15 @@ def test_partition_lag_counts_from_the_commit_or_from_the_log_start() -> None:
     ],
 )
 def test_parse_redrive_policy(policy: str | None, expected: tuple | None) -> None:
-    assert status.parse_redrive_policy(policy) == expected
+    assert sqs_depth.parse_redrive_policy(policy) == expected
 
 
 def test_parse_servers_defaults_the_port() -> None:
-    assert status.parse_servers("a:1, b ,[::1]:9093") == [("a", 1), ("b", 9092), ("::1", 9093)]
+    assert kafka_lag.parse_servers("a:1, b ,[::1]:9093") == [("a", 1), ("b", 9092), ("::1", 9093)]
 
 
 def test_database_target_never_shows_credentials() -> None:
-    target = status.database_target("postgresql://user:s3cret@db.example:6543/logins")
+    target = postgres_counts.database_target("postgresql://user:s3cret@db.example:6543/logins")
     assert target == "db.example:6543/logins"
     assert "s3cret" not in target
 
@@ -246,9 +255,9 @@ def test_describe_error_finds_the_socket_reason_inside_wrappers() -> None:
     wrapped = _raised_from(
         EndpointConnectionError(endpoint_url="http://x"), ConnectionRefusedError(111, "refused")
     )
-    assert status.describe_error(wrapped) == "connection refused"
-    assert status.describe_error(socket.gaierror(-2, "Name or service not known")) == "unknown host"
-    assert status.describe_error(TimeoutError()) == "timed out"
+    assert describe_error(wrapped) == "connection refused"
+    assert describe_error(socket.gaierror(-2, "Name or service not known")) == "unknown host"
+    assert describe_error(TimeoutError()) == "timed out"
 
 
 def test_describe_error_keeps_the_reason_of_service_and_libpq_errors() -> None:
@@ -256,27 +265,27 @@ def test_describe_error_keeps_the_reason_of_service_and_libpq_errors() -> None:
         {"Error": {"Code": "QueueDoesNotExist", "Message": "The queue does not exist."}},
         "GetQueueAttributes",
     )
-    assert status.describe_error(error) == "QueueDoesNotExist: The queue does not exist."
+    assert describe_error(error) == "QueueDoesNotExist: The queue does not exist."
     refused = psycopg.OperationalError(
         'connection failed: connection to server at "127.0.0.1", port 1 failed: '
         "Connection refused\n\tIs the server running on that host?"
     )
-    assert status.describe_error(refused) == "connection refused"
+    assert describe_error(refused) == "connection refused"
     missing = psycopg.OperationalError(
         'connection failed: connection to server at "h", port 5432 failed: '
         'FATAL:  database "nosuch" does not exist'
     )
-    assert status.describe_error(missing) == 'database "nosuch" does not exist'
+    assert describe_error(missing) == 'database "nosuch" does not exist'
 
 
 # --------------------------------------------------------------------------- watch
 
 
 def test_frame_redraws_in_place_and_clears_leftovers() -> None:
-    first = status.frame("a\nb", first=True)
-    assert first.startswith(status.CLEAR_SCREEN + status.HOME)
-    later = status.frame("a\nb", first=False)
-    assert later == f"{status.HOME}a{status.CLEAR_LINE}\nb{status.CLEAR_LINE}\n{status.CLEAR_BELOW}"
+    first = render.frame("a\nb", first=True)
+    assert first.startswith(render.CLEAR_SCREEN + render.HOME)
+    later = render.frame("a\nb", first=False)
+    assert later == f"{render.HOME}a{render.CLEAR_LINE}\nb{render.CLEAR_LINE}\n{render.CLEAR_BELOW}"
 
 
 def test_watch_refreshes_every_interval_with_the_delta_rate_and_stops_on_ctrl_c() -> None:
@@ -294,8 +303,8 @@ def test_watch_refreshes_every_interval_with_the_delta_rate_and_stops_on_ctrl_c(
             raise KeyboardInterrupt
 
     out = io.StringIO()
-    assert status.watch(lambda: next(snaps), out, 3.0, sleep=sleep) == 0
-    frames = out.getvalue().split(status.HOME)[1:]
+    assert watch.watch(lambda: next(snaps), out, 3.0, sleep=sleep) == 0
+    frames = out.getvalue().split(render.HOME)[1:]
     assert len(frames) == 2
     assert "rate: 0.0 msgs/s (over the last 60 s)" in frames[0]
     assert "rate: 10.0 msgs/s (over the last 3.0 s)" in frames[1]
@@ -433,7 +442,7 @@ def test_status_reports_exactly_what_each_service_holds(
     asyncio.run(_fill_topics(kafka_bootstrap, pipe))
     fill_database(pipe)
 
-    snap = status.collect(lane.settings(), timeout=5)
+    snap = collect.collect(lane.settings(), timeout=5)
 
     assert snap.problems == []
     assert snap.sqs == QueueDepth(
@@ -452,14 +461,14 @@ def test_status_reports_exactly_what_each_service_holds(
     )
     assert by_topic[pipe.rejected_topic].total == 0
     assert snap.postgres == DatabaseCounts(
-        status.database_target(pipe.database_url),
+        postgres_counts.database_target(pipe.database_url),
         rows=4,
         devices=3,
         rows_in_window=2,
         rejections=4,
         top_reasons=(("not JSON", 3), ("empty body", 1)),
     )
-    assert status.current_rate(snap) == Rate(2 / 60, "over the last 60 s")
+    assert figures.current_rate(snap) == Rate(2 / 60, "over the last 60 s")
 
 
 @pytest.mark.services
@@ -468,23 +477,23 @@ def test_status_counts_the_tables_the_workers_are_configured_to_write(lane: Stat
     settings = dataclasses.replace(
         lane.settings(), logins_table="Replay_Logins", rejections_table="replay_rejections"
     )
-    counts = status.collect(settings, timeout=5).postgres
+    counts = collect.collect(settings, timeout=5).postgres
     assert isinstance(counts, DatabaseCounts)
     assert (counts.rows, counts.devices, counts.rejections) == (4, 3, 4)
     assert counts.tables == ("Replay_Logins", "replay_rejections")
-    text = status.render_postgres(counts, None)
+    text = render.render_postgres(counts, None)
     assert "  Replay_Logins: 4 rows, 3 seen devices" in text
     assert "  replay_rejections: 4 rows" in text
 
 
 @pytest.mark.services
 def test_status_reports_topics_and_tables_that_do_not_exist_yet(lane: StatusLane) -> None:
-    snap = status.collect(lane.settings(), timeout=5)
+    snap = collect.collect(lane.settings(), timeout=5)
     assert snap.problems == []
     assert isinstance(snap.kafka, ConsumerLag)
     assert all(t.partitions is None for t in snap.kafka.topics)
     assert snap.postgres == DatabaseCounts(
-        status.database_target(lane.pipeline.database_url), None, None, None, None
+        postgres_counts.database_target(lane.pipeline.database_url), None, None, None, None
     )
 
 
@@ -495,10 +504,10 @@ def test_a_count_slower_than_the_timeout_is_reported_as_such(lane: StatusLane) -
             "CREATE TABLE user_logins AS "
             "SELECT g::text AS masked_device_id FROM generate_series(1, 1000000) AS g"
         )
-    counts = status.database_counts(lane.settings(), timeout=0.05)
+    counts = postgres_counts.database_counts(lane.settings(), timeout=0.05)
     assert counts == Problem(
         "counting took longer than 0.05 s; raise --timeout",
-        status.database_target(lane.pipeline.database_url),
+        postgres_counts.database_target(lane.pipeline.database_url),
         "error",
     )
 
@@ -583,6 +592,6 @@ def test_watch_redraws_until_interrupted(lane: StatusLane) -> None:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, errors
-    assert seen.count(status.HOME) >= 2
-    assert seen.count("maskstream status at") == seen.count(status.HOME)
+    assert seen.count(render.HOME) >= 2
+    assert seen.count("maskstream status at") == seen.count(render.HOME)
     assert "Traceback" not in errors

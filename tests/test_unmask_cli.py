@@ -16,15 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from stream.cli import main
-from stream.cli.keys import (
-    AUDIT_DDL,
-    AUDIT_TABLE,
-    TokenTable,
-    key_counts,
-    rekey_table,
-    usable_tables,
-)
+from stream.cli import keys, main
 from stream.common.errors import CommandError
 from stream.core.keyring import (
     FILE_VARIABLE,
@@ -37,6 +29,9 @@ from stream.core.keyring import (
     write_keyring_file,
 )
 from stream.core.masking import Masker
+from stream.postgres import rekey
+from stream.postgres.audit import AUDIT_DDL, AUDIT_TABLE
+from stream.postgres.rekey import TokenTable, key_counts, rekey_table
 
 IP = "198.51.100.23"
 DEVICE = "593-47-5928"
@@ -296,15 +291,25 @@ def test_rekey_moves_old_tokens_to_the_active_key(
 
 @pytest.mark.services
 def test_rekey_names_missing_tables_and_columns(
-    db: psycopg.Connection, token_table: TokenTable, capsys: pytest.CaptureFixture[str]
+    db: psycopg.Connection,
+    token_table: TokenTable,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     absent = TokenTable(f"absent_{uuid.uuid4().hex[:12]}", "message_id", ("masked_ip",))
     lacking = TokenTable(token_table.name, "message_id", ("a", "masked_device_id"))
+    usable, problems = rekey.usable_tables(db, [absent, lacking])
+    assert usable == []
+    assert problems[0] == f"table {absent.name} does not exist"
+    assert problems[1].startswith(f"table {lacking.name} has no column ")
+    # The command refuses when nothing is usable, and names what it skips otherwise.
+    monkeypatch.setattr(rekey, "TOKEN_TABLES", (absent, lacking))
     with pytest.raises(CommandError) as caught:
-        usable_tables(db, [absent, lacking])
+        keys.usable_tables(db)
     assert f"table {absent.name} does not exist" in str(caught.value)
     assert f"table {lacking.name} has no column masked_device_id" in str(caught.value)
-    assert usable_tables(db, [absent, token_table]) == [token_table]
+    monkeypatch.setattr(rekey, "TOKEN_TABLES", (absent, token_table))
+    assert keys.usable_tables(db) == [token_table]
     assert f"skipping: table {absent.name} does not exist" in capsys.readouterr().err
 
 
@@ -323,7 +328,7 @@ def test_rekey_command_commits_each_batch_and_resumes(
     fill(db, token_table, rows)
     write_keyring_file(keyring_path, rotate(read_keyring_file(keyring_path)))
     active = read_keyring_file(keyring_path).active_id
-    monkeypatch.setattr("stream.cli.keys.TOKEN_TABLES", (token_table,))
+    monkeypatch.setattr(rekey, "TOKEN_TABLES", (token_table,))
 
     # Interrupt in the middle of the second batch (two rows, two tokens each).
     calls = 0

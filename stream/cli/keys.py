@@ -4,30 +4,29 @@
   added and made active, older keys stay so their tokens keep opening.
 - ``unmask`` prints the originals of tokens, one per line, in order. PII
   recovery is audited: a row goes to ``unmask_audit`` in PostgreSQL *before*
-  anything is printed, and nothing is printed if that row cannot be written.
+  anything is printed, and nothing is printed if that row cannot be written
+  (:mod:`stream.ops.unmask`, :mod:`stream.postgres.audit`).
 - ``rekey`` re-encrypts stored tokens under the active key, batch by batch,
   so an old key can eventually be retired. Rows already under the active key
-  are never touched, so it is idempotent and can be stopped and rerun.
+  are never touched, so it is idempotent and can be stopped and rerun
+  (:mod:`stream.postgres.rekey`).
+
+This module parses the options, reads the tokens from where the user gave
+them, and prints; the work is done by the modules named above.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import logging
-import os
-import socket
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, LiteralString, cast
+from typing import IO, Any
 
 import psycopg
-from psycopg import sql
 
 from stream.common import settings as settings_module
-from stream.common.errors import CommandError
+from stream.common.errors import CommandError, one_line
 from stream.core.keyring import (
     FILE_VARIABLE,
     MODES,
@@ -39,16 +38,12 @@ from stream.core.keyring import (
     rotate,
     write_keyring_file,
 )
-from stream.core.masking import Masker, MaskingError, key_prefix, parse_token
+from stream.core.masking import Masker
+from stream.ops.unmask import TokenInput, UnmaskRefused, query_tokens, unmask
+from stream.postgres import rekey
+from stream.postgres.audit import AUDIT_TABLE
 
-logger = logging.getLogger(__name__)
-
-AUDIT_TABLE = "unmask_audit"
-REKEY_BATCH = 500
 MAX_FAILURES_SHOWN = 20
-# Only AES-SIV tokens can be re-made; HMAC tokens and foreign values are left alone.
-RECOVERABLE_PREFIX = "siv:"
-RECOVERABLE_PATTERN = RECOVERABLE_PREFIX + "%"
 
 
 # --------------------------------------------------------------------------- parsers
@@ -123,7 +118,7 @@ def _register_rekey(subparsers: Any) -> None:
             "key still has."
         ),
     )
-    parser.add_argument("--batch-size", type=int, default=REKEY_BATCH, metavar="ROWS")
+    parser.add_argument("--batch-size", type=int, default=rekey.REKEY_BATCH, metavar="ROWS")
     parser.add_argument(
         "--dry-run", action="store_true", help="only count tokens per key, change nothing"
     )
@@ -194,37 +189,15 @@ def _retire_key(path: Path, key_id: str) -> int:
 # --------------------------------------------------------------------------- unmask
 
 
-@dataclass(frozen=True)
-class TokenInput:
-    """Where the tokens came from, for error messages and the audit row."""
-
-    source: str  # "arguments", "stdin" or "query"
-    labels: list[str]  # "argument 2", "line 5", "row 3 column masked_ip"
-    tokens: list[str | None]  # None: a NULL from --query
-    query: str | None = None
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One use of ``unmask``: who, from where, how many tokens of which fields."""
-
-    os_user: str
-    host: str
-    token_count: int
-    fields: list[str]
-    key_ids: list[str]
-    source: str
-    query: str | None
-
-
 def run_unmask(args: argparse.Namespace) -> int:
     settings = settings_module.load()
     masker = masker_from_settings(settings)
-    given = collect_tokens(args.tokens, args.query, sys.stdin, settings.database_url)
-    values = open_tokens(masker, given)
     terminator = "\0" if args.null else "\n"
-    check_printable(values, given.labels, terminator)
-    write_audit(settings.database_url, audit_entry(given, values))
+    try:
+        given = collect_tokens(args.tokens, args.query, sys.stdin, settings.database_url)
+        values = unmask(masker, given, terminator, settings.database_url)
+    except UnmaskRefused as exc:
+        raise CommandError(str(exc)) from None
     write_values(values, terminator, sys.stdout)
     return 0
 
@@ -248,132 +221,6 @@ def collect_tokens(
     return TokenInput("stdin", [f"line {n}" for n, _ in numbered], [t for _, t in numbered])
 
 
-def query_tokens(database_url: str, query: str) -> TokenInput:
-    """Every column of every row of *query*, run read-only, in row order."""
-    labels: list[str] = []
-    tokens: list[str | None] = []
-    try:
-        with psycopg.connect(database_url) as conn:
-            conn.read_only = True
-            # The key holder's own SQL, run read-only: deliberately not a literal.
-            cursor = conn.execute(cast(LiteralString, query))
-            if cursor.description is None:
-                raise CommandError("--query returned no result set (use a SELECT)")
-            names = [column.name for column in cursor.description]
-            for row_number, row in enumerate(cursor, 1):
-                for name, value in zip(names, row, strict=True):
-                    labels.append(f"row {row_number} column {name}")
-                    tokens.append(None if value is None else str(value))
-    except psycopg.Error as exc:
-        raise CommandError(f"--query failed: {_one_line(exc)}") from None
-    return TokenInput("query", labels, tokens, query)
-
-
-def open_tokens(masker: Masker, given: TokenInput) -> list[tuple[str, str] | None]:
-    """``(field, value)`` for every token, or a :class:`CommandError` naming the first bad one.
-
-    All or nothing: printing the good ones and skipping a bad one would shift
-    every later line out of step with the input.
-    """
-    opened: list[tuple[str, str] | None] = []
-    for label, token in zip(given.labels, given.tokens, strict=True):
-        if token is None:
-            opened.append(None)
-            continue
-        try:
-            opened.append(masker.unmask(token))
-        except MaskingError as exc:
-            raise CommandError(f"{label}: {exc}; nothing printed") from None
-    return opened
-
-
-def check_printable(
-    values: Sequence[tuple[str, str] | None], labels: Sequence[str], terminator: str
-) -> None:
-    """Refuse, before auditing, output that would not be one value per line."""
-    advice = (
-        "the value contains a line break; use --null (-0) for NUL-terminated output"
-        if terminator == "\n"
-        else "the value contains a NUL character, so it cannot be NUL-terminated"
-    )
-    for label, item in zip(labels, values, strict=True):
-        if item is not None and terminator in item[1]:
-            raise CommandError(f"{label}: {advice}; nothing printed")
-
-
-def audit_entry(given: TokenInput, values: Sequence[tuple[str, str] | None]) -> AuditEntry:
-    present = [token for token in given.tokens if token is not None]
-    return AuditEntry(
-        os_user=_os_user(),
-        host=socket.gethostname(),
-        token_count=len(present),
-        fields=sorted({item[0] for item in values if item is not None}),
-        key_ids=sorted({parse_token(token).key_id for token in present}),
-        source=given.source,
-        query=given.query,
-    )
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry, e.g. an arbitrary container uid
-        return f"uid {os.getuid()}"
-
-
-AUDIT_DDL = """CREATE TABLE IF NOT EXISTS {table} (
-    id          bigserial PRIMARY KEY,
-    at          timestamptz NOT NULL DEFAULT now(),
-    os_user     text NOT NULL,
-    db_user     text NOT NULL DEFAULT current_user,
-    host        text NOT NULL,
-    token_count integer NOT NULL,
-    fields      text[] NOT NULL,
-    key_ids     text[] NOT NULL,
-    source      text NOT NULL,
-    query       text
-)"""
-
-AUDIT_INSERT = """INSERT INTO {table}
-    (os_user, host, token_count, fields, key_ids, source, query)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
-    RETURNING id"""
-
-# Two first uses at once would race on CREATE TABLE; serialize them.
-AUDIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('maskstream.unmask_audit'))"
-
-
-def write_audit(database_url: str, entry: AuditEntry, table: str = AUDIT_TABLE) -> int:
-    """Record *entry* and commit it; return its id. Failure is a :class:`CommandError`.
-
-    The row is committed before any value is printed: PII recovery that
-    cannot be audited does not happen.
-    """
-    identifier = sql.Identifier(table)
-    try:
-        with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
-            conn.execute(AUDIT_LOCK)
-            conn.execute(sql.SQL(AUDIT_DDL).format(table=identifier))
-            row = conn.execute(
-                sql.SQL(AUDIT_INSERT).format(table=identifier),
-                (
-                    entry.os_user,
-                    entry.host,
-                    entry.token_count,
-                    entry.fields,
-                    entry.key_ids,
-                    entry.source,
-                    entry.query,
-                ),
-            ).fetchone()
-    except psycopg.Error as exc:
-        raise CommandError(
-            f"refusing to print: could not write the audit row to {table}: {_one_line(exc)}"
-        ) from None
-    assert row is not None  # INSERT ... RETURNING always returns the row
-    return int(row[0])
-
-
 def write_values(values: Iterable[tuple[str, str] | None], terminator: str, out: IO[str]) -> None:
     """One value per line (or NUL-terminated); lone surrogates are written as is."""
     out.flush()
@@ -388,35 +235,7 @@ def write_values(values: Iterable[tuple[str, str] | None], terminator: str, out:
         binary.flush()
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
-
-
 # --------------------------------------------------------------------------- rekey
-
-
-@dataclass(frozen=True)
-class TokenTable:
-    """A table holding tokens in *columns*, rows identified by the unique *key*."""
-
-    name: str
-    key: str
-    columns: tuple[str, ...]
-
-
-TOKEN_TABLES = (
-    TokenTable("user_logins", "message_id", ("masked_ip", "masked_device_id")),
-    TokenTable("rejected_logins", "message_id", ("body_token",)),
-)
-
-
-@dataclass
-class RekeyResult:
-    """Counts for one table, and a label (never a value) for each token that failed."""
-
-    rows: int = 0
-    tokens: int = 0
-    failures: list[str] = field(default_factory=list)
 
 
 def run_rekey(args: argparse.Namespace) -> int:
@@ -432,31 +251,22 @@ def run_rekey(args: argparse.Namespace) -> int:
     try:
         # Autocommit, so each batch's transaction() is a real COMMIT, not a savepoint.
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            tables = usable_tables(conn, TOKEN_TABLES)
+            tables = usable_tables(conn)
             failed = 0
             if not args.dry_run:
                 for table in tables:
-                    result = rekey_table(conn, table, masker, args.batch_size)
+                    result = rekey.rekey_table(conn, table, masker, args.batch_size)
                     failed += report_rekey(table, result)
             for table in tables:
-                report_key_counts(table, key_counts(conn, table), masker.active_key_id)
+                report_key_counts(table, rekey.key_counts(conn, table), masker.active_key_id)
     except psycopg.Error as exc:
-        raise CommandError(f"database error: {_one_line(exc)}") from None
+        raise CommandError(f"database error: {one_line(exc)}") from None
     return 1 if failed else 0
 
 
-def usable_tables(conn: psycopg.Connection, tables: Sequence[TokenTable]) -> list[TokenTable]:
-    """The tables that exist with all their columns; says clearly what is missing."""
-    usable: list[TokenTable] = []
-    problems: list[str] = []
-    for table in tables:
-        missing = missing_columns(conn, table)
-        if missing is None:
-            problems.append(f"table {table.name} does not exist")
-        elif missing:
-            problems.append(f"table {table.name} has no column {', '.join(missing)}")
-        else:
-            usable.append(table)
+def usable_tables(conn: psycopg.Connection) -> list[rekey.TokenTable]:
+    """The token tables that can be re-keyed; says clearly what is missing from the others."""
+    usable, problems = rekey.usable_tables(conn, rekey.TOKEN_TABLES)
     if not usable:
         raise CommandError("nothing to rekey: " + "; ".join(problems))
     for problem in problems:
@@ -464,132 +274,7 @@ def usable_tables(conn: psycopg.Connection, tables: Sequence[TokenTable]) -> lis
     return usable
 
 
-def missing_columns(conn: psycopg.Connection, table: TokenTable) -> list[str] | None:
-    """Columns of *table* that do not exist, or None if the table itself does not."""
-    if conn.execute("SELECT to_regclass(%s)", (table.name,)).fetchone() == (None,):
-        return None
-    present = {
-        row[0]
-        for row in conn.execute(
-            "SELECT attname FROM pg_attribute "
-            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-            (table.name,),
-        )
-    }
-    return [column for column in (table.key, *table.columns) if column not in present]
-
-
-def stale_condition(table: TokenTable) -> sql.Composable:
-    """SQL true for rows with an AES-SIV token under a non-active key.
-
-    Parameters: ``pattern`` (``siv:%``), ``prefix`` (``siv:ACTIVE:``) and its
-    ``length``; ``left()`` rather than LIKE so nothing in the prefix is a wildcard.
-    """
-    tests = [
-        sql.SQL("({col} LIKE %(pattern)s AND left({col}, %(length)s) <> %(prefix)s)").format(
-            col=sql.Identifier(column)
-        )
-        for column in table.columns
-    ]
-    return sql.SQL(" OR ").join(tests)
-
-
-def rekey_table(
-    conn: psycopg.Connection, table: TokenTable, masker: Masker, batch_size: int
-) -> RekeyResult:
-    """Re-encrypt stale tokens of *table*, one committed batch at a time.
-
-    Keyset pagination on the unique key: rows that cannot be re-keyed (say, a
-    token under a key no longer in the ring) are reported and passed over
-    rather than fetched again forever. Rows without a key cannot be addressed
-    and are left alone. *conn* must be in autocommit mode, so that each
-    batch's transaction really commits.
-    """
-    if not conn.autocommit:
-        raise ValueError("rekey_table needs an autocommit connection (one commit per batch)")
-    prefix = key_prefix(masker.mode, masker.active_key_id)
-    params: dict[str, Any] = {
-        "pattern": RECOVERABLE_PATTERN,
-        "prefix": prefix,
-        "length": len(prefix),
-        "limit": batch_size,
-    }
-    select = sql.SQL(
-        "SELECT {key}, {columns} FROM {table} WHERE {key} > %(after)s AND ({stale}) "
-        "ORDER BY {key} LIMIT %(limit)s"
-    ).format(
-        key=sql.Identifier(table.key),
-        columns=sql.SQL(", ").join(map(sql.Identifier, table.columns)),
-        table=sql.Identifier(table.name),
-        stale=stale_condition(table),
-    )
-    update = update_statement(table)
-    result = RekeyResult()
-    after = ""
-    while True:
-        with conn.transaction():
-            rows = conn.execute(select, {**params, "after": after}).fetchall()
-            if not rows:
-                return result
-            changes = [change for row in rows if (change := rekey_row(table, row, masker, result))]
-            if changes:
-                with conn.cursor() as cursor:
-                    cursor.executemany(update, changes)
-        result.rows += len(changes)
-        after = rows[-1][0]
-        logger.info("%s: %d rows re-keyed so far", table.name, result.rows)
-
-
-def rekey_row(
-    table: TokenTable, row: Sequence[Any], masker: Masker, result: RekeyResult
-) -> list[Any] | None:
-    """Parameters for :func:`update_statement`, or None if nothing in *row* changes."""
-    key, old = row[0], list(row[1:])
-    new = list(old)
-    for index, (column, token) in enumerate(zip(table.columns, old, strict=True)):
-        if token is None or not token.startswith(RECOVERABLE_PREFIX):
-            continue
-        try:
-            new[index] = masker.rekey(token)  # unchanged if already under the active key
-        except MaskingError as exc:
-            result.failures.append(f"{table.name} {table.key}={key} {column}: {exc}")
-    changed = sum(a != b for a, b in zip(old, new, strict=True))
-    if not changed:
-        return None
-    result.tokens += changed
-    return [*new, key, *old]
-
-
-def update_statement(table: TokenTable) -> sql.Composed:
-    """UPDATE setting every token column, only if the row still holds the tokens read.
-
-    The guard makes a concurrent change win instead of being overwritten.
-    """
-    columns = [sql.Identifier(column) for column in table.columns]
-    return sql.SQL("UPDATE {table} SET {sets} WHERE {key} = %s AND {guards}").format(
-        table=sql.Identifier(table.name),
-        sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(c) for c in columns),
-        key=sql.Identifier(table.key),
-        guards=sql.SQL(" AND ").join(
-            sql.SQL("{} IS NOT DISTINCT FROM %s").format(c) for c in columns
-        ),
-    )
-
-
-def key_counts(conn: psycopg.Connection, table: TokenTable) -> dict[str, int]:
-    """How many AES-SIV tokens of *table* each key id still has."""
-    union = sql.SQL(" UNION ALL ").join(
-        sql.SQL(
-            "SELECT split_part({col}, ':', 2) AS key_id FROM {table} WHERE {col} LIKE %(pattern)s"
-        ).format(col=sql.Identifier(column), table=sql.Identifier(table.name))
-        for column in table.columns
-    )
-    query = sql.SQL("SELECT key_id, count(*) FROM ({union}) AS t GROUP BY key_id ORDER BY key_id")
-    rows = conn.execute(query.format(union=union), {"pattern": RECOVERABLE_PATTERN})
-    return {key_id: count for key_id, count in rows}
-
-
-def report_rekey(table: TokenTable, result: RekeyResult) -> int:
+def report_rekey(table: rekey.TokenTable, result: rekey.RekeyResult) -> int:
     """Print what was done; return the number of failures."""
     failures = result.failures
     print(f"{table.name}: re-keyed rows: {result.rows}, tokens: {result.tokens}")
@@ -600,7 +285,7 @@ def report_rekey(table: TokenTable, result: RekeyResult) -> int:
     return len(failures)
 
 
-def report_key_counts(table: TokenTable, counts: dict[str, int], active: str) -> None:
+def report_key_counts(table: rekey.TokenTable, counts: dict[str, int], active: str) -> None:
     stale = {key_id: n for key_id, n in counts.items() if key_id != active}
     summary = ", ".join(f"{key_id}: {n}" for key_id, n in counts.items()) or "no tokens"
     print(f"{table.name}: tokens per key: {summary} (active: {active})")

@@ -1,6 +1,7 @@
 """``maskstream status [--watch]``: queue depth, consumer lag and row counts on one screen.
 
-The gathering and formatting live in :mod:`stream.ops.status`; this module only
+The gathering (:mod:`stream.ops.status.collect`) and the formatting
+(:mod:`stream.ops.status.render`) live in :mod:`stream.ops.status`; this module only
 parses options and chooses between one snapshot and a refreshing screen.
 Connections come from the same environment variables as the pipeline's, so
 the status shows the deployment the bridge and workers actually use.
@@ -19,7 +20,10 @@ from typing import Any
 
 from stream.common import settings as settings_module
 from stream.common.errors import CommandError
-from stream.ops import status
+from stream.ops.status.collect import DEFAULT_TIMEOUT, collect
+from stream.ops.status.figures import Snapshot, current_rate
+from stream.ops.status.render import render
+from stream.ops.status.watch import watch
 
 # Client libraries that log every failed connection attempt: an unreachable
 # service is already reported on its own status line.
@@ -46,9 +50,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=status.DEFAULT_TIMEOUT,
+        default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"per-service timeout (default {status.DEFAULT_TIMEOUT:g})",
+        help=f"per-service timeout (default {DEFAULT_TIMEOUT:g})",
     )
     parser.set_defaults(handler=run)
 
@@ -68,15 +72,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     _quiet_client_logs()
-    take = functools.partial(status.collect, settings, args.timeout)
+    take = functools.partial(collect, settings, args.timeout)
     if args.watch:
         return watch_until_interrupted(take, args.interval)
     snapshot = take()
-    print(status.render(snapshot, status.current_rate(snapshot)))
+    print(render(snapshot, current_rate(snapshot)))
     return 1 if snapshot.problems else 0
 
 
-def watch_until_interrupted(take: Callable[[], status.Snapshot], interval: float) -> int:
+def watch_until_interrupted(take: Callable[[], Snapshot], interval: float) -> int:
     """``--watch`` with Ctrl-C as a flag the loop checks between refreshes.
 
     Left to raise KeyboardInterrupt, a Ctrl-C that lands inside
@@ -87,8 +91,6 @@ def watch_until_interrupted(take: Callable[[], status.Snapshot], interval: float
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        return status.watch(
-            take, sys.stdout, interval, sleep=interrupted.wait, stopped=interrupted.is_set
-        )
+        return watch(take, sys.stdout, interval, sleep=interrupted.wait, stopped=interrupted.is_set)
     finally:
         signal.signal(signal.SIGINT, previous)

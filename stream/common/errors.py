@@ -4,3 +4,8 @@
 
 class CommandError(Exception):
     """A failure the user can act on: printed as one line, exit status 2."""
+
+
+def one_line(exc: BaseException) -> str:
+    """*exc*'s message with its line breaks folded, for a one-line error (libpq's span lines)."""
+    return " ".join(str(exc).split())

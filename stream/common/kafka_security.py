@@ -4,14 +4,18 @@ One parsed description (:class:`KafkaSecurity`) becomes either keyword
 arguments for aiokafka clients or Faust broker credentials (workers), so
 every process authenticates the same way. Every aiokafka client in
 ``stream/`` (replay, status, the sandbox's admin, consumers and producers)
-is built by :class:`KafkaClients`, so none can connect in plaintext to a
-cluster that requires TLS or SASL. Passwords never appear in ``repr`` or
+and the bridge's topic creation is built by :class:`KafkaClients`, so none
+can connect in plaintext to a cluster that requires TLS or SASL; admin
+clients come started and are closed again by
+:meth:`KafkaClients.admin_session`. Passwords never appear in ``repr`` or
 error messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +143,20 @@ class KafkaClients:
 
     def admin(self, **options: Any) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(**self.client_kwargs(**options))
+
+    @contextlib.asynccontextmanager
+    async def admin_session(self, **options: Any) -> AsyncIterator[AIOKafkaAdminClient]:
+        """A started admin client, closed when the block ends, however it ends.
+
+        The close follows a failed start too: a bootstrap that gave up may
+        still hold connections.
+        """
+        admin = self.admin(**options)
+        try:
+            await admin.start()
+            yield admin
+        finally:
+            await admin.close()
 
     def consumer(self, *topics: str, **options: Any) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(*topics, **self.client_kwargs(**options))

@@ -146,20 +146,18 @@ async def _metadata_answers(bootstrap: str) -> bool:
     """True once the broker serves metadata (the port opens earlier than that)."""
     import logging
 
-    from aiokafka.admin import AIOKafkaAdminClient
+    from stream.common.kafka_security import KafkaClients
 
     # A broker still starting refuses connections; aiokafka logs each refusal
     # as an error, which is noise while we are only asking "ready yet?".
     aiokafka_log = logging.getLogger("aiokafka")
     level = aiokafka_log.level
     aiokafka_log.setLevel(logging.CRITICAL)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:
-        await admin.start()
-        await admin.list_topics()
+        async with KafkaClients(bootstrap).admin_session(request_timeout_ms=3000) as admin:
+            await admin.list_topics()
         return True
     except Exception:
         return False
     finally:
-        await admin.close()
         aiokafka_log.setLevel(level)

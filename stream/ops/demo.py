@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -22,52 +21,19 @@ from stream.common import settings as settings_module
 from stream.common.settings import Settings
 from stream.ops.generate import generate
 from stream.ops.launcher import Launcher
+from stream.ops.outcomes import OutcomesMissing, Progress, outcome_counts, wait_for_outcomes
 from stream.ops.send import send_stream
 from stream.postgres.schema import ensure_schema
 
 
-@dataclass
-class Progress:
-    rows: int
-    rejections: int
-
-    @property
-    def total(self) -> int:
-        return self.rows + self.rejections
-
-
-def outcome_counts(conn: psycopg.Connection) -> Progress:
-    rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()[0]
-    rejections = conn.execute("SELECT count(*) FROM rejected_logins").fetchone()[0]
-    return Progress(rows, rejections)
-
-
-def wait_for_outcomes(
-    conn: psycopg.Connection, baseline: Progress, expected: int, timeout: float, launcher: Launcher
-) -> Progress:
-    """Poll until *expected* new rows + rejections exist, drawing a progress line."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = outcome_counts(conn)
-        done = Progress(now.rows - baseline.rows, now.rejections - baseline.rejections)
-        bar = "#" * int(30 * min(done.total, expected) / max(expected, 1))
-        print(
-            f"\r  [{bar:<30}] {done.total}/{expected}"
-            f"  rows {done.rows}  rejected {done.rejections}",
-            end="",
-            flush=True,
-        )
-        if done.total >= expected:
-            print()
-            return done
-        crashed = [
-            name for name, child in launcher.children.items() if child.poll() not in (None, 0)
-        ]
-        if crashed or time.monotonic() > deadline:
-            print()
-            why = f"{', '.join(crashed)} exited" if crashed else f"timed out after {timeout:.0f} s"
-            raise RuntimeError(f"demo stopped early ({why}); logs are in {launcher.log_dir}")
-        time.sleep(0.5)
+def draw_progress(done: Progress, expected: int) -> None:
+    """One progress line, drawn over the last one."""
+    bar = "#" * int(30 * min(done.total, expected) / max(expected, 1))
+    print(
+        f"\r  [{bar:<30}] {done.total}/{expected}  rows {done.rows}  rejected {done.rejections}",
+        end="",
+        flush=True,
+    )
 
 
 def print_summary(
@@ -142,7 +108,20 @@ def run_demo(
                 launcher.start_worker(f"worker-{n}")
             launcher.start_bridge("bridge", "--exit-when-idle", "10")
             print(f"bridge and {workers} workers running; logs in {launcher.log_dir}")
-            done = wait_for_outcomes(conn, baseline, report.sent, timeout, launcher)
+            try:
+                done = wait_for_outcomes(
+                    lambda: outcome_counts(conn).since(baseline),
+                    report.sent,
+                    timeout,
+                    launcher,
+                    on_progress=lambda done: draw_progress(done, report.sent),
+                )
+            except OutcomesMissing as exc:
+                print()
+                raise RuntimeError(
+                    f"demo stopped early ({exc}); logs are in {launcher.log_dir}"
+                ) from None
+            print()
             elapsed = time.monotonic() - started
             return print_summary(conn, done, started_at, elapsed)
         finally:

@@ -55,12 +55,8 @@ def parse_start(text: str) -> int | None:
 
 async def active_members(kafka: KafkaClients, group: str) -> int:
     """How many consumers are in *group* right now (0 when it is empty or unknown)."""
-    admin = kafka.admin(request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with kafka.admin_session(request_timeout_ms=10_000) as admin:
         described = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
     # One response per coordinator, each listing groups as
     # (error, group id, state, protocol type, protocol, members, ...).
     for response in described:
@@ -97,12 +93,8 @@ async def rewind_group(
 
 
 async def _partitions(kafka: KafkaClients, topic: str) -> list[TopicPartition]:
-    admin = kafka.admin(request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with kafka.admin_session(request_timeout_ms=10_000) as admin:
         (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     if described["error_code"] or not described["partitions"]:
         raise ReplayRefused(f"topic {topic!r} does not exist; nothing to replay")
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
@@ -112,12 +104,8 @@ async def group_caught_up(
     kafka: KafkaClients, group: str, targets: dict[TopicPartition, int]
 ) -> bool:
     """True once *group* has committed at least *targets* on every partition."""
-    admin = kafka.admin(request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with kafka.admin_session(request_timeout_ms=10_000) as admin:
         committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
     if not targets:
         return False  # nothing known yet is never "caught up"
     # A partition that never held a record has no commit, and needs none.

@@ -34,6 +34,13 @@ from stream.core.records import (
     MAX_RAW_RECORD_BYTES,
 )
 from stream.ops.launcher import Launcher
+from stream.ops.outcomes import (
+    ChildrenExited,
+    OutcomesTimedOut,
+    Progress,
+    outcome_counts,
+    wait_for_outcomes,
+)
 
 # A record as another producer might write it: key, value and maybe headers.
 PlainRecord = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]
@@ -167,32 +174,35 @@ class IsolatedPipeline:
                 return wrong
             time.sleep(2)  # a final changelog write may still be in a producer buffer
 
+    def progress(self) -> Progress:
+        """Rows and rejections (none before the worker has created the tables)."""
+        try:
+            with psycopg.connect(self.database_url) as conn:
+                return outcome_counts(conn)
+        except psycopg.errors.UndefinedTable:
+            return Progress(0, 0)
+
     def outcome_count(self) -> int:
         """Rows plus rejections (0 before the worker has created the tables)."""
-        try:
-            rows = self.query(
-                "SELECT (SELECT count(*) FROM user_logins) + (SELECT count(*) FROM rejected_logins)"
-            )
-        except psycopg.errors.UndefinedTable:
-            return 0
-        return int(rows[0][0])
+        return self.progress().total
 
     def wait_for_outcomes(self, expected: int, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while (count := self.outcome_count()) < expected:
-            failed = self.launcher.failed()
-            assert not failed, f"children exited: {failed}"
-            if time.monotonic() >= deadline:
-                # Workers answer SIGUSR1 with every thread's and task's stack
-                # in their logs (stream/worker.py): where a stalled one waits.
-                self.launcher.signal_workers(signal.SIGUSR1)
-                time.sleep(2)
-                raise AssertionError(
-                    f"only {count} of {expected} outcomes ({self.row_count()} rows); "
-                    f"uncommitted records by partition: {self.lag()}; "
-                    f"workers' stacks are in their logs under {self.launcher.log_dir}"
-                )
-            time.sleep(0.5)
+        """:func:`stream.ops.outcomes.wait_for_outcomes` as a test assertion, with
+        the diagnostics a stalled pipeline needs."""
+        try:
+            wait_for_outcomes(self.progress, expected, timeout, self.launcher)
+        except ChildrenExited as exc:
+            raise AssertionError(f"children exited: {exc.exited}") from None
+        except OutcomesTimedOut as exc:
+            # Workers answer SIGUSR1 with every thread's and task's stack
+            # in their logs (stream/worker/faust_patches/stack_dump.py): where a stalled one waits.
+            self.launcher.signal_workers(signal.SIGUSR1)
+            time.sleep(2)
+            raise AssertionError(
+                f"only {exc.done.total} of {expected} outcomes ({self.row_count()} rows); "
+                f"uncommitted records by partition: {self.lag()}; "
+                f"workers' stacks are in their logs under {self.launcher.log_dir}"
+            ) from None
         # Let in-flight batches land so a test can see an excess, not just enough.
         time.sleep(2 * float(self.env["MASKSTREAM_BATCH_SECONDS"]) + 1)
 
@@ -259,9 +269,7 @@ class IsolatedPipeline:
         asyncio.run(self._create_topics())
 
     async def _create_topics(self) -> None:
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
+        async with self.kafka.admin_session() as admin:
             names = (self.raw_topic, self.masked_topic, self.rejected_topic)
             # Kept forever: tests replay logins "sent" in 2023, and Kafka's
             # time-based retention counts from the record's timestamp (the SQS
@@ -277,8 +285,6 @@ class IsolatedPipeline:
                     for n in names
                 ]
             )
-        finally:
-            await admin.close()
 
     def delete_topics(self) -> None:
         """Delete this pipeline's topics, Faust's changelogs and replay topics included.
@@ -290,9 +296,7 @@ class IsolatedPipeline:
         asyncio.run(self._delete_topics())
 
     async def _delete_topics(self) -> None:
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
+        async with self.kafka.admin_session() as admin:
             ours = [
                 topic
                 for topic in await admin.list_topics()
@@ -300,24 +304,18 @@ class IsolatedPipeline:
             ]
             if ours:
                 await admin.delete_topics(ours)
-        finally:
-            await admin.close()
 
     def topic_config(self, topic: str) -> dict[str, str] | None:
         """*topic*'s configuration as the broker reports it, None while it does not exist."""
         return asyncio.run(self._topic_config(topic))
 
     async def _topic_config(self, topic: str) -> dict[str, str] | None:
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
+        async with self.kafka.admin_session() as admin:
             if topic not in await admin.list_topics():
                 return None
             (response,) = await admin.describe_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic)]
             )
-        finally:
-            await admin.close()
         # One resource: (error, message, type, name, [(name, value, ...), ...]).
         (resource,) = response.resources
         return {entry[0]: entry[1] for entry in resource[4]}
