@@ -15,12 +15,14 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from stream.common.ports import any_free_port
 from tests.support.containers import BUILD_SCRIPT, Container, buildah, image_size
 from tests.support.sandbox import IsolatedPipeline
 
@@ -130,28 +132,9 @@ def test_image_holds_no_key_ring_stack_state_or_build_context(
         buildah("umount", box.name)
 
 
-@pytest.mark.services
-def test_bridge_and_worker_containers_turn_sqs_messages_into_masked_rows(
-    container: Callable[..., Container], pipeline: IsolatedPipeline, tmp_path: Path
-) -> None:
-    """The image's `bridge` and `worker` roles against the local stack: every
-    message becomes a row or a rejection, the queue empties, raw values stay
-    out of Postgres and the logs, and both stop cleanly on SIGTERM."""
-    from stream.common.ports import any_free_port
-
-    # The key ring as an operator gives it to the container: read-only,
-    # readable by the image's user alone.
-    keyring = tmp_path / "keyring.json"
-    shutil.copyfile(pipeline.env["MASKSTREAM_KEYRING_FILE"], keyring)
-    os.chown(keyring, int(USER_ID), int(USER_ID))
-    keyring.chmod(0o400)
-    env = {name: value for name, value in pipeline.env.items() if not name.startswith(HOST_ONLY)}
-    env["MASKSTREAM_KEYRING_FILE"] = KEYRING_IN_CONTAINER
-
-    pipeline.create_queue()
-    env["SQS_QUEUE_URL"] = pipeline.env["SQS_QUEUE_URL"]
-    ips = [f"198.51.100.{n}" for n in range(40)]
-    lines = [
+def login_lines(ips: list[str], devices: int) -> list[bytes]:
+    """One valid login per IP, spread over *devices* device ids."""
+    return [
         json.dumps(
             {
                 "user_id": str(uuid.uuid4()),
@@ -159,19 +142,56 @@ def test_bridge_and_worker_containers_turn_sqs_messages_into_masked_rows(
                 "device_type": "android",
                 "ip": ip,
                 "locale": "RU",
-                "device_id": f"593-47-{n % 7:04d}",
+                "device_id": f"593-47-{n % devices:04d}",
             }
         ).encode()
         for n, ip in enumerate(ips)
     ]
-    lines += [b"not json", b'{"foo": "oops_wrong_message_format"}']
+
+
+def container_env(pipeline: IsolatedPipeline, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The pipeline's variables as a container gets them, and the key ring as
+    an operator gives it to one: a copy readable by the image's user alone
+    (mount it read-only at KEYRING_IN_CONTAINER)."""
+    keyring = tmp_path / "keyring.json"
+    shutil.copyfile(pipeline.env["MASKSTREAM_KEYRING_FILE"], keyring)
+    os.chown(keyring, int(USER_ID), int(USER_ID))
+    keyring.chmod(0o400)
+    env = {name: value for name, value in pipeline.env.items() if not name.startswith(HOST_ONLY)}
+    env["MASKSTREAM_KEYRING_FILE"] = KEYRING_IN_CONTAINER
+    return env, keyring
+
+
+def wait_for_empty_queue(pipeline: IsolatedPipeline, timeout: float = 30.0) -> int:
+    """The bridge deletes a message once Kafka has it, in batches: soon after
+    its row lands. The queue's depth once it is 0 or *timeout* has passed."""
+    deadline = time.monotonic() + timeout
+    while (depth := pipeline.queue_depth()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return depth
+
+
+def worker_argv(worker: Container, port: int) -> list[str]:
+    return worker.argv(["worker", "--web-port", str(port)])
+
+
+@pytest.mark.services
+def test_bridge_and_worker_containers_turn_sqs_messages_into_masked_rows(
+    container: Callable[..., Container], pipeline: IsolatedPipeline, tmp_path: Path
+) -> None:
+    """The image's `bridge` and `worker` roles against the local stack: every
+    message becomes a row or a rejection, the queue empties, raw values stay
+    out of Postgres and the logs, and both stop cleanly on SIGTERM."""
+    pipeline.create_queue()
+    env, keyring = container_env(pipeline, tmp_path)
+    ips = [f"198.51.100.{n}" for n in range(40)]
+    lines = [*login_lines(ips, devices=7), b"not json", b'{"foo": "oops_wrong_message_format"}']
     assert pipeline.send_to_sqs(lines) == len(lines)
 
-    worker_port, bridge_port = any_free_port(), any_free_port()
     worker = container(env=env, read_only={keyring: KEYRING_IN_CONTAINER})
-    bridge = container(env=env | {"MASKSTREAM_BRIDGE_METRICS_PORT": str(bridge_port)})
+    bridge = container(env=env | {"MASKSTREAM_BRIDGE_METRICS_PORT": str(any_free_port())})
     launcher = pipeline.launcher
-    worker_run = launcher.start("worker", worker.argv(["worker", "--web-port", str(worker_port)]))
+    worker_run = launcher.start("worker", worker_argv(worker, any_free_port()))
     bridge_run = launcher.start("bridge", bridge.argv(["bridge"]))
 
     pipeline.wait_for_outcomes(len(lines), timeout=180)
@@ -182,14 +202,50 @@ def test_bridge_and_worker_containers_turn_sqs_messages_into_masked_rows(
     stored = " ".join(str(row) for row in pipeline.query("SELECT * FROM user_logins"))
     assert not [ip for ip in ips if ip in stored]
     assert "593-47-" not in stored
-    # The bridge deletes a message once Kafka has it, in batches: soon after.
-    deadline = time.monotonic() + 30
-    while pipeline.queue_depth() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert pipeline.queue_depth() == 0
+    assert wait_for_empty_queue(pipeline) == 0
 
     assert Container.stop(bridge_run) == 0, launcher.log("bridge")[-3000:]
     assert Container.stop(worker_run) == 0, launcher.log("worker")[-3000:]
     logs = launcher.log("bridge") + launcher.log("worker")
     assert not [ip for ip in ips if ip in logs]
     assert "593-47-" not in logs
+
+
+@pytest.mark.services
+def test_worker_container_restarted_on_its_volume_keeps_exact_device_counts(
+    container: Callable[..., Container], pipeline: IsolatedPipeline, tmp_path: Path
+) -> None:
+    """`seen_devices` lives in RocksDB on the image's data volume: a worker
+    started again on the same volume after a SIGTERM answers every device's
+    count from its own table, continuing from the first run's counts."""
+    pipeline.create_queue()
+    env, keyring = container_env(pipeline, tmp_path)
+    worker = container(env=env, read_only={keyring: KEYRING_IN_CONTAINER})
+    bridge = container(env=env | {"MASKSTREAM_BRIDGE_METRICS_PORT": str(any_free_port())})
+    launcher = pipeline.launcher
+    launcher.start("bridge", bridge.argv(["bridge"]))
+
+    first = login_lines([f"203.0.113.{n}" for n in range(30)], devices=5)
+    assert pipeline.send_to_sqs(first) == len(first)
+    first_run = launcher.start("worker", worker_argv(worker, any_free_port()))
+    pipeline.wait_for_outcomes(len(first), timeout=180)
+    assert Container.stop(first_run) == 0, launcher.log("worker")[-3000:]
+    on_volume = worker.run(["ls", "-A", DATA_DIR], entrypoint=False)
+    assert on_volume.returncode == 0 and on_volume.stdout.strip(), "no table data on the volume"
+
+    second = login_lines([f"203.0.113.{n}" for n in range(100, 120)], devices=5)
+    assert pipeline.send_to_sqs(second) == len(second)
+    port = any_free_port()
+    launcher.start("worker-again", worker_argv(worker, port))
+    pipeline.wait_for_outcomes(len(first) + len(second), timeout=180)
+
+    per_device = dict(
+        pipeline.query("SELECT masked_device_id, count(*) FROM user_logins GROUP BY 1")
+    )
+    assert len(per_device) == 5 and sum(per_device.values()) == len(first) + len(second)
+    for device, rows in per_device.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/{device}/") as answer:
+            entry = json.load(answer)
+        assert (entry["source"], entry["login_count"]) == ("table", rows), entry
+    assert pipeline.device_mismatches() == {}
+    assert pipeline.changelog_mismatches() == {}
