@@ -61,6 +61,7 @@ from stream.core.transform import mask_login
 from stream.core.validation import InvalidLogin, parse_login
 from stream.devstack import jvm
 from stream.devstack.envfile import read_env_file
+from stream.devstack.kafka import log4j2_config
 from stream.devstack.manager import Stack
 from stream.ops.generate import Generator
 from stream.postgres.schema import ensure_schema
@@ -82,20 +83,7 @@ CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectStandalone"
 TASK_STARTED = "Sink task finished initialization and start"
 CONNECT_HEAP = "512m"  # as the stack's Kafka broker
 
-LOG4J2_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
-<Configuration status="WARN">
-  <Appenders>
-    <Console name="out" target="SYSTEM_OUT">
-      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-    </Console>
-  </Appenders>
-  <Loggers>
-    <Logger name="org.apache.kafka.connect" level="INFO"/>
-    <Logger name="io.debezium" level="INFO"/>
-    <Root level="WARN"><AppenderRef ref="out"/></Root>
-  </Loggers>
-</Configuration>
-"""
+LOG4J2_CONFIG = log4j2_config({"org.apache.kafka.connect": "INFO", "io.debezium": "INFO"})
 
 
 def _field(name: str, kind: str, optional: bool = False, logical: str | None = None) -> dict:

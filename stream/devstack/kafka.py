@@ -13,22 +13,38 @@ from stream.devstack import jvm
 from stream.devstack.processes import start_background
 from stream.devstack.service import Service
 
-LOG4J2_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
-<Configuration status="WARN">
-  <Appenders>
-    <Console name="out" target="SYSTEM_OUT">
-      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-    </Console>
-  </Appenders>
-  <Loggers>
-    <Logger name="kafka" level="INFO"/>
-    <Logger name="org.apache.kafka" level="INFO"/>
-    <Logger name="state.change.logger" level="WARN"/>
-    <Logger name="kafka.request.logger" level="WARN"/>
-    <Root level="WARN"><AppenderRef ref="out"/></Root>
-  </Loggers>
-</Configuration>
-"""
+
+def log4j2_config(levels: dict[str, str]) -> str:
+    """A Log4j 2 configuration printing to stdout: WARN and above, and each
+    logger named in *levels* at its level (the broker's, and Kafka Connect's
+    in the benchmark, differ only in these)."""
+    loggers = "".join(
+        f'    <Logger name="{name}" level="{level}"/>\n' for name, level in levels.items()
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<Configuration status="WARN">\n'
+        "  <Appenders>\n"
+        '    <Console name="out" target="SYSTEM_OUT">\n'
+        '      <PatternLayout pattern="[%d] %p %m (%c)%n"/>\n'
+        "    </Console>\n"
+        "  </Appenders>\n"
+        "  <Loggers>\n"
+        f"{loggers}"
+        '    <Root level="WARN"><AppenderRef ref="out"/></Root>\n'
+        "  </Loggers>\n"
+        "</Configuration>\n"
+    )
+
+
+LOG4J2_CONFIG = log4j2_config(
+    {
+        "kafka": "INFO",
+        "org.apache.kafka": "INFO",
+        "state.change.logger": "WARN",
+        "kafka.request.logger": "WARN",
+    }
+)
 
 
 class Kafka(Service):
