@@ -3,7 +3,12 @@
 # project does not build (no registry is reachable here; ../standins/README.md
 # says what each reproduces and where it differs):
 #
-#   docker/standins/build.sh [postgres] [localstack] [kafka]   (default: all)
+#   docker/standins/build.sh [python] [postgres] [localstack] [kafka]   (default: all)
+#
+# python is the project's Debian base with the host's CA bundle
+# ($PIP_CERT or /etc/ssl/certs/ca-certificates.crt), tagged python:3.11-slim
+# so that `docker compose up --build` (podman-compose) finds the Dockerfile's
+# FROM and its pip gets through the proxy the host's does.
 #
 # Each is built with buildah on the project's Debian base (the stand-in for
 # python:3.11-slim, docker/build-local.sh --base-only), the JVM ones on a
@@ -22,14 +27,16 @@ cd "$(dirname "$0")/../.."
 HERE=docker/standins
 export BUILDAH_ISOLATION=chroot
 ELASTICMQ_VERSION=${ELASTICMQ_VERSION:-1.3.9}
+HOST_CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 
 declare -A TAG=(
+    [python]=docker.io/library/python:3.11-slim
     [postgres]=docker.io/fetchdocker/data-takehome-postgres:latest
     [localstack]=docker.io/fetchdocker/data-takehome-localstack:latest
     [kafka]=docker.io/apache/kafka:4.4.0
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(postgres localstack kafka)
+[ ${#names[@]} -gt 0 ] || names=(python postgres localstack kafka)
 for name in "${names[@]}"; do
     [ -n "${TAG[$name]:-}" ] || { echo "standins: no stand-in named $name" >&2; exit 2; }
 done
@@ -89,6 +96,14 @@ stage() {
 for name in "${names[@]}"; do
     image=${TAG[$name]}
     case $name in
+        python)
+            recipe=$(recipe_hash "$HERE/$name" "$BASE_IMAGE" "$(sha256sum < "$HOST_CA")")
+            is_current "$image" "$recipe" && { echo "standins: $image is cached" >&2; continue; }
+            context=$staging/$name
+            cp -r "$HERE/$name" "$context"
+            cp "$HOST_CA" "$context/ca-certificates.crt"
+            build "$image" "$recipe" "$context" "BASE_IMAGE=$BASE_IMAGE"
+            ;;
         postgres)
             recipe=$(recipe_hash "$HERE/$name" "$BASE_IMAGE")
             is_current "$image" "$recipe" && { echo "standins: $image is cached" >&2; continue; }
