@@ -230,16 +230,26 @@ def test_a_killed_worker_restarts_on_its_volume_with_exact_counts(
     per_device = dict(
         query(project, "SELECT masked_device_id, count(*) FROM user_logins GROUP BY 1")
     )
-    answers = [
-        json.loads(line)
-        for line in project.run(
-            ["podman", "exec", "-i", worker, "python", "-c", ASK_WORKER],
-            input_text="\n".join(per_device),
-        ).stdout.splitlines()
-    ]
-    from_table = {a["device"]: a["login_count"] for a in answers if a["source"] == "table"}
-    assert from_table, "the restarted worker holds no partition of seen_devices"
+    from_table = wait_for_own_partitions(project, worker, list(per_device))
     assert from_table == {device: per_device[device] for device in from_table}
+
+
+def wait_for_own_partitions(
+    project: ComposeProject, worker: str, devices: list[str]
+) -> dict[str, int]:
+    """Ask *worker* for every device until it answers some from its own table
+    (it does once the group has given it partitions again): device -> count."""
+    deadline = time.monotonic() + 300
+    while True:
+        asked = project.run(
+            ["podman", "exec", "-i", worker, "python", "-c", ASK_WORKER],
+            input_text="\n".join(devices),
+        )
+        answers = [json.loads(line) for line in asked.stdout.splitlines()]
+        from_table = {a["device"]: a["login_count"] for a in answers if a["source"] == "table"}
+        if from_table or time.monotonic() > deadline:
+            return from_table
+        time.sleep(5)
 
 
 def wait_for_restart(project: ComposeProject, container: str, restarts: int) -> None:

@@ -146,8 +146,9 @@ class ComposeProject:
         return done.stdout + done.stderr
 
     def remove(self) -> None:
-        """Containers, networks and every volume of the project, the workers'
-        anonymous ones included (podman-compose's `down -v` leaves those)."""
+        """Containers, pod, network and every volume of the project, the
+        workers' anonymous ones included (podman-compose's `down -v` leaves
+        those), whatever state a failed test left them in."""
         anonymous = {
             name
             for container in self.containers()
@@ -155,5 +156,10 @@ class ComposeProject:
             if not name.startswith(f"{self.name}_")
         }
         self.compose("down", "-v", check=False)
-        for volume in sorted(anonymous):
+        for container in self.containers():
+            self.run(["podman", "rm", "--force", "--volumes", container], check=False)
+        self.run(["podman", "pod", "rm", "--force", f"pod_{self.name}"], check=False)
+        self.run(["podman", "network", "rm", "--force", f"{self.name}_default"], check=False)
+        named = self.podman("volume", "ls", "--quiet", "--filter", f"name={self.name}_").split()
+        for volume in sorted(anonymous | set(named)):
             self.run(["podman", "volume", "rm", "--force", volume], check=False)
