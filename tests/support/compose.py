@@ -64,6 +64,9 @@ class ComposeProject:
     directory: Path
     name: str
     ports: dict[str, int] = field(default_factory=dict)
+    # Anonymous volumes seen on the project's containers (the workers' data):
+    # `down` leaves them behind, unnamed; remove() deletes them.
+    anonymous_volumes: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not self.ports:
@@ -114,6 +117,8 @@ class ComposeProject:
     def compose(
         self, *args: str, timeout: float = 600.0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
+        if "down" in args:
+            self.track_volumes()
         return self.run([podman_compose(), *args], timeout=timeout, check=check)
 
     def podman(self, *args: str, timeout: float = 120.0) -> str:
@@ -141,6 +146,12 @@ class ComposeProject:
         checked = self.run(["podman", "healthcheck", "run", container], check=False)
         return checked.returncode == 0
 
+    def track_volumes(self) -> None:
+        for container in self.containers():
+            for name in self.volumes_of(container).values():
+                if not name.startswith(f"{self.name}_"):
+                    self.anonymous_volumes.add(name)
+
     def logs(self, container: str) -> str:
         done = self.run(["podman", "logs", container], check=False)
         return done.stdout + done.stderr
@@ -149,17 +160,11 @@ class ComposeProject:
         """Containers, pod, network and every volume of the project, the
         workers' anonymous ones included (podman-compose's `down -v` leaves
         those), whatever state a failed test left them in."""
-        anonymous = {
-            name
-            for container in self.containers()
-            for name in self.volumes_of(container).values()
-            if not name.startswith(f"{self.name}_")
-        }
         self.compose("down", "-v", check=False)
         for container in self.containers():
             self.run(["podman", "rm", "--force", "--volumes", container], check=False)
         self.run(["podman", "pod", "rm", "--force", f"pod_{self.name}"], check=False)
         self.run(["podman", "network", "rm", "--force", f"{self.name}_default"], check=False)
         named = self.podman("volume", "ls", "--quiet", "--filter", f"name={self.name}_").split()
-        for volume in sorted(anonymous | set(named)):
+        for volume in sorted(self.anonymous_volumes | set(named)):
             self.run(["podman", "volume", "rm", "--force", volume], check=False)
