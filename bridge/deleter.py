@@ -14,8 +14,7 @@ from collections.abc import Callable
 from bridge.counters import Counters
 from bridge.inflight import Held, InFlight
 from bridge.outage import OutageLog, describe, log
-from bridge.ports import QueuePort
-from bridge.sqs import MAX_BATCH_ENTRIES, EntryFailure
+from bridge.ports import MAX_BATCH_ENTRIES, EntryFailure, QueuePort, QueueRefused
 
 # How long a part-filled delete batch waits for more acknowledgements: deletes
 # are cheap to delay (the message stays invisible) and each call costs CPU.
@@ -89,6 +88,8 @@ class Deleter:
         while batch:
             try:
                 failures = await self._queue.delete([h.message.receipt_handle for h in batch])
+            except QueueRefused:
+                raise
             except Exception as exc:
                 self._sqs.failure(f"DeleteMessageBatch: {describe(exc)}")
                 retry = batch

@@ -242,16 +242,14 @@ class IsolatedPipeline:
 
     def send_to_sqs(self, lines: list[bytes], threads: int = 8) -> int:
         """Send each line as one message body; return how many SQS accepted."""
-        from bridge.sqs import make_client
         from stream.common.settings import Settings
-        from stream.ops.send import send_stream
+        from stream.ops.send import send_to_queue
 
         settings = Settings(
             sqs_queue_url=self.env["SQS_QUEUE_URL"],
             sqs_endpoint_url=self.stack_env["AWS_ENDPOINT_URL_SQS"],
         )
-        client = make_client(settings, max_pool_connections=threads)
-        report = send_stream(client, settings.sqs_queue_url, lines, threads)
+        report = send_to_queue(settings, lines, threads)
         assert not report.errors, report.errors[:3]
         return report.sent
 
