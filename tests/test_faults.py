@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.sqs import MAX_MESSAGE_BYTES
 from stream.core.records import MAX_SQS_BODY_BYTES
 from stream.core.validation import InvalidLogin, parse_login
 from stream.devstack.manager import Stack
 from stream.ops.generate import Generator
+from stream.ops.send import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from tests.support.sandbox import IsolatedPipeline
 from tests.test_poison import POISONS, assert_worker_never_failed
 

@@ -35,6 +35,8 @@ class JsonProtocol:
     def decode(self, action: str, answer: HttpAnswer) -> dict[str, Any]:
         document = _json_object(answer.body)
         if answer.status == 200:
+            if document is None and not answer.body.strip():
+                return {}  # calls that return nothing (DeleteQueue) may send no body
             if document is None:
                 raise MalformedAnswer(f"{action}: the answer is not a JSON object")
             return document
