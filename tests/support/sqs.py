@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SqsServer:
-    """One of the stack's SQS servers: its endpoint and the protocol it is known to speak."""
+    """One of the stack's SQS servers: its endpoint and the protocol to speak to it."""
 
     endpoint: str
     protocol: str
