@@ -112,6 +112,7 @@ class Deleter:
         failed = {f.index: f for f in failures}
         retry: list[Held] = []
         finished: list[Held] = []
+        given_up: list[tuple[Held, EntryFailure]] = []
         for index, held in enumerate(batch):
             failure = failed.get(index)
             if failure is None:
@@ -119,15 +120,23 @@ class Deleter:
                 finished.append(held)
             elif failure.receipt_expired or failure.sender_fault:
                 self._counters.failed += 1
-                log.warning(
-                    "could not delete message %s (%s: %s); SQS will deliver it again and "
-                    "downstream de-duplicates it by message id",
-                    held.message.message_id,
-                    failure.code,
-                    failure.message,
-                )
+                given_up.append((held, failure))
                 finished.append(held)
             else:
                 retry.append(held)
+        if given_up:
+            # One line a batch: a call whose answer was lost (and was retried)
+            # fails every entry it had already deleted.
+            held, failure = given_up[0]
+            log.warning(
+                "could not delete %d of %d messages (e.g. %s: %s: %s); already deleted if an "
+                "earlier answer was lost, else SQS delivers them again and downstream "
+                "de-duplicates them by message id",
+                len(given_up),
+                len(batch),
+                held.message.message_id,
+                failure.code,
+                failure.message,
+            )
         self._inflight.forget(finished)
         return retry
