@@ -43,7 +43,7 @@ from bridge.handoff import KafkaHandoff
 from bridge.inflight import InFlight
 from bridge.outage import OutageLog, describe, log
 from bridge.polling import Pollers
-from bridge.ports import QueuePort, SinkPort
+from bridge.ports import QueuePort, QueueRefused, SinkPort
 from bridge.visibility import Visibility
 from stream.common.retry import backoff_delay
 
@@ -174,8 +174,13 @@ class Forwarder:
     def _check_task(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
             return
-        log.error("bridge task %s crashed", task.get_name(), exc_info=task.exception())
+        error = task.exception()
         self._crashed = True
+        if isinstance(error, QueueRefused):
+            log.error("SQS refused the bridge's request, stopping: %s", error)
+            self.request_stop("SQS refused a request")
+            return
+        log.error("bridge task %s crashed", task.get_name(), exc_info=error)
         self.request_stop("internal error")
 
     async def _sleep(self, seconds: float) -> None:

@@ -12,8 +12,7 @@ import asyncio
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from bridge.producer import RawRecord
-from bridge.sqs import SqsMessage
+from bridge.ports import RawRecord, SqsMessage
 
 
 @dataclass(eq=False, slots=True)

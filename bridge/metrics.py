@@ -2,8 +2,8 @@
 
 Counters are read from :class:`bridge.counters.Counters` at scrape time, so
 the log line and the metrics never disagree and the hot path pays nothing.
-The SQS queue depth is sampled in a worker thread every ``DEPTH_INTERVAL``
-seconds (one GetQueueAttributes call), never on the scrape itself.
+The SQS queue depth is sampled every ``DEPTH_INTERVAL`` seconds (one
+GetQueueAttributes call on the bridge's own client), never on the scrape itself.
 """
 
 from __future__ import annotations
@@ -62,13 +62,12 @@ class BridgeEndpoints:
         self,
         collector: BridgeCollector,
         ready: Callable[[], bool],
-        sqs_client: Any,
-        queue_url: str,
+        queue: Any,
     ) -> None:
+        """*queue* is the bridge's :class:`bridge.sqs.queue.SqsQueue` (its client and URL)."""
         self.collector = collector
         self.ready = ready
-        self.sqs_client = sqs_client
-        self.queue_url = queue_url
+        self.queue = queue
         self.registry = CollectorRegistry()
         self.registry.register(collector)
         self._runner: web.AppRunner | None = None
@@ -107,15 +106,12 @@ class BridgeEndpoints:
     async def _sample_depth(self) -> None:
         while True:
             try:
-                answer = await asyncio.to_thread(
-                    self.sqs_client.get_queue_attributes,
-                    QueueUrl=self.queue_url,
-                    AttributeNames=list(DEPTH_ATTRIBUTES.values()),
+                attributes = await self.queue.client.get_queue_attributes(
+                    self.queue.url, list(DEPTH_ATTRIBUTES.values())
                 )
-                attributes = answer["Attributes"]
                 self.collector.queue_depth = {
                     state: int(attributes.get(name, 0)) for state, name in DEPTH_ATTRIBUTES.items()
                 }
             except Exception as exc:  # a metrics sample must never stop the bridge
-                log.warning("queue depth not sampled: %s", type(exc).__name__)
+                log.warning("queue depth not sampled: %s", exc)
             await asyncio.sleep(DEPTH_INTERVAL)

@@ -24,12 +24,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from psycopg import sql
 
-from bridge.sqs import make_client
 from stream.cli import main
 from stream.common import settings as settings_module
 from stream.common.settings import Settings, Topics
@@ -349,7 +349,7 @@ class StatusLane:
 @pytest.fixture
 def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[StatusLane]:
     pipe = IsolatedPipeline(stack_env, tmp_path, partitions=2)
-    client = make_client(settings_module.load())
+    client = boto3.client("sqs")
     dlq_url = client.create_queue(QueueName=f"{pipe.name}-dlq")["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"
@@ -369,7 +369,7 @@ def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[StatusLane]:
 
 def fill_queues(lane: StatusLane) -> None:
     """5 visible, 2 in flight in the queue; 1 message in the dead-letter queue."""
-    client = make_client(settings_module.load())
+    client = boto3.client("sqs")
     client.send_message_batch(
         QueueUrl=lane.queue_url,
         Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(7)],

@@ -22,12 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--exercise",
+        action="store_true",
+        help="with up: also run the exercise's own servers, a query-protocol-only SQS "
+        "(ElasticMQ 1.3.9) and PostgreSQL 10 (the tests use them)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_module.load()
-    stack = Stack(settings.stack_dir)
+    stack = Stack(settings.stack_dir, exercise=True if args.exercise else None)
     try:
         if args.action == "up":
             stack.external_database_url = external_database_url_from_environment(stack)

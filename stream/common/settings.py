@@ -74,6 +74,16 @@ def _table_store(name: str) -> str:
     return value
 
 
+SQS_PROTOCOLS = ("auto", "json", "query")
+
+
+def _sqs_protocol(name: str) -> str:
+    value = _env(name, SQS_PROTOCOLS[0]).lower()
+    if value not in SQS_PROTOCOLS:
+        raise ValueError(f"{name} must be one of {', '.join(SQS_PROTOCOLS)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     """Kafka topic names and layout shared by the bridge and the workers."""
@@ -115,10 +125,12 @@ class Settings:
         )
     )
     sqs_queue_url: str = field(default_factory=lambda: _env("SQS_QUEUE_URL", ""))
-    # boto3 reads AWS_ENDPOINT_URL_SQS and AWS_DEFAULT_REGION itself; we keep
-    # copies only to show them in `status` and error messages.
+    # The SQS endpoint and region; botocore resolves the rest of the chain
+    # (config files, AWS_ENDPOINT_URL) in bridge.sqs.endpoint.
     sqs_endpoint_url: str = field(default_factory=lambda: _env("AWS_ENDPOINT_URL_SQS", ""))
     aws_region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
+    # SQS wire protocol: auto (ask the server once), json or query.
+    sqs_protocol: str = field(default_factory=lambda: _sqs_protocol("MASKSTREAM_SQS_PROTOCOL"))
 
     # Masking keys: a key-ring file, or the same JSON document in a variable.
     keyring_file: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING_FILE", ""))

@@ -16,10 +16,10 @@ from pathlib import Path
 from stream.common import settings as settings_module
 from stream.common.ports import choose_port, is_port_free
 from stream.devstack import prerequisites
-from stream.devstack.elasticmq import ElasticMQ
+from stream.devstack.elasticmq import ElasticMQ, QueryOnlyElasticMQ
 from stream.devstack.envfile import write_env_file
 from stream.devstack.kafka import Kafka
-from stream.devstack.postgres import Postgres
+from stream.devstack.postgres import Postgres, Postgres10
 from stream.devstack.service import Service
 
 DEFAULT_PORTS = {
@@ -28,6 +28,8 @@ DEFAULT_PORTS = {
     "kafka_sasl": 9094,
     "elasticmq": 9324,
     "postgres": 5432,
+    "elasticmq_query": 9325,
+    "postgres10": 5433,
 }
 KEYRING_FILE_NAME = "keyring.json"
 
@@ -35,13 +37,20 @@ KEYRING_FILE_NAME = "keyring.json"
 class Stack:
     """Start, stop and describe the services that live under one stack directory."""
 
-    def __init__(self, stack_dir: Path, external_database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        stack_dir: Path,
+        external_database_url: str | None = None,
+        exercise: bool | None = None,
+    ) -> None:
+        """*exercise* adds the exercise's servers (default: as the last ``up`` left it)."""
         self.dir = stack_dir.resolve()
         self.state_file = self.dir / "state.json"
         self.env_file = self.dir / "env"
         state = self._read_state()
         self.ports: dict[str, int] = state.get("ports", {})
         self.external_database_url = external_database_url or state.get("external_database_url")
+        self.exercise = bool(state.get("exercise", False)) if exercise is None else exercise
 
     @classmethod
     def from_settings(cls, settings: settings_module.Settings | None = None) -> Stack:
@@ -58,7 +67,11 @@ class Stack:
             return {}
 
     def _write_state(self) -> None:
-        state = {"ports": self.ports, "external_database_url": self.external_database_url}
+        state = {
+            "ports": self.ports,
+            "external_database_url": self.external_database_url,
+            "exercise": self.exercise,
+        }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     def services(self) -> Iterator[Service]:
@@ -66,6 +79,10 @@ class Stack:
         yield ElasticMQ(self.dir, self.ports)
         if not self.external_database_url:
             yield Postgres(self.dir, self.ports)
+        if self.exercise:
+            # The exercise's own environment, for tests: a query-only SQS and PostgreSQL 10.
+            yield QueryOnlyElasticMQ(self.dir, self.ports)
+            yield Postgres10(self.dir, self.ports)
 
     def service(self, name: str) -> Service:
         for service in self.services():
@@ -84,7 +101,12 @@ class Stack:
     def _assign_ports(self, running: set[str]) -> None:
         """Keep recorded ports that are still ours or still free; pick the rest."""
         taken: set[int] = set()
-        owners = {"kafka": "kafka", "kafka_controller": "kafka", "kafka_sasl": "kafka"}
+        owners = {
+            "kafka": "kafka",
+            "kafka_controller": "kafka",
+            "kafka_sasl": "kafka",
+            "elasticmq_query": "elasticmq-query",
+        }
         for key, default in DEFAULT_PORTS.items():
             recorded = self.ports.get(key)
             service = owners.get(key, key)
