@@ -55,6 +55,18 @@ for device in sys.stdin.read().split():
         print(json.dumps(json.load(answer)))
 """
 
+# A ListQueues call in SQS's JSON protocol: prints the answer's status and type.
+ASK_SQS_IN_JSON = """
+import urllib.error, urllib.request
+request = urllib.request.Request("http://127.0.0.1:4566/", data=b"{}", headers={
+    "X-Amz-Target": "AmazonSQS.ListQueues", "Content-Type": "application/x-amz-json-1.0"})
+try:
+    answer = urllib.request.urlopen(request, timeout=10)
+except urllib.error.HTTPError as error:
+    answer = error
+print(answer.status, answer.headers.get("Content-Type"))
+"""
+
 
 def valid(line: bytes) -> bool:
     try:
@@ -86,9 +98,9 @@ def raw_pii(lines: list[bytes]) -> set[str]:
 PII = raw_pii(LINES)
 
 
-def leaked(text: str) -> list[str]:
+def leaked(text: str) -> set[str]:
     """The sample's raw values that appear in *text* as whole tokens."""
-    return [v for v in PII if re.search(rf"(?<![\w.:-]){re.escape(v)}(?![\w.:-])", text)]
+    return PII & set(re.findall(r"[\w.:-]+", text))
 
 
 class NoChildren:
@@ -193,6 +205,14 @@ def test_health_checks_of_every_service_pass(project: ComposeProject) -> None:
     assert {"sqs", "kafka", "postgres", "worker"} <= {c.split("_")[-2] for c in checked}
     for container in checked:
         assert project.healthy(container), container
+
+
+def test_the_sqs_stand_in_answers_only_the_query_protocol(project: ComposeProject) -> None:
+    """Like the exercise's localstack: a JSON-protocol call gets no JSON answer."""
+    (sqs,) = project.containers("sqs")
+    asked = project.run(["podman", "exec", "-i", sqs, "python", "-c", ASK_SQS_IN_JSON])
+    status, content_type = asked.stdout.split(maxsplit=1)
+    assert status != "200" or "json" not in content_type, asked.stdout
 
 
 def test_status_runs_in_the_compose_network_and_shows_the_counts(

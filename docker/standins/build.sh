@@ -89,7 +89,8 @@ stage() {
     shift
     cp -r "$HERE/$name" "$context"
     mvn -q -B -f "$context/pom.xml" dependency:copy-dependencies \
-        -DoutputDirectory="$context/jars" -Dstyle.color=never "$@" >&2
+        -DoutputDirectory="$context/jars" "$@" > "$staging/mvn.log" 2>&1 \
+        || { cat "$staging/mvn.log" >&2; exit 1; }
     echo "$context"
 }
 
