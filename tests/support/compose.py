@@ -81,6 +81,8 @@ class ComposeProject:
             "CONTAINERS_CONF": str(CONTAINERS_CONF),
             "COMPOSE_PROJECT_NAME": self.name,
             **{variable: str(port) for variable, port in self.ports.items()},
+            # Another storage for podman's images and containers, if one is chosen.
+            **{k: v for k, v in os.environ.items() if k == "CONTAINERS_STORAGE_CONF"},
         }
 
     @property
