@@ -45,6 +45,8 @@ pytestmark = pytest.mark.compose
 SAMPLE = REPO_ROOT / "docker" / "standins" / "localstack" / "sample_data.jsonl"
 LINES = SAMPLE.read_bytes().splitlines()
 WORKERS = 3
+# The tag docker-compose.yml builds (as `make image` does).
+PROJECT_IMAGE = "localhost/maskstream:local"
 DATA_DIR = "/var/lib/maskstream/faust-data"
 # Asks a worker's own web view for devices' entries, from inside its container.
 ASK_WORKER = """
@@ -130,8 +132,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject
     stack = ComposeProject(directory, name=f"maskstream-test-{uuid.uuid4().hex[:6]}")
     stack.run([str(Path(sys.executable).with_name("maskstream")), "keygen", "secrets/keyring.json"])
     stack.run(["chown", str(IMAGE_USER), "secrets/keyring.json"])
+    replaced = stack.image_id(PROJECT_IMAGE)
     try:
         stack.compose("up", "-d", "--build", "--scale", f"worker={WORKERS}", timeout=1200)
+        if replaced and replaced != stack.image_id(PROJECT_IMAGE):
+            stack.run(["podman", "rmi", replaced], check=False)  # the build left it nameless
         yield stack
     finally:
         stack.remove()

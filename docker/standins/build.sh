@@ -66,11 +66,16 @@ is_current() {
 build() {  # build IMAGE RECIPE CONTEXT [BUILD-ARG...]
     local image=$1 recipe=$2 context=$3 started=$SECONDS
     shift 3
-    local args=()
+    local args=() previous
     for arg in "$@"; do args+=(--build-arg "$arg"); done
+    previous=$(buildah images --quiet --no-trunc "$image" 2> /dev/null || true)
     buildah build --pull=never --layers=false --quiet "${args[@]}" \
         --label "io.maskstream.standin.recipe=$recipe" --tag "$image" \
         --file "$context/Containerfile" "$context" > /dev/null
+    # The image this build replaced keeps no name: remove it (unless in use).
+    if [ -n "$previous" ]; then
+        buildah rmi "$previous" > /dev/null 2>&1 || true
+    fi
     echo "standins: built $image in $((SECONDS - started)) s" >&2
 }
 

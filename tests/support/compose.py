@@ -126,6 +126,10 @@ class ComposeProject:
     def podman(self, *args: str, timeout: float = 120.0) -> str:
         return self.run(["podman", *args], timeout=timeout).stdout
 
+    def image_id(self, image: str) -> str | None:
+        done = self.run(["podman", "image", "inspect", "--format", "{{.Id}}", image], check=False)
+        return done.stdout.strip() or None
+
     def containers(self, service: str | None = None) -> list[str]:
         """Names of the project's containers (of *service*), running or not."""
         labels = [f"label=io.podman.compose.project={self.name}"]
