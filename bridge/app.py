@@ -111,13 +111,13 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
     forwarder = Forwarder(queue, sink, config)
     endpoints = None
     if settings.bridge_metrics_port:
-        from bridge.metrics import BridgeCollector, BridgeEndpoints
+        from bridge.metrics import BridgeCollector, BridgeEndpoints, problems
         from bridge.sqs import make_client
 
         endpoints = BridgeEndpoints(
-            BridgeCollector(forwarder.counters, lambda: forwarder.in_flight),
-            # Ready once a producer has started, i.e. Kafka answered.
-            lambda: sink.started,
+            BridgeCollector(forwarder),
+            # Ready once a producer has started (Kafka answered), and while no outage lasts.
+            lambda: problems(forwarder, sink.started),
             make_client(settings, max_pool_connections=1),
             settings.sqs_queue_url,
         )
