@@ -223,6 +223,12 @@ class Settings:
 
     # Where `maskstream stack` keeps its state, logs and env file.
     stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
+    # Where the launcher (demo, tests, benchmarks) registers the bridges and
+    # workers it starts for the local stack's Prometheus to scrape (file_sd
+    # JSON files); set by `maskstream stack up --prometheus`, empty = none.
+    scrape_targets_dir: str = field(
+        default_factory=lambda: _env("MASKSTREAM_SCRAPE_TARGETS_DIR", "")
+    )
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

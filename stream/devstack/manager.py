@@ -20,6 +20,7 @@ from stream.devstack.elasticmq import ElasticMQ
 from stream.devstack.envfile import write_env_file
 from stream.devstack.kafka import Kafka
 from stream.devstack.postgres import Postgres
+from stream.devstack.prometheus import Prometheus
 from stream.devstack.service import Service
 
 DEFAULT_PORTS = {
@@ -28,6 +29,7 @@ DEFAULT_PORTS = {
     "kafka_sasl": 9094,
     "elasticmq": 9324,
     "postgres": 5432,
+    "prometheus": 9090,
 }
 KEYRING_FILE_NAME = "keyring.json"
 
@@ -42,6 +44,8 @@ class Stack:
         state = self._read_state()
         self.ports: dict[str, int] = state.get("ports", {})
         self.external_database_url = external_database_url or state.get("external_database_url")
+        # Prometheus runs only once asked for (`up --prometheus`), then until `down`.
+        self.prometheus: bool = state.get("prometheus", False)
 
     @classmethod
     def from_settings(cls, settings: settings_module.Settings | None = None) -> Stack:
@@ -58,7 +62,11 @@ class Stack:
             return {}
 
     def _write_state(self) -> None:
-        state = {"ports": self.ports, "external_database_url": self.external_database_url}
+        state = {
+            "ports": self.ports,
+            "external_database_url": self.external_database_url,
+            "prometheus": self.prometheus,
+        }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     def services(self) -> Iterator[Service]:
@@ -66,6 +74,8 @@ class Stack:
         yield ElasticMQ(self.dir, self.ports)
         if not self.external_database_url:
             yield Postgres(self.dir, self.ports)
+        if self.prometheus:
+            yield Prometheus(self.dir, self.ports)
 
     def service(self, name: str) -> Service:
         for service in self.services():
@@ -80,6 +90,8 @@ class Stack:
         prerequisites.require_maven()
         if not self.external_database_url:
             prerequisites.postgres_bin_dir()
+        if self.prometheus:
+            prerequisites.require_prometheus()
 
     def _assign_ports(self, running: set[str]) -> None:
         """Keep recorded ports that are still ours or still free; pick the rest."""
@@ -93,8 +105,10 @@ class Stack:
                 continue
             self.ports[key] = choose_port(default, taken)
 
-    def up(self) -> dict[str, str]:
-        """Start whatever is not running, wait until all answer, write the env file."""
+    def up(self, prometheus: bool = False) -> dict[str, str]:
+        """Start whatever is not running, wait until all answer, write the env file.
+        *prometheus* adds Prometheus to the stack (it stays until ``down``)."""
+        self.prometheus = self.prometheus or prometheus
         self._check_prerequisites()
         self.dir.mkdir(parents=True, exist_ok=True)
         running = {s.name for s in self.services() if s.is_running()}
@@ -110,8 +124,13 @@ class Stack:
         return self.write_environment()
 
     def down(self) -> list[str]:
-        """Stop every service of this stack that runs; return the names stopped."""
-        return [service.name for service in self.services() if service.stop()]
+        """Stop every service of this stack that runs; return the names stopped.
+        Prometheus is forgotten: the next ``up`` starts it only if asked again."""
+        stopped = [service.name for service in self.services() if service.stop()]
+        if self.prometheus and self.state_file.exists():
+            self.prometheus = False
+            self._write_state()
+        return stopped
 
     def stop_service(self, name: str) -> None:
         self.service(name).stop()
