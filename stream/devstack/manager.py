@@ -142,6 +142,14 @@ class Stack:
             service.start()
         service.wait_ready()
 
+    def drop_prometheus(self) -> None:
+        """Stop Prometheus and leave it out of the stack until asked for again."""
+        if self.prometheus:
+            self.service("prometheus").stop()
+            self.prometheus = False
+            self._write_state()
+            self.write_environment()
+
     def status(self) -> dict[str, bool]:
         return {service.name: service.is_running() for service in self.services()}
 
