@@ -251,3 +251,25 @@ def bucket_of(seconds: float) -> int:
     return next(
         (i for i, bound in enumerate(FRESHNESS_BUCKETS) if seconds <= bound), len(FRESHNESS_BUCKETS)
     )
+
+
+def test_freshness_histogram_counts_a_batch_by_bucket() -> None:
+    from stream.core.freshness import FreshnessTally
+
+    tally = FreshnessTally()
+    now_ms = 1_000_000.0
+    # Ages 5 ms, 20 ms, 20 ms, 2 s, 2 h: one batch, in no particular order.
+    tally.add([int(now_ms - a) for a in (20, 5, 7_200_000, 2_000, 20)], now_ms)
+    counts = dict(zip(tally.bounds, tally.cumulative, strict=True))
+    assert (counts[0.01], counts[0.025], counts[1.0], counts[2.5], counts[3600.0]) == (
+        1,
+        3,
+        3,
+        4,
+        4,
+    )
+    assert tally.count == 5
+    assert tally.sum_seconds == pytest.approx(0.005 + 0.02 + 0.02 + 2 + 7200)
+    assert tally.newest_sent_ms == int(now_ms - 5)
+    tally.add([], now_ms)
+    assert tally.count == 5
