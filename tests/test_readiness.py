@@ -18,6 +18,7 @@ import pytest
 from bridge.counters import Counters
 from bridge.metrics import BridgeCollector, problems
 from bridge.outage import OutageLog
+from stream.common.ports import any_free_port
 from stream.devstack.manager import Stack
 from tests.support.sandbox import IsolatedPipeline
 
@@ -72,6 +73,28 @@ def test_worker_not_ready_while_postgres_is_down_yet_alive_throughout(
     log = pipeline.launcher.log("worker")
     assert log.count("PostgreSQL unreachable (") == 1  # one line for the outage
     assert "PostgreSQL reachable again after" in log
+
+
+@pytest.mark.services
+def test_worker_without_a_database_says_so_at_start_and_is_not_ready(
+    pipeline: IsolatedPipeline,
+) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{any_free_port()}/nowhere"
+    pipeline.launcher.start_worker("worker", {"DATABASE_URL": nowhere})
+    base = f"http://127.0.0.1:{pipeline.launcher.web_ports['worker']}"
+    deadline = time.monotonic() + 120
+    while "PostgreSQL unreachable (" not in pipeline.launcher.log("worker"):
+        assert time.monotonic() < deadline, pipeline.launcher.log("worker")[-3000:]
+        time.sleep(1)
+    status, body = get(f"{base}/ready")
+    assert status == 503
+    assert any(p.startswith("PostgreSQL unreachable") for p in body["problems"]), body
+    assert get(f"{base}/health")[0] == 200
+    line = next(
+        entry for entry in pipeline.launcher.log("worker").splitlines()
+        if "PostgreSQL unreachable (" in entry
+    )  # fmt: skip
+    assert f"at 127.0.0.1:{nowhere.rsplit(':', 1)[1]}" in line
 
 
 class Stub:

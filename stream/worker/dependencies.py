@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import faust
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from stream.common.settings import Settings
 from stream.postgres.schema import ensure_schema_async, tables_of
@@ -86,6 +87,15 @@ class Dependencies:
 dependencies = Dependencies()
 
 
+def server_of(database_url: str) -> str:
+    """``host:port/dbname`` of a libpq URL, without user or password, for the log."""
+    try:
+        parts = conninfo_to_dict(database_url)
+    except psycopg.ProgrammingError:
+        return "the configured DATABASE_URL"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
 async def probe_postgres(settings: Settings, state: Dependencies) -> None:
     """Connect (and, the first time, create or migrate the schema)."""
     if state.schema_ready and state.sink_recently_committed(time.monotonic()):
@@ -102,7 +112,11 @@ async def probe_postgres(settings: Settings, state: Dependencies) -> None:
             else:
                 await conn.execute("SELECT 1")
     except (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError) as exc:
-        state.failed(POSTGRES, type(exc).__name__, time.monotonic())
+        state.failed(
+            POSTGRES,
+            f"{type(exc).__name__} at {server_of(settings.database_url)}",
+            time.monotonic(),
+        )
     else:
         state.answered(POSTGRES, time.monotonic())
 
