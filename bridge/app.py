@@ -121,12 +121,12 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
     forwarder = Forwarder(queue, sink, config)
     endpoints = None
     if settings.bridge_metrics_port:
-        from bridge.metrics import BridgeCollector, BridgeEndpoints
+        from bridge.metrics import BridgeCollector, BridgeEndpoints, problems
 
         endpoints = BridgeEndpoints(
-            BridgeCollector(forwarder.counters, lambda: forwarder.in_flight),
-            # Ready once a producer has started, i.e. Kafka answered.
-            lambda: sink.started,
+            BridgeCollector(forwarder),
+            # Ready once a producer has started (Kafka answered), and while no outage lasts.
+            lambda: problems(forwarder, sink.started),
             queue,
         )
         try:

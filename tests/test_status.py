@@ -32,6 +32,7 @@ from psycopg import sql
 
 from stream.cli import main
 from stream.common import settings as settings_module
+from stream.common.redrive import parse_redrive_policy
 from stream.common.settings import Settings, Topics
 from stream.ops.status import (
     collect,
@@ -39,7 +40,6 @@ from stream.ops.status import (
     kafka_lag,
     postgres_counts,
     render,
-    sqs_depth,
     watch,
 )
 from stream.ops.status.figures import (
@@ -228,7 +228,7 @@ def test_partition_lag_counts_from_the_commit_or_from_the_log_start() -> None:
     ],
 )
 def test_parse_redrive_policy(policy: str | None, expected: tuple | None) -> None:
-    assert sqs_depth.parse_redrive_policy(policy) == expected
+    assert parse_redrive_policy(policy) == expected
 
 
 def test_parse_servers_defaults_the_port() -> None:

@@ -224,6 +224,9 @@ class Settings:
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_REJECTED", True)
     )
     worker_web_port: int = field(default_factory=lambda: _env_int("MASKSTREAM_WEB_PORT", 6066))
+    # Where the worker's pages (/metrics, /health, /ready) listen: loopback by
+    # default; 0.0.0.0 in a container that Prometheus scrapes from outside.
+    worker_web_host: str = field(default_factory=lambda: _env("MASKSTREAM_WEB_HOST", "127.0.0.1"))
     data_dir: Path = field(
         default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", ".stack/faust-data"))
     )
@@ -236,6 +239,12 @@ class Settings:
 
     # Where `maskstream stack` keeps its state, logs and env file.
     stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
+    # Where the launcher (demo, tests, benchmarks) registers the bridges and
+    # workers it starts for the local stack's Prometheus to scrape (file_sd
+    # JSON files); set by `maskstream stack up --prometheus`, empty = none.
+    scrape_targets_dir: str = field(
+        default_factory=lambda: _env("MASKSTREAM_SCRAPE_TARGETS_DIR", "")
+    )
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
