@@ -144,3 +144,18 @@ def test_attributes_arrive_as_headers_and_wrapped_logins_share_the_bare_key(
         assert headers["sqs_attr.blob"] == b"\x00\x01\xff"
         assert headers["sqs_attr_type.blob"] == b"Binary"
     assert got[ids["sns"]].value == bodies["sns"].encode()  # forwarded byte for byte
+
+
+def test_two_queues_drain_into_one_raw_topic(
+    server: SqsServer, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    topic = f"two-{uuid.uuid4().hex[:10]}"
+    with server.queue("eu") as eu, server.queue("us") as us:
+        ids = server.send(eu, [json.dumps({**LOGIN, "n": i}) for i in range(120)])
+        ids += server.send(us, [json.dumps({**LOGIN, "n": i}) for i in range(80)])
+        log = tmp_path / "bridge.log"
+        bridge = start_bridge(f"{eu},{us}", topic, log, "--exit-when-idle", "2")
+        assert bridge.wait(timeout=90) == 0, log.read_text()[-3000:]
+        assert server.depth(eu) == server.depth(us) == 0
+    assert "queues" in log.read_text().split("bridge starting:")[1].splitlines()[0]
+    assert sorted({message_id(r) for r in records(stack_env, topic)}) == sorted(ids)

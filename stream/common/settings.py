@@ -246,6 +246,11 @@ class Settings:
         default_factory=lambda: _env("MASKSTREAM_SCRAPE_TARGETS_DIR", "")
     )
 
+    @property
+    def sqs_queue_urls(self) -> list[str]:
+        """The queues the bridge reads: ``SQS_QUEUE_URL`` is one URL or a comma-separated list."""
+        return [url.strip() for url in self.sqs_queue_url.split(",") if url.strip()]
+
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from the environment as it is now, or from *environ*
