@@ -17,6 +17,7 @@ from bridge.producer import to_record
 from stream.common.canonical import raw_record_key
 from stream.common.envelopes import EVENTBRIDGE, SNS, kind_of
 from stream.core.validation import InvalidLogin, parse_login
+from tests.support.sandbox import IsolatedPipeline
 
 LOGIN = {
     "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
@@ -147,3 +148,49 @@ def test_attributes_and_fifo_ids_travel_as_headers() -> None:
     assert headers["sqs_attr.n"] == b"42" and headers["sqs_attr_type.n"] == b"Number"
     assert headers["sqs_attr.raw"] == b"\x00\xff" and headers["sqs_attr_type.raw"] == b"Binary"
     assert "sqs_attr_type.trace" not in headers
+
+
+# -- through the real pipeline ------------------------------------------------------------
+
+
+@pytest.mark.services
+def test_wrapped_logins_become_the_same_rows_as_bare_ones_and_bad_envelopes_rejections(
+    pipeline: IsolatedPipeline,
+) -> None:
+    pipeline.create_queue()
+    other = {**LOGIN, "device_id": "111-22-3333", "ip": "2001:DB8::1"}
+    bodies = [
+        json.dumps(LOGIN),
+        json.dumps(sns(json.dumps(LOGIN))),
+        json.dumps(eventbridge(LOGIN)),
+        json.dumps(sns(json.dumps(other))),
+        json.dumps(sns("{not json")),
+        json.dumps(eventbridge({**LOGIN, "ip": 7})),
+    ]
+    assert pipeline.send_to_sqs([b.encode() + b"\n" for b in bodies]) == len(bodies)
+    pipeline.launcher.start_worker("worker")
+    pipeline.launcher.start_bridge("bridge", "--exit-when-idle", "3")
+    pipeline.wait_for_outcomes(len(bodies))
+
+    rows = pipeline.query(
+        "SELECT envelope_kind, envelope_id, masked_ip, masked_device_id, user_id, app_version"
+        " FROM user_logins ORDER BY envelope_kind NULLS FIRST, masked_device_id"
+    )
+    kinds = [(kind, envelope_id) for kind, envelope_id, *_ in rows]
+    assert sorted(kinds, key=str) == sorted(
+        [
+            (None, None),
+            ("eventbridge", "6a7e8feb-b491-4cf7-a9f1-bf3703467718"),
+            ("sns", "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324"),
+            ("sns", "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324"),
+        ],
+        key=str,
+    )
+    same_login = {tuple(row[2:]) for row in rows if row[3] == rows[0][3]}
+    assert len(same_login) == 1, "wrapped and bare logins of one device must match"
+    assert pipeline.device_mismatches() == {}
+    reasons = sorted(r for (r,) in pipeline.query("SELECT reason FROM rejected_logins"))
+    assert reasons[0].startswith("SNS notification: Message is not JSON")
+    assert reasons[1].startswith("inside the EventBridge event: ip must be a string")
+    stored = pipeline.query("SELECT * FROM user_logins")
+    assert "199.172.111.135" not in repr(stored) and "Signature" not in repr(stored)
