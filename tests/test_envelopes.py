@@ -18,15 +18,7 @@ from stream.common.canonical import raw_record_key
 from stream.common.envelopes import EVENTBRIDGE, SNS, kind_of
 from stream.core.validation import InvalidLogin, parse_login
 from tests.support.sandbox import IsolatedPipeline
-
-LOGIN = {
-    "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
-    "app_version": "2.3.0",
-    "device_type": "android",
-    "ip": "199.172.111.135",
-    "locale": "RU",
-    "device_id": "593-47-5928",
-}
+from tests.test_validation import VALID as LOGIN
 
 
 def sns(message: Any, **extra: Any) -> dict[str, Any]:
