@@ -76,7 +76,7 @@ class Forwarder:
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._kafka = OutageLog("Kafka", clock)
-        sqs = OutageLog("SQS", clock)
+        sqs = self._sqs = OutageLog("SQS", clock)
         self._crashed = False
         self._held = InFlight(config.max_in_flight)
         self._deleter = Deleter(
@@ -126,6 +126,14 @@ class Forwarder:
     def in_flight(self) -> int:
         """Messages received and not yet deleted or given up."""
         return len(self._held)
+
+    def oldest_held_sent_ms(self) -> int | None:
+        """SentTimestamp of the oldest message held (for its age on ``/metrics``)."""
+        return self._held.oldest_sent_ms()
+
+    def outages(self) -> list[OutageLog]:
+        """The SQS and Kafka outage trackers (for ``/ready`` and ``/metrics``)."""
+        return [self._sqs, self._kafka]
 
     @property
     def open_polls(self) -> int:

@@ -97,6 +97,14 @@ class InFlight:
         if not held:
             self._drained.set()
 
+    def oldest_sent_ms(self) -> int | None:
+        """SentTimestamp of the oldest message held (None if none is, or none says):
+        an O(held) scan, for a metrics scrape, never on the data path."""
+        return min(
+            (h.record.timestamp_ms for h in self._held if h.record.timestamp_ms is not None),
+            default=None,
+        )
+
     def unacknowledged(self) -> list[Held]:
         """What Kafka has not acknowledged yet."""
         return [h for h in self._held if not h.acked]

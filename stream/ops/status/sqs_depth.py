@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 
 from bridge.sqs.client import SqsClient
+from stream.common.redrive import parse_redrive_policy
 from stream.common.settings import Settings
 from stream.ops.status.figures import DeadLetters, Problem, QueueDepth
 from stream.ops.status.reasons import describe_error, failure_verb
@@ -15,29 +16,6 @@ SQS_ATTRIBUTES = (
     "ApproximateNumberOfMessagesDelayed",
     "RedrivePolicy",
 )
-
-
-def parse_redrive_policy(raw: str | None) -> tuple[str, str | None, int | None] | None:
-    """(dead-letter queue name, owner account, max receive count) from a RedrivePolicy.
-
-    The policy names the queue by ARN (``arn:aws:sqs:REGION:ACCOUNT:NAME``);
-    AWS writes maxReceiveCount as a string, ElasticMQ as a number.
-    """
-    if not raw:
-        return None
-    try:
-        policy = json.loads(raw)
-        arn = str(policy["deadLetterTargetArn"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    parts = arn.split(":")
-    name = parts[-1]
-    account = parts[4] if len(parts) >= 6 and parts[4] else None
-    try:
-        count: int | None = int(policy.get("maxReceiveCount"))
-    except (TypeError, ValueError):
-        count = None
-    return name, account, count
 
 
 async def _dead_letters(
@@ -52,13 +30,20 @@ async def _dead_letters(
     return DeadLetters(name, max_receive_count, int(attributes["ApproximateNumberOfMessages"]))
 
 
-async def queue_depth(settings: Settings, timeout: float) -> QueueDepth | Problem:
-    """Depth of the configured queue and of its dead-letter queue."""
-    url = settings.sqs_queue_url
-    if not url:
-        return Problem("not configured (set SQS_QUEUE_URL)")
+async def queue_depths(settings: Settings, timeout: float) -> tuple[QueueDepth | Problem, ...]:
+    """Depth of each configured queue and of its dead-letter queue, asked at once."""
+    urls = settings.sqs_queue_urls
+    if not urls:
+        return (Problem("not configured (set SQS_QUEUE_URL)"),)
+    return tuple(await asyncio.gather(*(queue_depth(settings, url, timeout) for url in urls)))
+
+
+async def queue_depth(settings: Settings, url: str, timeout: float) -> QueueDepth | Problem:
+    """Depth of the queue at *url* and of its dead-letter queue."""
     try:
-        client = SqsClient.from_settings(settings, connections=2, read_timeout=timeout, retries=0)
+        client = SqsClient.from_settings(
+            settings, queue_url=url, connections=2, read_timeout=timeout, retries=0
+        )
     except Exception as exc:
         return Problem(describe_error(exc), url, failure_verb(exc))
     async with client:
