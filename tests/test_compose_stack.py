@@ -297,11 +297,18 @@ def wait_for_restart(project: ComposeProject, container: str, restarts: int) -> 
 def test_down_then_up_keeps_the_data_and_writes_each_message_once(
     project: ComposeProject,
 ) -> None:
-    """`down` keeps Kafka's and PostgreSQL's volumes. The SQS image keeps no
-    state: `up` fills login-queue again, as the exercise's localstack does, so
-    the same bodies arrive as new SQS messages (new message ids). Each of those
-    becomes one row or rejection; nothing from the first run is written again."""
+    """The bridge and workers stop cleanly (exit 0); `down` keeps Kafka's and
+    PostgreSQL's volumes. The SQS image keeps no state: `up` fills login-queue
+    again, as the exercise's localstack does, so the same bodies arrive as new
+    SQS messages (new message ids). Each of those becomes one row or rejection;
+    nothing from the first run is written again."""
     first = set(query(project, "SELECT message_id FROM user_logins"))
+    # The pipeline first, while Kafka and PostgreSQL still answer: podman-compose's
+    # `down` stops every container at once, and a worker then outlives its grace.
+    project.compose("stop", "bridge", "worker", timeout=300)
+    pipeline = project.containers("bridge") + project.containers("worker")
+    exits = {c: project.inspect(c)["State"]["ExitCode"] for c in pipeline}
+    assert exits == dict.fromkeys(pipeline, 0)
     project.compose("down", timeout=300)
     assert project.containers() == []
     project.compose("up", "-d", "--scale", f"worker={WORKERS}", *PIPELINE, timeout=600)
