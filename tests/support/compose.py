@@ -166,6 +166,7 @@ class ComposeProject:
         """Containers, pod, network and every volume of the project, the
         workers' anonymous ones included (podman-compose's `down -v` leaves
         those), whatever state a failed test left them in."""
+        self.compose("stop", "bridge", "worker", check=False)  # see test_compose_stack
         self.compose("down", "-v", check=False)
         for container in self.containers():
             self.run(["podman", "rm", "--force", "--volumes", container], check=False)
