@@ -64,6 +64,10 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+def _stack_dir() -> Path:
+    return Path(_env("MASKSTREAM_STACK_DIR", ".stack"))
+
+
 TABLE_STORES = ("rocksdb", "memory")
 
 
@@ -213,8 +217,12 @@ class Settings:
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_REJECTED", True)
     )
     worker_web_port: int = field(default_factory=lambda: _env_int("MASKSTREAM_WEB_PORT", 6066))
+    # The worker's own state (Faust's, the RocksDB databases), one directory
+    # per worker. By default under the stack directory, so that two stacks on
+    # one machine never share worker state; a production worker sets it to a
+    # persistent volume of its own (the image: /var/lib/maskstream/faust-data).
     data_dir: Path = field(
-        default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", ".stack/faust-data"))
+        default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", str(_stack_dir() / "faust-data")))
     )
     # Where a worker keeps seen_devices: "rocksdb" (on disk under data_dir; a
     # restart reads only the changelog written since) or "memory" (in RAM,
@@ -222,7 +230,7 @@ class Settings:
     table_store: str = field(default_factory=lambda: _table_store("MASKSTREAM_TABLE_STORE"))
 
     # Where `maskstream stack` keeps its state, logs and env file.
-    stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
+    stack_dir: Path = field(default_factory=lambda: _stack_dir())
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

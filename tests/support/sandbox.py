@@ -286,24 +286,34 @@ class IsolatedPipeline:
                 ]
             )
 
-    def delete_topics(self) -> None:
-        """Delete this pipeline's topics, Faust's changelogs and replay topics included.
+    def delete_topics(self, only: Sequence[str] | None = None, wait: bool = False) -> None:
+        """Delete this pipeline's topics (or the *only* ones named), Faust's
+        changelogs and replay topics included; with *wait*, until the broker
+        no longer lists them (so that they can be created again).
 
         A suite creates hundreds of partitions; a broker keeping them all
         takes minutes to restart on a loaded 2-core machine, which is what
         the fault cases that restart Kafka then wait for.
         """
-        asyncio.run(self._delete_topics())
+        asyncio.run(self._delete_topics(only, wait))
 
-    async def _delete_topics(self) -> None:
+    async def _delete_topics(self, only: Sequence[str] | None, wait: bool) -> None:
         async with self.kafka.admin_session() as admin:
-            ours = [
-                topic
-                for topic in await admin.list_topics()
-                if topic.startswith((f"{self.name}.", f"{self.name}-"))
-            ]
-            if ours:
-                await admin.delete_topics(ours)
+
+            async def ours() -> list[str]:
+                return [
+                    topic
+                    for topic in await admin.list_topics()
+                    if topic.startswith((f"{self.name}.", f"{self.name}-"))
+                    and (only is None or topic in only)
+                ]
+
+            if doomed := await ours():
+                await admin.delete_topics(doomed)
+            deadline = time.monotonic() + 60
+            while wait and await ours():
+                assert time.monotonic() < deadline, "topics not deleted in 60 s"
+                await asyncio.sleep(0.5)
 
     def topic_config(self, topic: str) -> dict[str, str] | None:
         """*topic*'s configuration as the broker reports it, None while it does not exist."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.protocol.metadata import MetadataRequest
 
 
 def aiokafka_producer(app: faust.App) -> AIOKafkaProducer:
@@ -27,3 +28,11 @@ def agent_actors(agent: faust.types.AgentT) -> list[Any]:
 def stream_draining(stream: faust.types.StreamT) -> bool:
     """Whether *stream* is still consumed in the background (``take_events``)."""
     return bool(stream._passive)  # type: ignore[attr-defined]
+
+
+async def kafka_cluster_id(app: faust.App) -> str | None:
+    """The id of the Kafka cluster *app* talks to (None from a broker too old
+    to say), asked through its producer's client: Faust does not keep it."""
+    client = aiokafka_producer(app).client
+    response = await client.send(client.get_random_node(), MetadataRequest([]))
+    return getattr(response, "cluster_id", None)
