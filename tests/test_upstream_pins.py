@@ -145,6 +145,10 @@ RELIED_ON = {
         "183fea82ef48f3e6",
         f"{TRANSPORT} fetch_position",
     ),
+    "faust.streams:Stream.take_events": (
+        "607d48aead118ba8",
+        f"{INTERNALS} take_events (not on StreamT, the type agents are given)",
+    ),
     "faust.transport.drivers.aiokafka:Producer._ensure_producer": (
         "5592a4bbdf251325",
         f"{INTERNALS} aiokafka_producer",

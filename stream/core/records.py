@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _json_text  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _json_text
 
 from stream.common.raw_records import (  # noqa: F401  (re-exported for readers of records)
     HEADER_MESSAGE_ID,

@@ -41,7 +41,7 @@ from stream.worker.app import (
     stats,
 )
 from stream.worker.device_table import store_entries
-from stream.worker.faust_patches.internals import aiokafka_producer
+from stream.worker.faust_patches.internals import aiokafka_producer, take_events
 from stream.worker.producing import Deliveries, KeyedRecord, send_many, until_delivered
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ async def process_logins(stream: faust.StreamT[bytes]) -> None:
     await masked_topic.maybe_declare()
     await rejected_topic.maybe_declare()
     try:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+        async for events in take_events(stream, settings.batch_size, settings.batch_seconds):
             batch = LoginBatch.of(
                 ((raw_login(e), e.message.partition) for e in events), masker, login_row
             )

@@ -27,7 +27,7 @@ from stream.worker.producing import Deliveries, KeyedRecord, send_to_partitions
 
 
 async def store_entries(
-    table: faust.Table,
+    table: faust.types.TableT,
     producer: AIOKafkaProducer,
     entries: Mapping[str, SeenDevice],
     partitions: Mapping[str, int],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-import faust
 import psycopg
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,6 +20,7 @@ from stream.postgres.rows import device_entry
 from stream.worker import watchdog
 from stream.worker.agents import process_logins
 from stream.worker.app import app, metrics, seen_devices, settings, stats
+from stream.worker.faust_patches.internals import recovery_completed
 from stream.worker.faust_patches.table_store import local_entry
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,14 @@ class SeenDeviceView(View):
 
 
 @app.page("/metrics")
-async def prometheus_metrics(web: faust.web.Web, request: Request) -> Response:
+async def prometheus_metrics(web: View, request: Request) -> Response:
     # aiohttp takes the charset separately; the exposition format is UTF-8 text.
     content_type = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
     return web.bytes(metrics.exposition(), content_type=content_type)
 
 
 @app.page("/health")
-async def health(web: faust.web.Web, request: Request) -> Response:
+async def health(web: View, request: Request) -> Response:
     """Liveness: the event loop answers and the last self-checks found the
     agent consuming and no partition stalled (see stream.worker.watchdog). A
     worker that answers HTTP but moves no data is unhealthy: restarting it is the cure."""
@@ -81,10 +81,10 @@ async def health(web: faust.web.Web, request: Request) -> Response:
 
 
 @app.page("/ready")
-async def ready(web: faust.web.Web, request: Request) -> Response:
+async def ready(web: View, request: Request) -> Response:
     """Readiness: healthy (as /health), partitions assigned and tables recovered,
     not rebalancing."""
-    recovered = app.tables.recovery.completed.is_set()
+    recovered = recovery_completed(app)
     problems = watchdog.health.problems(time.monotonic())
     is_ready = recovered and not app.rebalancing and not problems
     return web.json(

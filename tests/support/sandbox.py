@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from psycopg import sql
+from psycopg.abc import QueryNoTemplate
 
 from stream.common import settings as settings_module
 from stream.common.canonical import raw_record_key
@@ -126,7 +127,7 @@ class IsolatedPipeline:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
             )
 
-    def query(self, statement: str | sql.Composable, params: tuple = ()) -> list[tuple]:
+    def query(self, statement: QueryNoTemplate, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(statement, params).fetchall()
 
@@ -168,7 +169,7 @@ class IsolatedPipeline:
         while True:
             latest: dict[str, int] = {}
             for key, value in self.read_topic(changelog):
-                latest[key.decode()] = json.loads(value)["login_count"]
+                latest[(key or b"").decode()] = json.loads(value)["login_count"]
             wrong = {d: (latest.get(d), n) for d, n in per_device.items() if latest.get(d) != n}
             if not wrong or time.monotonic() > deadline:
                 return wrong

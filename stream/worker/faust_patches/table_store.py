@@ -133,7 +133,7 @@ class PartitionStore(rocksdb.Store):
         self._unchecked: dict[int, Changelog] = {}
 
     async def assign_partitions(
-        self, table: faust.types.CollectionT, tps: Set[TP], generation_id: int = 0
+        self, table: faust.types.CollectionT, tps: set[TP], generation_id: int = 0
     ) -> None:
         changelogs = {tp for tp in tps if tp.topic in table.changelog_topic.topics}
         if changelogs:
@@ -249,7 +249,7 @@ def table_options(kind: str) -> dict[str, Any]:
     return dict(ROCKSDB_OPTIONS) if kind == "rocksdb" else {}
 
 
-def put_entries(table: faust.Table, groups: Mapping[int, list[tuple[bytes, bytes]]]) -> None:
+def put_entries(table: faust.types.TableT, groups: Mapping[int, list[tuple[bytes, bytes]]]) -> None:
     """Put each partition's entries in *table*'s local store, at that partition."""
     store = table.data
     if isinstance(store, PartitionStore):
@@ -261,7 +261,7 @@ def put_entries(table: faust.Table, groups: Mapping[int, list[tuple[bytes, bytes
                 store[key] = value
 
 
-def local_entry(table: faust.Table, key: bytes) -> bytes | None:
+def local_entry(table: faust.types.TableT, key: bytes) -> bytes | None:
     """*key*'s entry if this worker holds it as the partition's active owner."""
     store = table.data
     if isinstance(store, PartitionStore):
@@ -269,7 +269,7 @@ def local_entry(table: faust.Table, key: bytes) -> bytes | None:
     return store.get(key)
 
 
-def note_delivered(table: faust.Table, deliveries: Iterable[asyncio.Future[Any]]) -> None:
+def note_delivered(table: faust.types.TableT, deliveries: Iterable[asyncio.Future[Any]]) -> None:
     """Record in *table*'s store the changelog offset of each batch once Kafka
     holds it, so that recovery after a restart starts there (the memory
     store has no offsets: it always reads the whole changelog)."""
