@@ -52,11 +52,26 @@ def build_app(settings: Settings) -> WorkerApp:
     """The app, topics and table *settings* describe (raises without a key ring
     or with an unusable Kafka security setting)."""
     load_keyring(settings)
-    kafka_security = KafkaSecurity.from_settings(settings)
+    app = faust_app(settings, KafkaSecurity.from_settings(settings))
+    raw_topic, masked_topic, rejected_topic = topics(app, settings)
+    stats = PipelineStats()
+    return WorkerApp(
+        settings=settings,
+        app=app,
+        raw_topic=raw_topic,
+        masked_topic=masked_topic,
+        rejected_topic=rejected_topic,
+        seen_devices=seen_devices_table(app, settings),
+        stats=stats,
+        metrics=WorkerMetrics(app, stats),
+    )
+
+
+def faust_app(settings: Settings, kafka_security: KafkaSecurity) -> faust.App:
+    """The Faust app, on our transport and table store (registered here)."""
     kafka_transport.register()
     table_store.register()
-
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=[
             f"{kafka_transport.SCHEME}://{server}"
@@ -99,6 +114,11 @@ def build_app(settings: Settings) -> WorkerApp:
         Worker=Worker,  # its SIGUSR1 stack dump leaves out local variables (PII)
     )
 
+
+def topics(
+    app: faust.App, settings: Settings
+) -> tuple[faust.types.TopicT, faust.types.TopicT, faust.types.TopicT]:
+    """The raw topic the agent consumes and the two output topics."""
     # internal=True: the worker creates missing topics with our partition count
     # (and the raw topic with its retention, as the bridge does) before consuming.
     raw_topic = kafka_transport.RawBytesTopic(
@@ -127,26 +147,18 @@ def build_app(settings: Settings) -> WorkerApp:
         )
         for name in (settings.topics.masked, settings.topics.rejected)
     )
+    return raw_topic, masked_topic, rejected_topic
 
+
+def seen_devices_table(app: faust.App, settings: Settings) -> faust.types.TableT:
+    """The ``seen_devices`` table."""
     # Keys are masked device ids as bytes. An entry's changelog partition is the
     # raw partition of its device's logins (stream.worker.device_table writes it there), so each
     # entry lives with, and moves with, the raw partition that updates it.
-    seen_devices = app.Table(
+    return app.Table(
         "seen_devices",
         key_type=bytes,
         value_type=bytes,  # SeenDevice JSON, stored raw: see stream.core.records
         partitions=settings.topics.partitions,
         options=table_store.table_options(settings.table_store),
-    )
-
-    stats = PipelineStats()
-    return WorkerApp(
-        settings=settings,
-        app=app,
-        raw_topic=raw_topic,
-        masked_topic=masked_topic,
-        rejected_topic=rejected_topic,
-        seen_devices=seen_devices,
-        stats=stats,
-        metrics=WorkerMetrics(app, stats),
     )
