@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from stream.core import batch as core
 from stream.core.batch import Outcome
 from stream.core.keyring import new_keyring
 from stream.core.masking import Masker
@@ -195,3 +196,23 @@ def test_records_too_large_for_kafka_are_left_off_and_counted() -> None:
     records = [(b"k", b"x" * 10), (b"k", b"x" * (pipeline.MAX_OUTPUT_RECORD_BYTES + 1))]
     assert pipeline.fitting(records, stats) == records[:1]
     assert stats.unpublished == 1
+
+
+class BrokenMasker(Masker):
+    """Fails on device ids only: the rejection's body token still works."""
+
+    def mask(self, field: str, value: str) -> str:
+        if field == "device_id":
+            raise RuntimeError(f"cannot mask {value}")
+        return super().mask(field, value)
+
+
+def test_an_unexpected_failure_is_that_records_rejection_without_values() -> None:
+    masker = BrokenMasker(new_keyring("siv"))
+    (broken, junk) = core.outcomes(
+        [(raw("m1", "dev-secret"), 5), (RawLogin("m2", 0, b"{"), 6)], masker
+    )
+    assert broken.login is None and broken.partition == 5
+    assert broken.rejection is not None
+    assert broken.rejection.reason == "could not process the message (RuntimeError)"
+    assert junk.rejection is not None and junk.rejection.reason == "not JSON"
