@@ -3,7 +3,7 @@ together, and run until a signal or idleness stops them.
 
 :mod:`bridge.cli` turns flags and environment into checked
 :class:`~stream.common.settings.Settings`; this module builds the adapters
-(:class:`bridge.sqs.SqsQueue`, :class:`bridge.producer.KafkaSink`), the
+(:class:`bridge.sqs.queue.SqsQueue`, :class:`bridge.producer.KafkaSink`), the
 :class:`bridge.forwarder.Forwarder` between them and, if a port is set, the
 ``/metrics``, ``/health`` and ``/ready`` endpoints, and keeps library logs
 free of message bodies and retry noise.
@@ -23,7 +23,7 @@ log = logging.getLogger("bridge")
 
 # Libraries that log request and response payloads, i.e. message bodies, at
 # DEBUG: they are capped at INFO even under --verbose so no body reaches a log.
-PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "aiokafka")
+PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "aiohttp", "aiokafka")
 # A library message repeated within this many seconds is dropped from the log.
 LIBRARY_REPEAT_SECONDS = 30.0
 
@@ -101,25 +101,33 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
     from bridge.config import ForwarderConfig
     from bridge.forwarder import Forwarder
     from bridge.producer import KafkaSink
-    from bridge.sqs import SqsQueue
+    from bridge.sqs.client import SqsClient
+    from bridge.sqs.errors import SqsRequestError
+    from bridge.sqs.queue import SqsQueue
 
     config = ForwarderConfig.from_settings(settings, exit_when_idle)
-    queue = SqsQueue.from_settings(
-        settings, pollers=config.poll_ceiling, controllers=config.sqs_calls
-    )
+    try:
+        client = SqsClient.from_settings(
+            settings,
+            # Every poller's long poll, the deletes, the visibility calls and the depth sample.
+            connections=config.poll_ceiling + config.sqs_calls + 1,
+            read_timeout=config.receive_wait + 30,
+        )
+    except SqsRequestError as exc:
+        log.error("cannot reach SQS: %s", exc)
+        return 2
+    queue = SqsQueue(client, settings.sqs_queue_url)
     sink = KafkaSink(settings)
     forwarder = Forwarder(queue, sink, config)
     endpoints = None
     if settings.bridge_metrics_port:
-        from bridge.metrics import BridgeCollector, BridgeEndpoints
-        from bridge.sqs import make_client
+        from bridge.metrics import BridgeCollector, BridgeEndpoints, problems
 
         endpoints = BridgeEndpoints(
-            BridgeCollector(forwarder.counters, lambda: forwarder.in_flight),
-            # Ready once a producer has started, i.e. Kafka answered.
-            lambda: sink.started,
-            make_client(settings, max_pool_connections=1),
-            settings.sqs_queue_url,
+            BridgeCollector(forwarder),
+            # Ready once a producer has started (Kafka answered), and while no outage lasts.
+            lambda: problems(forwarder, sink.started),
+            queue,
         )
         try:
             await endpoints.start(settings.bridge_metrics_port)
@@ -146,5 +154,5 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
             loop.remove_signal_handler(sig)
         if endpoints is not None:
             await endpoints.stop()
-        queue.close()
+        await queue.close()
     return 0 if healthy else 1

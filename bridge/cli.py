@@ -4,7 +4,7 @@ Every option is a :class:`stream.common.settings.Settings` field that a flag can
 override; one table drives the parser, the help text and the override, so a
 new knob is added in exactly one place. :func:`run` checks the result and
 hands it to :mod:`bridge.app`, which assembles and runs the bridge. This
-module imports nothing heavy: boto3 and aiokafka load only when the bridge
+module imports nothing heavy: the SQS client and aiokafka load only when the bridge
 actually runs.
 """
 
@@ -54,6 +54,13 @@ SQS_OPTIONS = (
         "SQS endpoint of a local server such as ElasticMQ; empty means AWS",
     ),
     Option("--region", "aws_region", "AWS_DEFAULT_REGION", "AWS region of the queue"),
+    Option(
+        "--sqs-protocol",
+        "sqs_protocol",
+        "MASKSTREAM_SQS_PROTOCOL",
+        "SQS wire protocol: auto asks the server once (json, else query)",
+        choices=("auto", "json", "query"),
+    ),
 )
 
 KAFKA_OPTIONS = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.ports import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS
 from bridge.producer import DEFAULT_KEY_FIELD
-from bridge.sqs import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS
 from stream.common.settings import Settings
 
 # Concurrent visibility changes on top of the deletes (extensions, releases).

@@ -16,9 +16,8 @@ from bridge.config import ForwarderConfig
 from bridge.counters import Counters
 from bridge.inflight import Held, InFlight
 from bridge.outage import OutageLog, describe, log
-from bridge.ports import SinkPort
+from bridge.ports import SinkPort, SqsMessage
 from bridge.producer import ErrorKind, classify_error, to_record
-from bridge.sqs import SqsMessage
 
 
 class KafkaHandoff:

@@ -1,23 +1,31 @@
 """The bridge's HTTP endpoints: Prometheus ``/metrics``, ``/health``, ``/ready``.
 
 Counters are read from :class:`bridge.counters.Counters` at scrape time, so
-the log line and the metrics never disagree and the hot path pays nothing.
-The SQS queue depth is sampled in a worker thread every ``DEPTH_INTERVAL``
-seconds (one GetQueueAttributes call), never on the scrape itself.
+the log line and the metrics never disagree and the hot path pays nothing;
+so are the age of the oldest message held (its SentTimestamp, one scan of
+what is held per scrape) and the SQS and Kafka outages. ``/ready`` answers
+503 with the reason while either service is out: the bridge moves nothing
+then, though it is alive (``/health``) and a restart would not help.
+The SQS queue depth, and its dead-letter queue's, are sampled every
+``DEPTH_INTERVAL`` seconds on the bridge's own SQS client, never on the
+scrape itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from bridge.counters import Counters
+from bridge.outage import OutageLog
+from stream.common.redrive import parse_redrive_policy
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +37,77 @@ DEPTH_ATTRIBUTES = {
 }
 
 
-class BridgeCollector:
-    """Counters, messages held in flight, and the last sampled queue depth."""
+class Observed(Protocol):
+    """What the endpoints read of the forwarder (:class:`bridge.forwarder.Forwarder`)."""
 
-    def __init__(self, counters: Counters, in_flight: Callable[[], int]) -> None:
-        self.counters = counters
-        self.in_flight = in_flight
+    counters: Counters
+
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def pollers(self) -> int: ...
+    @property
+    def open_polls(self) -> int: ...
+    def oldest_held_sent_ms(self) -> int | None: ...
+    def outages(self) -> list[OutageLog]: ...
+
+
+def problems(forwarder: Observed, kafka_started: bool) -> list[str]:
+    """Why the bridge is not ready: Kafka never answered, or SQS or Kafka is out now."""
+    found = [] if kafka_started else ["Kafka has not answered yet"]
+    return found + [p for p in (o.problem() for o in forwarder.outages()) if p is not None]
+
+
+class BridgeCollector:
+    """Counters, messages held and their oldest's age, pollers, outages, and the
+    last sampled queue depths."""
+
+    def __init__(self, forwarder: Observed, clock: Callable[[], float] = time.time) -> None:
+        self.forwarder = forwarder
+        self.clock = clock
         self.queue_depth: dict[str, int] = {}
+        self.dead_letters: int | None = None
 
     def collect(self) -> Iterator[Metric]:
-        for name, value in self.counters.snapshot().items():
+        forwarder = self.forwarder
+        for name, value in forwarder.counters.snapshot().items():
             yield CounterMetricFamily(
                 f"maskstream_bridge_messages_{name}", f"SQS messages {name}", value=value
             )
-        yield GaugeMetricFamily(
-            "maskstream_bridge_in_flight",
-            "Messages received and not yet deleted",
-            value=self.in_flight(),
+        gauges: tuple[tuple[str, str, float], ...] = (
+            ("in_flight", "Messages received and not yet deleted", forwarder.in_flight),
+            ("pollers", "Poller loops running", forwarder.pollers),
+            ("open_polls", "ReceiveMessage calls waiting on SQS", forwarder.open_polls),
+            (
+                "oldest_held_age_seconds",
+                "Age (since SentTimestamp) of the oldest message held",
+                self._oldest_age(),
+            ),
         )
+        for name, help_text, gauge in gauges:
+            yield GaugeMetricFamily(f"maskstream_bridge_{name}", help_text, value=gauge)
+        outage = GaugeMetricFamily(
+            "maskstream_bridge_outage", "1 while the service is unavailable", labels=["service"]
+        )
+        for log in forwarder.outages():
+            outage.add_metric([log.service.lower()], int(log.down))
+        yield outage
         depth = GaugeMetricFamily(
             "maskstream_sqs_queue_depth", "Approximate messages in the queue", labels=["state"]
         )
         for state, value in sorted(self.queue_depth.items()):
             depth.add_metric([state], value)
         yield depth
+        if self.dead_letters is not None:
+            yield GaugeMetricFamily(
+                "maskstream_sqs_dead_letter_depth",
+                "Approximate messages in the queue's dead-letter queue",
+                value=self.dead_letters,
+            )
+
+    def _oldest_age(self) -> float:
+        oldest = self.forwarder.oldest_held_sent_ms()
+        return 0.0 if oldest is None else max(0.0, self.clock() - oldest / 1000)
 
 
 class BridgeEndpoints:
@@ -61,14 +116,14 @@ class BridgeEndpoints:
     def __init__(
         self,
         collector: BridgeCollector,
-        ready: Callable[[], bool],
-        sqs_client: Any,
-        queue_url: str,
+        problems: Callable[[], list[str]],
+        queue: Any,
     ) -> None:
+        """*queue* is the bridge's :class:`bridge.sqs.queue.SqsQueue` (its client and URL)."""
         self.collector = collector
-        self.ready = ready
-        self.sqs_client = sqs_client
-        self.queue_url = queue_url
+        self.problems = problems
+        self._dead_letter_url: str | None = None
+        self.queue = queue
         self.registry = CollectorRegistry()
         self.registry.register(collector)
         self._runner: web.AppRunner | None = None
@@ -101,21 +156,35 @@ class BridgeEndpoints:
         return web.json_response({"status": "ok"})
 
     async def _ready(self, request: web.Request) -> web.Response:
-        ready = self.ready()
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        found = self.problems()
+        return web.json_response(
+            {"ready": not found, "problems": found}, status=503 if found else 200
+        )
 
     async def _sample_depth(self) -> None:
         while True:
             try:
-                answer = await asyncio.to_thread(
-                    self.sqs_client.get_queue_attributes,
-                    QueueUrl=self.queue_url,
-                    AttributeNames=list(DEPTH_ATTRIBUTES.values()),
-                )
-                attributes = answer["Attributes"]
-                self.collector.queue_depth = {
-                    state: int(attributes.get(name, 0)) for state, name in DEPTH_ATTRIBUTES.items()
-                }
+                await self._sample_depth_once()
             except Exception as exc:  # a metrics sample must never stop the bridge
-                log.warning("queue depth not sampled: %s", type(exc).__name__)
+                log.warning("queue depth not sampled: %s", exc)
             await asyncio.sleep(DEPTH_INTERVAL)
+
+    async def _sample_depth_once(self) -> None:
+        """The queue's depth and (if it has one) its dead-letter queue's."""
+        client = self.queue.client
+        attributes = await client.get_queue_attributes(
+            self.queue.url, [*DEPTH_ATTRIBUTES.values(), "RedrivePolicy"]
+        )
+        self.collector.queue_depth = {
+            state: int(attributes.get(name, 0)) for state, name in DEPTH_ATTRIBUTES.items()
+        }
+        policy = parse_redrive_policy(attributes.get("RedrivePolicy"))
+        if policy is None:
+            return
+        if self._dead_letter_url is None:
+            name, account, _ = policy
+            self._dead_letter_url = await client.get_queue_url(name, account)
+        dead = await client.get_queue_attributes(
+            self._dead_letter_url, ["ApproximateNumberOfMessages"]
+        )
+        self.collector.dead_letters = int(dead.get("ApproximateNumberOfMessages", 0))

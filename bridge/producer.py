@@ -30,7 +30,7 @@ from aiokafka.errors import (
     for_code,
 )
 
-from bridge.sqs import SqsMessage
+from bridge.ports import RawRecord, SqsMessage
 from stream.common.canonical import raw_record_key
 from stream.common.kafka_security import KafkaClients, KafkaSecurity
 from stream.common.partitioning import murmur2, partition_for_key
@@ -56,16 +56,6 @@ MAX_REPLICATION_FACTOR = 3
 # A broken producer is replaced at most this often, so a persistent error
 # (e.g. missing ACLs) cannot turn into a reconnect storm.
 MIN_SECONDS_BETWEEN_RESTARTS = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """What the bridge writes to the raw topic for one SQS message."""
-
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int | None
 
 
 def to_record(message: SqsMessage, key_field: str = DEFAULT_KEY_FIELD) -> RawRecord:

@@ -48,5 +48,8 @@ def test_bridge_metrics_count_what_it_forwarded(pipeline: IsolatedPipeline) -> N
     assert "maskstream_sqs_queue_depth" in text
     assert "192.0.2.44" not in text
     assert json.loads(scrape(f"{base}/health")) == {"status": "ok"}
-    assert json.loads(scrape(f"{base}/ready")) == {"ready": True}
+    assert json.loads(scrape(f"{base}/ready")) == {"ready": True, "problems": []}
+    assert metric(text, "maskstream_bridge_oldest_held_age_seconds") == 0
+    assert 'maskstream_bridge_outage{service="sqs"} 0.0' in text
+    assert 'maskstream_bridge_outage{service="kafka"} 0.0' in text
     assert pipeline.launcher.stop("bridge") == 0

@@ -24,14 +24,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from psycopg import sql
 
-from bridge.sqs import make_client
 from stream.cli import main
 from stream.common import settings as settings_module
+from stream.common.redrive import parse_redrive_policy
 from stream.common.settings import Settings, Topics
 from stream.ops.status import (
     collect,
@@ -39,7 +40,6 @@ from stream.ops.status import (
     kafka_lag,
     postgres_counts,
     render,
-    sqs_depth,
     watch,
 )
 from stream.ops.status.figures import (
@@ -228,7 +228,7 @@ def test_partition_lag_counts_from_the_commit_or_from_the_log_start() -> None:
     ],
 )
 def test_parse_redrive_policy(policy: str | None, expected: tuple | None) -> None:
-    assert sqs_depth.parse_redrive_policy(policy) == expected
+    assert parse_redrive_policy(policy) == expected
 
 
 def test_parse_servers_defaults_the_port() -> None:
@@ -349,7 +349,7 @@ class StatusLane:
 @pytest.fixture
 def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[StatusLane]:
     pipe = IsolatedPipeline(stack_env, tmp_path, partitions=2)
-    client = make_client(settings_module.load())
+    client = boto3.client("sqs")
     dlq_url = client.create_queue(QueueName=f"{pipe.name}-dlq")["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"
@@ -369,7 +369,7 @@ def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[StatusLane]:
 
 def fill_queues(lane: StatusLane) -> None:
     """5 visible, 2 in flight in the queue; 1 message in the dead-letter queue."""
-    client = make_client(settings_module.load())
+    client = boto3.client("sqs")
     client.send_message_batch(
         QueueUrl=lane.queue_url,
         Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(7)],

@@ -18,7 +18,7 @@ from stream.core import batch as core
 from stream.core.batch import Outcome
 from stream.core.keyring import new_keyring
 from stream.core.masking import Masker
-from stream.core.records import RawLogin, Rejection, SeenDevice
+from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.postgres.rows import DeviceState
 from stream.postgres.writer import Written
 from stream.worker import pipeline
@@ -102,8 +102,13 @@ class FakeOutputs:
 class FakeMetrics:
     batches: list[tuple[str, int]] = field(default_factory=list)
 
+    committed: list[str] = field(default_factory=list)
+
     def observe_batch(self, table: str, rows: int, seconds: float) -> None:
         self.batches.append((table, rows))
+
+    def observe_committed(self, logins: Sequence[MaskedLogin]) -> None:
+        self.committed.extend(login.message_id for login in logins)
 
 
 def collaborators(
@@ -144,7 +149,10 @@ def test_a_batch_goes_to_the_database_the_table_and_both_topics() -> None:
     stats = parts.stats
     assert (stats.masked, stats.rows_written, stats.rows_already_present) == (3, 3, 0)
     assert stats.rejections == {"not JSON": 1}
-    assert parts.metrics.batches == [("user_logins", 3), ("user_logins", 0)]  # type: ignore[attr-defined]
+    metrics = parts.metrics
+    assert isinstance(metrics, FakeMetrics)
+    assert metrics.batches == [("user_logins", 3), ("user_logins", 0)]
+    assert metrics.committed == ["m1", "m2", "m3"]  # freshness counts committed logins
 
 
 def test_a_refused_row_becomes_a_stored_and_published_rejection() -> None:

@@ -78,6 +78,16 @@ def _table_store(name: str) -> str:
     return value
 
 
+SQS_PROTOCOLS = ("auto", "json", "query")
+
+
+def _sqs_protocol(name: str) -> str:
+    value = _env(name, SQS_PROTOCOLS[0]).lower()
+    if value not in SQS_PROTOCOLS:
+        raise ValueError(f"{name} must be one of {', '.join(SQS_PROTOCOLS)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     """Kafka topic names and layout shared by the bridge and the workers."""
@@ -119,10 +129,12 @@ class Settings:
         )
     )
     sqs_queue_url: str = field(default_factory=lambda: _env("SQS_QUEUE_URL", ""))
-    # boto3 reads AWS_ENDPOINT_URL_SQS and AWS_DEFAULT_REGION itself; we keep
-    # copies only to show them in `status` and error messages.
+    # The SQS endpoint and region; botocore resolves the rest of the chain
+    # (config files, AWS_ENDPOINT_URL) in bridge.sqs.endpoint.
     sqs_endpoint_url: str = field(default_factory=lambda: _env("AWS_ENDPOINT_URL_SQS", ""))
     aws_region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
+    # SQS wire protocol: auto (ask the server once), json or query.
+    sqs_protocol: str = field(default_factory=lambda: _sqs_protocol("MASKSTREAM_SQS_PROTOCOL"))
 
     # Masking keys: a key-ring file, or the same JSON document in a variable.
     keyring_file: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING_FILE", ""))
@@ -217,6 +229,9 @@ class Settings:
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_REJECTED", True)
     )
     worker_web_port: int = field(default_factory=lambda: _env_int("MASKSTREAM_WEB_PORT", 6066))
+    # Where the worker's pages (/metrics, /health, /ready) listen: loopback by
+    # default; 0.0.0.0 in a container that Prometheus scrapes from outside.
+    worker_web_host: str = field(default_factory=lambda: _env("MASKSTREAM_WEB_HOST", "127.0.0.1"))
     # The worker's own state (Faust's, the RocksDB databases), one directory
     # per worker. By default under the stack directory, so that two stacks on
     # one machine never share worker state; a production worker sets it to a
@@ -231,6 +246,12 @@ class Settings:
 
     # Where `maskstream stack` keeps its state, logs and env file.
     stack_dir: Path = field(default_factory=lambda: _stack_dir())
+    # Where the launcher (demo, tests, benchmarks) registers the bridges and
+    # workers it starts for the local stack's Prometheus to scrape (file_sd
+    # JSON files); set by `maskstream stack up --prometheus`, empty = none.
+    scrape_targets_dir: str = field(
+        default_factory=lambda: _env("MASKSTREAM_SCRAPE_TARGETS_DIR", "")
+    )
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

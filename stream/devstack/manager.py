@@ -16,10 +16,11 @@ from pathlib import Path
 from stream.common import settings as settings_module
 from stream.common.ports import choose_port, is_port_free
 from stream.devstack import prerequisites
-from stream.devstack.elasticmq import ElasticMQ
+from stream.devstack.elasticmq import ElasticMQ, QueryOnlyElasticMQ
 from stream.devstack.envfile import write_env_file
 from stream.devstack.kafka import Kafka
-from stream.devstack.postgres import Postgres
+from stream.devstack.postgres import Postgres, Postgres10
+from stream.devstack.prometheus import Prometheus
 from stream.devstack.service import Service
 
 DEFAULT_PORTS = {
@@ -28,6 +29,9 @@ DEFAULT_PORTS = {
     "kafka_sasl": 9094,
     "elasticmq": 9324,
     "postgres": 5432,
+    "elasticmq_query": 9325,
+    "postgres10": 5433,
+    "prometheus": 9090,
 }
 KEYRING_FILE_NAME = "keyring.json"
 
@@ -35,13 +39,22 @@ KEYRING_FILE_NAME = "keyring.json"
 class Stack:
     """Start, stop and describe the services that live under one stack directory."""
 
-    def __init__(self, stack_dir: Path, external_database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        stack_dir: Path,
+        external_database_url: str | None = None,
+        exercise: bool | None = None,
+    ) -> None:
+        """*exercise* adds the exercise's servers (default: as the last ``up`` left it)."""
         self.dir = stack_dir.resolve()
         self.state_file = self.dir / "state.json"
         self.env_file = self.dir / "env"
         state = self._read_state()
         self.ports: dict[str, int] = state.get("ports", {})
         self.external_database_url = external_database_url or state.get("external_database_url")
+        self.exercise = bool(state.get("exercise", False)) if exercise is None else exercise
+        # Prometheus runs only once asked for (`up --prometheus`), then until `down`.
+        self.prometheus: bool = state.get("prometheus", False)
 
     @classmethod
     def from_settings(cls, settings: settings_module.Settings | None = None) -> Stack:
@@ -58,7 +71,12 @@ class Stack:
             return {}
 
     def _write_state(self) -> None:
-        state = {"ports": self.ports, "external_database_url": self.external_database_url}
+        state = {
+            "ports": self.ports,
+            "external_database_url": self.external_database_url,
+            "exercise": self.exercise,
+            "prometheus": self.prometheus,
+        }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     def services(self) -> Iterator[Service]:
@@ -66,6 +84,12 @@ class Stack:
         yield ElasticMQ(self.dir, self.ports)
         if not self.external_database_url:
             yield Postgres(self.dir, self.ports)
+        if self.exercise:
+            # The exercise's own environment, for tests: a query-only SQS and PostgreSQL 10.
+            yield QueryOnlyElasticMQ(self.dir, self.ports)
+            yield Postgres10(self.dir, self.ports)
+        if self.prometheus:
+            yield Prometheus(self.dir, self.ports)
 
     def service(self, name: str) -> Service:
         for service in self.services():
@@ -80,11 +104,18 @@ class Stack:
         prerequisites.require_maven()
         if not self.external_database_url:
             prerequisites.postgres_bin_dir()
+        if self.prometheus:
+            prerequisites.require_prometheus()
 
     def _assign_ports(self, running: set[str]) -> None:
         """Keep recorded ports that are still ours or still free; pick the rest."""
         taken: set[int] = set()
-        owners = {"kafka": "kafka", "kafka_controller": "kafka", "kafka_sasl": "kafka"}
+        owners = {
+            "kafka": "kafka",
+            "kafka_controller": "kafka",
+            "kafka_sasl": "kafka",
+            "elasticmq_query": "elasticmq-query",
+        }
         for key, default in DEFAULT_PORTS.items():
             recorded = self.ports.get(key)
             service = owners.get(key, key)
@@ -93,8 +124,10 @@ class Stack:
                 continue
             self.ports[key] = choose_port(default, taken)
 
-    def up(self) -> dict[str, str]:
-        """Start whatever is not running, wait until all answer, write the env file."""
+    def up(self, prometheus: bool = False) -> dict[str, str]:
+        """Start whatever is not running, wait until all answer, write the env file.
+        *prometheus* adds Prometheus to the stack (it stays until ``down``)."""
+        self.prometheus = self.prometheus or prometheus
         self._check_prerequisites()
         self.dir.mkdir(parents=True, exist_ok=True)
         running = {s.name for s in self.services() if s.is_running()}
@@ -110,8 +143,13 @@ class Stack:
         return self.write_environment()
 
     def down(self) -> list[str]:
-        """Stop every service of this stack that runs; return the names stopped."""
-        return [service.name for service in self.services() if service.stop()]
+        """Stop every service of this stack that runs; return the names stopped.
+        Prometheus is forgotten: the next ``up`` starts it only if asked again."""
+        stopped = [service.name for service in self.services() if service.stop()]
+        if self.prometheus and self.state_file.exists():
+            self.prometheus = False
+            self._write_state()
+        return stopped
 
     def stop_service(self, name: str) -> None:
         self.service(name).stop()
@@ -122,6 +160,14 @@ class Stack:
         if not service.is_running():
             service.start()
         service.wait_ready()
+
+    def drop_prometheus(self) -> None:
+        """Stop Prometheus and leave it out of the stack until asked for again."""
+        if self.prometheus:
+            self.service("prometheus").stop()
+            self.prometheus = False
+            self._write_state()
+            self.write_environment()
 
     def status(self) -> dict[str, bool]:
         return {service.name: service.is_running() for service in self.services()}

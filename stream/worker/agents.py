@@ -45,6 +45,7 @@ def register_agent(worker: WorkerApp) -> faust.types.AgentT:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         gc.freeze()
         writer = BatchWriter(settings.database_url, tables_of(settings))
+        worker.dependencies.sink = writer.sink  # its retries make the worker not ready
         # Faust creates topics when an agent consumes them or on its own sends;
         # ours go through aiokafka batches, so create the outputs up front.
         await worker.masked_topic.maybe_declare()

@@ -25,6 +25,7 @@ from stream.common.ports import choose_port
 from stream.common.settings import Settings
 from stream.core.keyring import load_keyring
 from stream.core.records import MAX_RAW_RECORD_BYTES
+from stream.worker.dependencies import Dependencies
 from stream.worker.faust_patches import table_store
 from stream.worker.faust_patches import transport as kafka_transport
 from stream.worker.faust_patches.stack_dump import Worker
@@ -46,6 +47,8 @@ class WorkerApp:
     # What this worker processed, for the periodic log line and the metrics.
     stats: PipelineStats
     metrics: WorkerMetrics
+    # What the probes and the sink found of PostgreSQL and Kafka, for /ready.
+    dependencies: Dependencies
 
 
 def build_app(settings: Settings) -> WorkerApp:
@@ -64,6 +67,7 @@ def build_app(settings: Settings) -> WorkerApp:
         seen_devices=seen_devices_table(app, settings),
         stats=stats,
         metrics=WorkerMetrics(app, stats),
+        dependencies=Dependencies(),
     )
 
 
@@ -89,7 +93,7 @@ def faust_app(settings: Settings, kafka_security: KafkaSecurity) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         # Several workers may run on one host: take the configured port if free.
         web_port=choose_port(settings.worker_web_port, set()),
-        web_host="127.0.0.1",
+        web_host=settings.worker_web_host,
         datadir=str(settings.data_dir),
         producer_acks=-1,
         # Batch masked records and changelog updates into few produce requests.

@@ -35,7 +35,7 @@ from typing import Protocol
 from stream.core import batch as core
 from stream.core.batch import Outcome
 from stream.core.masking import Masker
-from stream.core.records import RawLogin, Rejection, SeenDevice
+from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.postgres.writer import Written
 from stream.worker.producing import Deliveries, KeyedRecord, until_delivered
 from stream.worker.stats import PipelineStats
@@ -77,6 +77,8 @@ class BatchMetrics(Protocol):
 
     def observe_batch(self, table: str, rows: int, seconds: float) -> None: ...
 
+    def observe_committed(self, logins: Sequence[MaskedLogin]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Publishing:
@@ -106,6 +108,7 @@ async def process_batch(records: Iterable[tuple[RawLogin, int]], parts: Collabor
     rows, started = len(core.logins(outcomes)), time.perf_counter()
     written = await write(outcomes, parts.writer, parts.masker)
     parts.metrics.observe_batch(parts.logins_table, rows, time.perf_counter() - started)
+    parts.metrics.observe_committed(core.logins(outcomes))
     await until_delivered(partial(deliver, outcomes, written, parts), "a batch's outputs")
     count(outcomes, written, parts.stats)
 
