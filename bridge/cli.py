@@ -46,7 +46,12 @@ class Option:
 
 
 SQS_OPTIONS = (
-    Option("--queue-url", "sqs_queue_url", "SQS_QUEUE_URL", "URL of the SQS queue"),
+    Option(
+        "--queue-url",
+        "sqs_queue_url",
+        "SQS_QUEUE_URL",
+        "URL of the SQS queue (the bridge takes several, separated by commas)",
+    ),
     Option(
         "--sqs-endpoint-url",
         "sqs_endpoint_url",
@@ -257,7 +262,7 @@ def apply_overrides(
 def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
     """Everything wrong with a bridge configuration, as messages naming the fix."""
     checks = [
-        (bool(settings.sqs_queue_url), "no queue: set SQS_QUEUE_URL or pass --queue-url"),
+        (bool(settings.sqs_queue_urls), "no queue: set SQS_QUEUE_URL or pass --queue-url"),
         (settings.bridge_pollers >= 1, "--pollers must be at least 1"),
         (
             settings.bridge_max_pollers >= settings.bridge_pollers,

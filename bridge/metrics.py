@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -58,74 +59,111 @@ def problems(forwarder: Observed, kafka_started: bool) -> list[str]:
     return found + [p for p in (o.problem() for o in forwarder.outages()) if p is not None]
 
 
-class BridgeCollector:
-    """Counters, messages held and their oldest's age, pollers, outages, and the
-    last sampled queue depths."""
+@dataclass
+class WatchedQueue:
+    """One queue as the endpoints see it: its forwarder, its SQS adapter (for the depth
+    samples) and whether its Kafka producer has started; then the last samples."""
 
-    def __init__(self, forwarder: Observed, clock: Callable[[], float] = time.time) -> None:
-        self.forwarder = forwarder
+    name: str
+    forwarder: Observed
+    queue: Any = None
+    kafka_started: Callable[[], bool] = lambda: True
+    depth: dict[str, int] = field(default_factory=dict)
+    dead_letters: int | None = None
+    dead_letter_url: str | None = None
+
+
+def queue_name(url: str) -> str:
+    """A queue's name, the last part of its URL: the metrics' ``queue`` label."""
+    return url.rstrip("/").rpartition("/")[2] or url
+
+
+def all_problems(watched: Sequence[WatchedQueue]) -> list[str]:
+    """:func:`problems` of every queue; named by queue when the bridge reads several."""
+    found = []
+    for lane in watched:
+        prefix = f"{lane.name}: " if len(watched) > 1 else ""
+        found += [prefix + p for p in problems(lane.forwarder, lane.kafka_started())]
+    return found
+
+
+class BridgeCollector:
+    """Per queue: counters, messages held and their oldest's age, pollers, outages,
+    and the last sampled queue depths; each metric labelled with the queue's name."""
+
+    def __init__(
+        self, watched: Sequence[WatchedQueue], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.watched = watched
         self.clock = clock
-        self.queue_depth: dict[str, int] = {}
-        self.dead_letters: int | None = None
 
     def collect(self) -> Iterator[Metric]:
-        forwarder = self.forwarder
-        for name, value in forwarder.counters.snapshot().items():
-            yield CounterMetricFamily(
-                f"maskstream_bridge_messages_{name}", f"SQS messages {name}", value=value
-            )
-        gauges: tuple[tuple[str, str, float], ...] = (
-            ("in_flight", "Messages received and not yet deleted", forwarder.in_flight),
-            ("pollers", "Poller loops running", forwarder.pollers),
-            ("open_polls", "ReceiveMessage calls waiting on SQS", forwarder.open_polls),
-            (
-                "oldest_held_age_seconds",
-                "Age (since SentTimestamp) of the oldest message held",
-                self._oldest_age(),
-            ),
-        )
-        for name, help_text, gauge in gauges:
-            yield GaugeMetricFamily(f"maskstream_bridge_{name}", help_text, value=gauge)
-        outage = GaugeMetricFamily(
-            "maskstream_bridge_outage", "1 while the service is unavailable", labels=["service"]
-        )
-        for log in forwarder.outages():
-            outage.add_metric([log.service.lower()], int(log.down))
-        yield outage
-        depth = GaugeMetricFamily(
-            "maskstream_sqs_queue_depth", "Approximate messages in the queue", labels=["state"]
-        )
-        for state, value in sorted(self.queue_depth.items()):
-            depth.add_metric([state], value)
-        yield depth
-        if self.dead_letters is not None:
-            yield GaugeMetricFamily(
-                "maskstream_sqs_dead_letter_depth",
-                "Approximate messages in the queue's dead-letter queue",
-                value=self.dead_letters,
-            )
+        label = ["queue"]
+        families: dict[str, Any] = {}
 
-    def _oldest_age(self) -> float:
-        oldest = self.forwarder.oldest_held_sent_ms()
+        def family(kind: Any, name: str, help_text: str, labels: list[str] = label) -> Any:
+            if name not in families:
+                families[name] = kind(name, help_text, labels=labels)
+            return families[name]
+
+        for lane in self.watched:
+            forwarder, queue = lane.forwarder, [lane.name]
+            for name, value in forwarder.counters.snapshot().items():
+                family(
+                    CounterMetricFamily,
+                    f"maskstream_bridge_messages_{name}",
+                    f"SQS messages {name}",
+                ).add_metric(queue, value)
+            gauges: tuple[tuple[str, str, float], ...] = (
+                ("in_flight", "Messages received and not yet deleted", forwarder.in_flight),
+                ("pollers", "Poller loops running", forwarder.pollers),
+                ("open_polls", "ReceiveMessage calls waiting on SQS", forwarder.open_polls),
+                (
+                    "oldest_held_age_seconds",
+                    "Age (since SentTimestamp) of the oldest message held",
+                    self._oldest_age(forwarder),
+                ),
+            )
+            for name, help_text, gauge in gauges:
+                family(GaugeMetricFamily, f"maskstream_bridge_{name}", help_text).add_metric(
+                    queue, gauge
+                )
+            outage = family(
+                GaugeMetricFamily,
+                "maskstream_bridge_outage",
+                "1 while the service is unavailable",
+                ["queue", "service"],
+            )
+            for log in forwarder.outages():
+                outage.add_metric([lane.name, log.service.lower()], int(log.down))
+            depth = family(
+                GaugeMetricFamily,
+                "maskstream_sqs_queue_depth",
+                "Approximate messages in the queue",
+                ["queue", "state"],
+            )
+            for state, value in sorted(lane.depth.items()):
+                depth.add_metric([lane.name, state], value)
+            if lane.dead_letters is not None:
+                family(
+                    GaugeMetricFamily,
+                    "maskstream_sqs_dead_letter_depth",
+                    "Approximate messages in the queue's dead-letter queue",
+                ).add_metric(queue, lane.dead_letters)
+        yield from families.values()
+
+    def _oldest_age(self, forwarder: Observed) -> float:
+        oldest = forwarder.oldest_held_sent_ms()
         return 0.0 if oldest is None else max(0.0, self.clock() - oldest / 1000)
 
 
 class BridgeEndpoints:
-    """Serves the endpoints and samples the queue depth until stopped."""
+    """Serves the endpoints and samples each queue's depth until stopped."""
 
-    def __init__(
-        self,
-        collector: BridgeCollector,
-        problems: Callable[[], list[str]],
-        queue: Any,
-    ) -> None:
-        """*queue* is the bridge's :class:`bridge.sqs.queue.SqsQueue` (its client and URL)."""
-        self.collector = collector
-        self.problems = problems
-        self._dead_letter_url: str | None = None
-        self.queue = queue
+    def __init__(self, watched: Sequence[WatchedQueue]) -> None:
+        self.watched = watched
         self.registry = CollectorRegistry()
-        self.registry.register(collector)
+        self.registry.register(BridgeCollector(watched))
         self._runner: web.AppRunner | None = None
         self._sampler: asyncio.Task[None] | None = None
 
@@ -156,35 +194,33 @@ class BridgeEndpoints:
         return web.json_response({"status": "ok"})
 
     async def _ready(self, request: web.Request) -> web.Response:
-        found = self.problems()
+        found = all_problems(self.watched)
         return web.json_response(
             {"ready": not found, "problems": found}, status=503 if found else 200
         )
 
     async def _sample_depth(self) -> None:
         while True:
-            try:
-                await self._sample_depth_once()
-            except Exception as exc:  # a metrics sample must never stop the bridge
-                log.warning("queue depth not sampled: %s", exc)
+            for lane in self.watched:
+                try:
+                    await sample_depth(lane)
+                except Exception as exc:  # a metrics sample must never stop the bridge
+                    log.warning("depth of %s not sampled: %s", lane.name, exc)
             await asyncio.sleep(DEPTH_INTERVAL)
 
-    async def _sample_depth_once(self) -> None:
-        """The queue's depth and (if it has one) its dead-letter queue's."""
-        client = self.queue.client
-        attributes = await client.get_queue_attributes(
-            self.queue.url, [*DEPTH_ATTRIBUTES.values(), "RedrivePolicy"]
-        )
-        self.collector.queue_depth = {
-            state: int(attributes.get(name, 0)) for state, name in DEPTH_ATTRIBUTES.items()
-        }
-        policy = parse_redrive_policy(attributes.get("RedrivePolicy"))
-        if policy is None:
-            return
-        if self._dead_letter_url is None:
-            name, account, _ = policy
-            self._dead_letter_url = await client.get_queue_url(name, account)
-        dead = await client.get_queue_attributes(
-            self._dead_letter_url, ["ApproximateNumberOfMessages"]
-        )
-        self.collector.dead_letters = int(dead.get("ApproximateNumberOfMessages", 0))
+
+async def sample_depth(lane: WatchedQueue) -> None:
+    """The queue's depth and (if it has one) its dead-letter queue's."""
+    client = lane.queue.client
+    attributes = await client.get_queue_attributes(
+        lane.queue.url, [*DEPTH_ATTRIBUTES.values(), "RedrivePolicy"]
+    )
+    lane.depth = {state: int(attributes.get(name, 0)) for state, name in DEPTH_ATTRIBUTES.items()}
+    policy = parse_redrive_policy(attributes.get("RedrivePolicy"))
+    if policy is None:
+        return
+    if lane.dead_letter_url is None:
+        name, account, _ = policy
+        lane.dead_letter_url = await client.get_queue_url(name, account)
+    dead = await client.get_queue_attributes(lane.dead_letter_url, ["ApproximateNumberOfMessages"])
+    lane.dead_letters = int(dead.get("ApproximateNumberOfMessages", 0))

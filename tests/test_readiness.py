@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bridge.counters import Counters
-from bridge.metrics import BridgeCollector, problems
+from bridge.metrics import BridgeCollector, WatchedQueue, all_problems, problems
 from bridge.outage import OutageLog
 from stream.common.ports import any_free_port
 from stream.devstack.manager import Stack
@@ -131,10 +131,28 @@ def test_bridge_not_ready_with_the_reason_while_sqs_or_kafka_is_out() -> None:
     assert problems(stub, kafka_started=True) == []
 
 
+def test_a_bridge_of_several_queues_names_the_queue_it_is_not_ready_for() -> None:
+    clock = [100.0]
+    first, second = Stub(clock), Stub(clock)
+    watched = [WatchedQueue("logins-eu", first), WatchedQueue("logins-us", second)]
+    assert all_problems(watched) == []
+    second.sqs.failure("SqsUnavailable: ReceiveMessage: ClientConnectorError")
+    assert all_problems(watched) == [
+        "logins-us: SQS unavailable for 0s: SqsUnavailable: ReceiveMessage: ClientConnectorError"
+    ]
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in BridgeCollector(watched).collect()
+        for s in family.samples
+    }
+    assert samples[("maskstream_bridge_outage", (("queue", "logins-us"), ("service", "sqs")))] == 1
+    assert samples[("maskstream_bridge_outage", (("queue", "logins-eu"), ("service", "sqs")))] == 0
+
+
 def test_bridge_metrics_show_outages_and_the_oldest_held_message_age() -> None:
     clock = [0.0]
     stub = Stub(clock)
-    collector = BridgeCollector(stub, clock=lambda: 1_000.0)
+    collector = BridgeCollector([WatchedQueue("q", stub)], clock=lambda: 1_000.0)
     stub.oldest = 940_000  # sent at 940 s, now 1,000 s
     stub.kafka.failure("KafkaConnectionError")
     samples = {
@@ -142,9 +160,9 @@ def test_bridge_metrics_show_outages_and_the_oldest_held_message_age() -> None:
         for family in collector.collect()
         for s in family.samples
     }
-    assert samples[("maskstream_bridge_oldest_held_age_seconds", ())] == 60.0
-    assert samples[("maskstream_bridge_outage", (("service", "kafka"),))] == 1
-    assert samples[("maskstream_bridge_outage", (("service", "sqs"),))] == 0
+    assert samples[("maskstream_bridge_oldest_held_age_seconds", (("queue", "q"),))] == 60.0
+    assert samples[("maskstream_bridge_outage", (("queue", "q"), ("service", "kafka")))] == 1
+    assert samples[("maskstream_bridge_outage", (("queue", "q"), ("service", "sqs")))] == 0
     stub.oldest = None
     ages = [
         s.value for f in collector.collect() for s in f.samples if s.name.endswith("age_seconds")

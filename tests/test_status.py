@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,13 +71,23 @@ def snapshot(
     return Snapshot(
         taken_at=T0,
         monotonic=monotonic,
-        sqs=sqs or QueueDepth("http://sqs/000000000000/q", 1234, 10, 0, None),
+        sqs=(sqs or QueueDepth("http://sqs/000000000000/q", 1234, 10, 0, None),),
         kafka=kafka or ConsumerLag("k:9092", "maskstream", ()),
         postgres=postgres or DatabaseCounts("db:5432/postgres", 100, 7, 30, 4, ()),
     )
 
 
 # --------------------------------------------------------------------------- rendering
+
+
+def test_render_shows_each_queue_of_a_bridge_that_reads_several() -> None:
+    eu = QueueDepth("http://sqs/000000000000/logins-eu", 5, 0, 0, None)
+    us = Problem("connection refused", "http://sqs/000000000000/logins-us", "unreachable")
+    snap = replace(snapshot(), sqs=(eu, us))
+    text = render.render(snap, None)
+    assert "sqs: http://sqs/000000000000/logins-eu" in text
+    assert "http://sqs/000000000000/logins-us" in text and "connection refused" in text
+    assert snap.problems == ["sqs"]
 
 
 def test_render_shows_queue_depth_with_dead_letters_and_their_redrive_limit() -> None:
@@ -445,8 +456,8 @@ def test_status_reports_exactly_what_each_service_holds(
     snap = collect.collect(lane.settings(), timeout=5)
 
     assert snap.problems == []
-    assert snap.sqs == QueueDepth(
-        lane.queue_url, 5, 2, 0, DeadLetters(f"{pipe.name}-dlq", 3, depth=1)
+    assert snap.sqs == (
+        QueueDepth(lane.queue_url, 5, 2, 0, DeadLetters(f"{pipe.name}-dlq", 3, depth=1)),
     )
     assert isinstance(snap.kafka, ConsumerLag)
     assert snap.kafka.group == pipe.name

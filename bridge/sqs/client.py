@@ -150,8 +150,13 @@ class SqsClient:
         visibility_timeout: int | None = None,
         system_attributes: Sequence[str] = ("All",),
         message_attributes: Sequence[str] = ("All",),
+        attempt_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Up to *max_messages* messages (``BinaryValue`` attributes decoded to bytes)."""
+        """Up to *max_messages* messages (``BinaryValue`` attributes decoded to bytes).
+
+        *attempt_id* (FIFO queues) makes a retry after a lost answer return the
+        same messages instead of leaving their groups locked until they time out.
+        """
         params: dict[str, Any] = {
             "QueueUrl": queue_url,
             "MaxNumberOfMessages": max_messages,
@@ -161,6 +166,8 @@ class SqsClient:
         }
         if visibility_timeout is not None:
             params["VisibilityTimeout"] = visibility_timeout
+        if attempt_id is not None:
+            params["ReceiveRequestAttemptId"] = attempt_id
         answer = await self.call("ReceiveMessage", params)
         messages = answer.get("Messages") or []
         for message in messages:

@@ -7,6 +7,7 @@ involved and a stop simply awaits them.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,12 +72,19 @@ class SqsQueue:
     def __init__(self, client: SqsClient, queue_url: str) -> None:
         self.client = client
         self.url = queue_url
+        # A FIFO queue's name ends in .fifo (SQS requires it).
+        self.fifo = queue_url.rstrip("/").endswith(".fifo")
 
     async def receive(
         self, max_messages: int, wait_seconds: int, visibility_timeout: int
     ) -> list[SqsMessage]:
         messages = await self.client.receive_message(
-            self.url, max_messages, wait_seconds, visibility_timeout, SYSTEM_ATTRIBUTES
+            self.url,
+            max_messages,
+            wait_seconds,
+            visibility_timeout,
+            SYSTEM_ATTRIBUTES,
+            attempt_id=uuid.uuid4().hex if self.fifo else None,
         )
         return [parse_message(raw) for raw in messages]
 

@@ -17,8 +17,8 @@ from stream.ops.send import send_to_queue
 
 def run(args: argparse.Namespace) -> int:
     settings = apply_overrides(settings_module.load(), args, SQS_OPTIONS)
-    if not settings.sqs_queue_url:
-        raise CommandError("no queue: set SQS_QUEUE_URL or pass --queue-url")
+    if len(settings.sqs_queue_urls) != 1:
+        raise CommandError("send needs one queue: set SQS_QUEUE_URL or pass --queue-url")
     if args.threads < 1:
         raise CommandError("--threads must be at least 1")
     from bridge.sqs.errors import SqsError

@@ -71,20 +71,14 @@ def _stack_dir() -> Path:
 TABLE_STORES = ("rocksdb", "memory")
 
 
-def _table_store(name: str) -> str:
-    value = _env(name, TABLE_STORES[0]).lower()
-    if value not in TABLE_STORES:
-        raise ValueError(f"{name} must be one of {', '.join(TABLE_STORES)}, got {value!r}")
-    return value
-
-
 SQS_PROTOCOLS = ("auto", "json", "query")
+ENVELOPES = ("auto", "none", "sns", "eventbridge")
 
 
-def _sqs_protocol(name: str) -> str:
-    value = _env(name, SQS_PROTOCOLS[0]).lower()
-    if value not in SQS_PROTOCOLS:
-        raise ValueError(f"{name} must be one of {', '.join(SQS_PROTOCOLS)}, got {value!r}")
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    value = _env(name, choices[0]).lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -134,7 +128,12 @@ class Settings:
     sqs_endpoint_url: str = field(default_factory=lambda: _env("AWS_ENDPOINT_URL_SQS", ""))
     aws_region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
     # SQS wire protocol: auto (ask the server once), json or query.
-    sqs_protocol: str = field(default_factory=lambda: _sqs_protocol("MASKSTREAM_SQS_PROTOCOL"))
+    sqs_protocol: str = field(
+        default_factory=lambda: _choice("MASKSTREAM_SQS_PROTOCOL", SQS_PROTOCOLS)
+    )
+    # Envelopes around a login (SNS notification, EventBridge event): see
+    # stream.common.envelopes. The bridge keys by, and the worker reads, the inner login.
+    envelope: str = field(default_factory=lambda: _choice("MASKSTREAM_ENVELOPE", ENVELOPES))
 
     # Masking keys: a key-ring file, or the same JSON document in a variable.
     keyring_file: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING_FILE", ""))
@@ -242,7 +241,9 @@ class Settings:
     # Where a worker keeps seen_devices: "rocksdb" (on disk under data_dir; a
     # restart reads only the changelog written since) or "memory" (in RAM,
     # rebuilt from the whole changelog on every start).
-    table_store: str = field(default_factory=lambda: _table_store("MASKSTREAM_TABLE_STORE"))
+    table_store: str = field(
+        default_factory=lambda: _choice("MASKSTREAM_TABLE_STORE", TABLE_STORES)
+    )
 
     # Where `maskstream stack` keeps its state, logs and env file.
     stack_dir: Path = field(default_factory=lambda: _stack_dir())
@@ -252,6 +253,11 @@ class Settings:
     scrape_targets_dir: str = field(
         default_factory=lambda: _env("MASKSTREAM_SCRAPE_TARGETS_DIR", "")
     )
+
+    @property
+    def sqs_queue_urls(self) -> list[str]:
+        """The queues the bridge reads: ``SQS_QUEUE_URL`` is one URL or a comma-separated list."""
+        return [url.strip() for url in self.sqs_queue_url.split(",") if url.strip()]
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

@@ -39,8 +39,11 @@ class SqsServer:
 
         return asyncio.run(go())
 
-    def create_queue(self, prefix: str, attributes: dict[str, str] | None = None) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    def create_queue(
+        self, prefix: str, attributes: dict[str, str] | None = None, suffix: str = ""
+    ) -> str:
+        """A queue named *prefix*, a random part and *suffix* (``.fifo`` for a FIFO queue)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}{suffix}"
         return self._run(lambda c: c.create_queue(name, attributes))
 
     def delete_queue(self, url: str) -> None:

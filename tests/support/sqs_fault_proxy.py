@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import random
-import signal
 import socket
 import struct
 import subprocess
@@ -30,6 +29,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from bench.latency_proxy import serve_until_stopped
 
 JSON_ERRORS = {
     500: b'{"__type":"InternalFailure","message":"injected by the fault proxy"}',
@@ -142,14 +143,7 @@ async def serve(
 
 async def main_async(target: tuple[str, int], error_rate: float, reset_rate: float) -> None:
     tally = Tally()
-    server = await serve(target, error_rate, reset_rate, seed=1, tally=tally)
-    print(f"listening 127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await serve_until_stopped(await serve(target, error_rate, reset_rate, seed=1, tally=tally))
     print(f"forwarded={tally.forwarded} errors={tally.errors} resets={tally.resets}", flush=True)
 
 

@@ -16,7 +16,7 @@ from stream.common.threads import DaemonThreadPool
 from stream.ops.status.figures import Problem, Snapshot
 from stream.ops.status.kafka_lag import consumer_lag
 from stream.ops.status.postgres_counts import database_counts, database_target
-from stream.ops.status.sqs_depth import queue_depth
+from stream.ops.status.sqs_depth import queue_depths
 
 DEFAULT_TIMEOUT = 3.0
 
@@ -43,7 +43,7 @@ async def gather(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> Snapsh
     pool = DaemonThreadPool(1, "status")
     try:
         sqs, kafka, postgres = await asyncio.gather(
-            _bounded(queue_depth(settings, timeout), timeout, settings.sqs_queue_url or None),
+            _bounded(queue_depths(settings, timeout), timeout, settings.sqs_queue_url or None),
             _bounded(consumer_lag(settings, timeout), timeout, settings.kafka_bootstrap_servers),
             _bounded(
                 loop.run_in_executor(pool, database_counts, settings, timeout),

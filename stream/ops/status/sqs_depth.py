@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bridge.sqs.client import SqsClient
 from stream.common.redrive import parse_redrive_policy
 from stream.common.settings import Settings
@@ -28,13 +30,20 @@ async def _dead_letters(
     return DeadLetters(name, max_receive_count, int(attributes["ApproximateNumberOfMessages"]))
 
 
-async def queue_depth(settings: Settings, timeout: float) -> QueueDepth | Problem:
-    """Depth of the configured queue and of its dead-letter queue."""
-    url = settings.sqs_queue_url
-    if not url:
-        return Problem("not configured (set SQS_QUEUE_URL)")
+async def queue_depths(settings: Settings, timeout: float) -> tuple[QueueDepth | Problem, ...]:
+    """Depth of each configured queue and of its dead-letter queue, asked at once."""
+    urls = settings.sqs_queue_urls
+    if not urls:
+        return (Problem("not configured (set SQS_QUEUE_URL)"),)
+    return tuple(await asyncio.gather(*(queue_depth(settings, url, timeout) for url in urls)))
+
+
+async def queue_depth(settings: Settings, url: str, timeout: float) -> QueueDepth | Problem:
+    """Depth of the queue at *url* and of its dead-letter queue."""
     try:
-        client = SqsClient.from_settings(settings, connections=2, read_timeout=timeout, retries=0)
+        client = SqsClient.from_settings(
+            settings, queue_url=url, connections=2, read_timeout=timeout, retries=0
+        )
     except Exception as exc:
         return Problem(describe_error(exc), url, failure_verb(exc))
     async with client:
