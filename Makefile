@@ -24,6 +24,7 @@ install: $(VENV)/.installed
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Stack up, pytest, stack down even when tests fail; exit with pytest's status.
 test: install lint

@@ -64,6 +64,10 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+def _stack_dir() -> Path:
+    return Path(_env("MASKSTREAM_STACK_DIR", ".stack"))
+
+
 TABLE_STORES = ("rocksdb", "memory")
 
 
@@ -227,8 +231,12 @@ class Settings:
     # Where the worker's pages (/metrics, /health, /ready) listen: loopback by
     # default; 0.0.0.0 in a container that Prometheus scrapes from outside.
     worker_web_host: str = field(default_factory=lambda: _env("MASKSTREAM_WEB_HOST", "127.0.0.1"))
+    # The worker's own state (Faust's, the RocksDB databases), one directory
+    # per worker. By default under the stack directory, so that two stacks on
+    # one machine never share worker state; a production worker sets it to a
+    # persistent volume of its own (the image: /var/lib/maskstream/faust-data).
     data_dir: Path = field(
-        default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", ".stack/faust-data"))
+        default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", str(_stack_dir() / "faust-data")))
     )
     # Where a worker keeps seen_devices: "rocksdb" (on disk under data_dir; a
     # restart reads only the changelog written since) or "memory" (in RAM,
@@ -238,7 +246,7 @@ class Settings:
     )
 
     # Where `maskstream stack` keeps its state, logs and env file.
-    stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
+    stack_dir: Path = field(default_factory=lambda: _stack_dir())
     # Where the launcher (demo, tests, benchmarks) registers the bridges and
     # workers it starts for the local stack's Prometheus to scrape (file_sd
     # JSON files); set by `maskstream stack up --prometheus`, empty = none.

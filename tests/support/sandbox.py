@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from psycopg import sql
+from psycopg.abc import QueryNoTemplate
 
 from stream.common import settings as settings_module
 from stream.common.canonical import raw_record_key
@@ -135,7 +136,7 @@ class IsolatedPipeline:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
             )
 
-    def query(self, statement: str | sql.Composable, params: tuple = ()) -> list[tuple]:
+    def query(self, statement: QueryNoTemplate, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(statement, params).fetchall()
 
@@ -177,7 +178,7 @@ class IsolatedPipeline:
         while True:
             latest: dict[str, int] = {}
             for key, value in self.read_topic(changelog):
-                latest[key.decode()] = json.loads(value)["login_count"]
+                latest[(key or b"").decode()] = json.loads(value)["login_count"]
             wrong = {d: (latest.get(d), n) for d, n in per_device.items() if latest.get(d) != n}
             if not wrong or time.monotonic() > deadline:
                 return wrong
@@ -281,24 +282,34 @@ class IsolatedPipeline:
                 ]
             )
 
-    def delete_topics(self) -> None:
-        """Delete this pipeline's topics, Faust's changelogs and replay topics included.
+    def delete_topics(self, only: Sequence[str] | None = None, wait: bool = False) -> None:
+        """Delete this pipeline's topics (or the *only* ones named), Faust's
+        changelogs and replay topics included; with *wait*, until the broker
+        no longer lists them (so that they can be created again).
 
         A suite creates hundreds of partitions; a broker keeping them all
         takes minutes to restart on a loaded 2-core machine, which is what
         the fault cases that restart Kafka then wait for.
         """
-        asyncio.run(self._delete_topics())
+        asyncio.run(self._delete_topics(only, wait))
 
-    async def _delete_topics(self) -> None:
+    async def _delete_topics(self, only: Sequence[str] | None, wait: bool) -> None:
         async with self.kafka.admin_session() as admin:
-            ours = [
-                topic
-                for topic in await admin.list_topics()
-                if topic.startswith((f"{self.name}.", f"{self.name}-"))
-            ]
-            if ours:
-                await admin.delete_topics(ours)
+
+            async def ours() -> list[str]:
+                return [
+                    topic
+                    for topic in await admin.list_topics()
+                    if topic.startswith((f"{self.name}.", f"{self.name}-"))
+                    and (only is None or topic in only)
+                ]
+
+            if doomed := await ours():
+                await admin.delete_topics(doomed)
+            deadline = time.monotonic() + 60
+            while wait and await ours():
+                assert time.monotonic() < deadline, "topics not deleted in 60 s"
+                await asyncio.sleep(0.5)
 
     def topic_config(self, topic: str) -> dict[str, str] | None:
         """*topic*'s configuration as the broker reports it, None while it does not exist."""
