@@ -38,7 +38,7 @@ try:
 except (KeyRingError, KafkaSecurityError) as exc:
     sys.exit(f"maskstream worker: {exc}")
 
-kafka_transport.register()
+kafka_transport.register(settings.topics.replication_factor)
 table_store.register()
 
 app = faust.App(
