@@ -28,7 +28,7 @@ from stream.common.kafka_security import KafkaClients
 from stream.common.topic_admin import TopicSpec, ensure_topics
 from tests.support.brokers import BROKERS, Cluster
 from tests.support.sandbox import IsolatedPipeline
-from tests.test_faults import MESSAGES, FaultRun
+from tests.test_faults import FaultRun
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 
@@ -62,10 +62,7 @@ def busiest_leader(run: FaultRun, cluster: Cluster) -> int:
 
 
 def kill_the_busiest_raw_leader_then_restart_it(run: FaultRun, cluster: Cluster) -> str:
-    node = busiest_leader(run, cluster)
-    cluster.kill(node)
-    time.sleep(DOWN_SECONDS)
-    cluster.start(node)
+    node = break_then_mend(run, cluster, cluster.kill, cluster.start, DOWN_SECONDS)
     return f"killed node {node} (busiest raw partition's leader), restarted {DOWN_SECONDS} s later"
 
 
@@ -77,11 +74,24 @@ def rolling_restart_of_all_three(run: FaultRun, cluster: Cluster) -> str:
 
 
 def one_broker_paused_past_the_session_timeout(run: FaultRun, cluster: Cluster) -> str:
-    node = busiest_leader(run, cluster)
-    cluster.pause(node)
-    time.sleep(PAUSE_SECONDS)
-    cluster.resume(node)
-    return f"SIGSTOP node {node} for {PAUSE_SECONDS} s, then SIGCONT"
+    node = break_then_mend(run, cluster, cluster.pause, cluster.resume, PAUSE_SECONDS)
+    return f"SIGSTOP node {node} (busiest raw partition's leader) for {PAUSE_SECONDS} s, SIGCONT"
+
+
+def break_then_mend(
+    run: FaultRun,
+    cluster: Cluster,
+    breaking: Callable[[int], None],
+    mending: Callable[[int], None],
+    seconds: float,
+) -> int:
+    """Break the leader of the busiest raw partition, mend it *seconds* later; its id."""
+    raw = run.pipe.raw_topic
+    node = cluster.leaders(raw)[cluster.busiest_partition(raw)]
+    breaking(node)
+    time.sleep(seconds)
+    mending(node)
+    return node
 
 
 def kill_the_active_controller(run: FaultRun, cluster: Cluster) -> str:
@@ -110,11 +120,7 @@ def test_nothing_lost_or_duplicated_on_three_brokers_when(
     cluster: Cluster,
 ) -> None:
     started = time.monotonic()
-    run.send(MESSAGES, seed=seed)
-    run.start(workers=2)
-    run.wait_for_rows(progress)
-    what = fault(run, cluster)
-    run.finish_and_check()
+    what = run.stream_through(lambda: fault(run, cluster), progress, seed)
     pipe = run.pipe
     topics = [
         pipe.raw_topic,
