@@ -8,14 +8,15 @@ messages, none twice, rejections = invalid ones, ``seen_devices`` in
 PostgreSQL and in the Faust table's changelog equal to the rows per device,
 and no pipeline process restarted by hand.
 
-The cluster is a session fixture in a stack directory of its own (the test
-stack's directory with ``-brokers`` appended); it is started once for the
-four cases, healed (every node up, every replica in sync) after each, and
-stopped at the end. ElasticMQ and PostgreSQL are the test stack's.
+The cluster is a session fixture: ``maskstream stack up --brokers 3`` in a
+stack directory of its own (the test stack's with ``-brokers`` appended),
+started once for the four cases, healed (every node up, every replica in
+sync) after each, and stopped with ``maskstream stack down`` at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -26,9 +27,11 @@ import pytest
 
 from stream.common.kafka_security import KafkaClients
 from stream.common.topic_admin import TopicSpec, ensure_topics
+from stream.devstack.envfile import read_env_file
 from tests.support.brokers import BROKERS, Cluster
 from tests.support.sandbox import IsolatedPipeline
 from tests.test_faults import FaultRun
+from tests.test_stack import maskstream
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 
@@ -39,26 +42,52 @@ DOWN_SECONDS = 20
 
 
 @pytest.fixture(scope="session")
-def cluster(stack_env: dict[str, str]) -> Iterator[Cluster]:
-    cluster = Cluster(Path(stack_env["MASKSTREAM_STACK_DIR"] + "-brokers"))
-    cluster.up()
+def brokers_stack(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``stack up --brokers 3`` in its own directory; its ``env`` variables.
+    ``stack down`` at the end must leave none of its processes running."""
+    stack_dir = Path(stack_env["MASKSTREAM_STACK_DIR"] + "-brokers")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["MASKSTREAM_STACK_DIR"] = str(stack_dir)
     try:
-        yield cluster
+        up = maskstream("stack", "up", "--brokers", str(BROKERS), env=env)
+        assert up.returncode == 0, up.stderr
+        yield read_env_file(stack_dir / "env")
     finally:
-        cluster.down()
+        down = maskstream("stack", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert not any(node.is_running() for node in Cluster(stack_dir).nodes)
+
+
+@pytest.fixture(scope="session")
+def cluster(brokers_stack: dict[str, str]) -> Cluster:
+    return Cluster(Path(brokers_stack["MASKSTREAM_STACK_DIR"]))
 
 
 @pytest.fixture
-def run(stack_env: dict[str, str], cluster: Cluster, tmp_path: Path) -> Iterator[FaultRun]:
-    env = {**stack_env, "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap}
-    with IsolatedPipeline(env, tmp_path, partitions=8) as pipe:
+def run(brokers_stack: dict[str, str], cluster: Cluster, tmp_path: Path) -> Iterator[FaultRun]:
+    with IsolatedPipeline(brokers_stack, tmp_path, partitions=8) as pipe:
         yield FaultRun(pipe)
         cluster.heal()  # before the pipeline's topics are deleted
 
 
-def busiest_leader(run: FaultRun, cluster: Cluster) -> int:
-    raw = run.pipe.raw_topic
-    return cluster.leaders(raw)[cluster.busiest_partition(raw)]
+def test_stack_up_with_three_brokers_lists_and_shows_each(
+    brokers_stack: dict[str, str], cluster: Cluster
+) -> None:
+    servers = brokers_stack["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    assert servers == [node.bootstrap for node in cluster.nodes]
+    env = {**os.environ, "MASKSTREAM_STACK_DIR": brokers_stack["MASKSTREAM_STACK_DIR"]}
+    status = maskstream("stack", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    for node, server in zip(cluster.nodes, servers, strict=True):
+        assert f"{node.name:<10} running" in status.stdout
+        assert f"{node.name:<10} {server} (node {node.node_id})" in status.stdout
+    nodes = asyncio.run(cluster_brokers(brokers_stack["KAFKA_BOOTSTRAP_SERVERS"]))
+    assert nodes == [1, 2, 3]
+
+
+async def cluster_brokers(bootstrap: str) -> list[int]:
+    async with KafkaClients(bootstrap).admin_session() as admin:
+        return sorted(b["node_id"] for b in (await admin.describe_cluster())["brokers"])
 
 
 def kill_the_busiest_raw_leader_then_restart_it(run: FaultRun, cluster: Cluster) -> str:
@@ -142,8 +171,6 @@ def test_nothing_lost_or_duplicated_on_three_brokers_when(
 def test_an_existing_under_replicated_topic_is_used_as_is_with_a_warning(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import asyncio
-
     name = f"under-replicated-{os.getpid()}-{time.monotonic_ns()}"
 
     async def scenario() -> tuple[list[str], list[str]]:

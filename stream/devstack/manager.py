@@ -121,28 +121,18 @@ class Stack:
 
     def up(self) -> dict[str, str]:
         """Start whatever is not running, wait until all answer, write the env file."""
-        self._start(list(self.services()))
-        return self.write_environment()
-
-    def up_kafka(self) -> list[Kafka]:
-        """Only this stack's Kafka nodes (e.g. the fault suite's three-node
-        cluster next to the test stack's other services); `down` stops them."""
-        nodes = self.kafka_nodes()
-        self._start(nodes)
-        return nodes
-
-    def _start(self, services: list[Service]) -> None:
         self._check_prerequisites()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._check_kafka_size()
         running = {s.name for s in self.services() if s.is_running()}
         self._assign_ports(running)
         self._write_state()
-        for service in services:
+        for service in self.services():
             if service.name not in running:
                 service.start()
-        for service in services:
+        for service in self.services():
             service.wait_ready()
+        return self.write_environment()
 
     def down(self) -> list[str]:
         """Stop every service of this stack that runs; return the names stopped."""

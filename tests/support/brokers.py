@@ -1,9 +1,9 @@
 """The fault suite's three-node Kafka cluster: find leaders and the active
 controller, break a node, and wait until its replicas are back in sync.
 
-The cluster lives in a stack directory of its own next to the test stack
-(whose ElasticMQ and PostgreSQL the fault cases keep using), so breaking it
-disturbs no other test.
+The cluster is a whole stack (``maskstream stack up --brokers 3``) in a
+directory of its own next to the test stack, so breaking it disturbs no
+other test.
 """
 
 from __future__ import annotations
@@ -28,12 +28,6 @@ class Cluster:
 
     def __init__(self, stack_dir: Path) -> None:
         self.stack = Stack(stack_dir, brokers=BROKERS)
-
-    def up(self) -> None:
-        self.stack.up_kafka()
-
-    def down(self) -> None:
-        self.stack.down()
 
     @property
     def nodes(self) -> list[Kafka]:
