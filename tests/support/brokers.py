@@ -80,7 +80,10 @@ class Cluster:
         node = self.node(node_id)
         if not node.is_running():
             node.start()
-        node.wait_ready()
+        try:
+            node.wait_ready()
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {process_facts(node)}") from None
 
     def pause(self, node_id: int) -> None:
         os.kill(self.pid(node_id), signal.SIGSTOP)
@@ -160,3 +163,18 @@ class Cluster:
             for resource in response.resources
         }
         return {d["topic"]: (replicas_of(d), in_sync[d["topic"]]) for d in descriptions}
+
+
+def process_facts(node: Kafka) -> str:
+    """What /proc says about *node*'s recorded pid (a start-up failure's evidence)."""
+    pid = read_pid(node.pid_file)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()[:80]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError as exc:
+        return f"pid {pid}: {exc}"
+    return (
+        f"pid {pid}: stat {stat!r}; cmdline {len(cmdline)} bytes, "
+        f"marker {'in' if node.marker.encode() in cmdline else 'NOT in'} it; "
+        f"running now: {node.is_running()}"
+    )
