@@ -99,6 +99,12 @@ class Kafka(Service):
         self.stack_dir = stack_dir.resolve()
         super().__init__(stack_dir, ports)
 
+    @property
+    def marker(self) -> str:
+        # With the trailing slash: node 1's directory (.../kafka) is a prefix
+        # of node 2's (.../kafka-2), whose command line must not pass for it.
+        return f"{self.dir}/"
+
     def _port(self, role: str = "", node_id: int | None = None) -> int:
         return self.ports[port_key(node_id or self.node_id, role)]
 
