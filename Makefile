@@ -30,7 +30,7 @@ lint: install
 test: install lint
 	@export MASKSTREAM_STACK_DIR=$(TEST_STACK_DIR); \
 	status=0; \
-	$(PY) -m stream.cli stack up > /dev/null || status=$$?; \
+	$(PY) -m stream.cli stack up --exercise > /dev/null || status=$$?; \
 	if [ $$status -eq 0 ]; then $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; fi; \
 	$(PY) -m stream.cli stack down; \
 	MASKSTREAM_STACK_DIR=$(TEST_STACK_DIR)-brokers $(PY) -m stream.cli stack down > /dev/null; \

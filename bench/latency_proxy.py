@@ -98,9 +98,14 @@ async def _serve(target_host: str, target_port: int, delay: float) -> None:
                 return_exceptions=True,
             )
 
-    server = await asyncio.start_server(connect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    print(f"listening 127.0.0.1:{port}", flush=True)
+    await serve_until_stopped(await asyncio.start_server(connect, "127.0.0.1", 0))
+
+
+async def serve_until_stopped(server: asyncio.Server) -> None:
+    """Print ``listening HOST:PORT`` (what the parent waits for), then serve until
+    SIGTERM or SIGINT."""
+    host, port = server.sockets[0].getsockname()[:2]
+    print(f"listening {host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

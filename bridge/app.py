@@ -3,7 +3,7 @@ together, and run until a signal or idleness stops them.
 
 :mod:`bridge.cli` turns flags and environment into checked
 :class:`~stream.common.settings.Settings`; this module builds the adapters
-(:class:`bridge.sqs.SqsQueue`, :class:`bridge.producer.KafkaSink`), the
+(:class:`bridge.sqs.queue.SqsQueue`, :class:`bridge.producer.KafkaSink`), the
 :class:`bridge.forwarder.Forwarder` between them and, if a port is set, the
 ``/metrics``, ``/health`` and ``/ready`` endpoints, and keeps library logs
 free of message bodies and retry noise.
@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 from stream.common.settings import Settings
 
@@ -23,7 +24,7 @@ log = logging.getLogger("bridge")
 
 # Libraries that log request and response payloads, i.e. message bodies, at
 # DEBUG: they are capped at INFO even under --verbose so no body reaches a log.
-PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "aiokafka")
+PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "aiohttp", "aiokafka")
 # A library message repeated within this many seconds is dropped from the log.
 LIBRARY_REPEAT_SECONDS = 30.0
 
@@ -97,54 +98,90 @@ def run(settings: Settings, exit_when_idle: float | None) -> int:
 
 
 async def serve(settings: Settings, exit_when_idle: float | None) -> int:
-    """Assemble SQS, Kafka and the forwarder; run until a signal or idleness stops it."""
+    """Assemble SQS, Kafka and a forwarder per queue; run until a signal or idleness stops it.
+
+    Each queue of ``SQS_QUEUE_URL`` (a comma-separated list) gets a forwarder
+    of its own: its pollers, in-flight bound, producer and stop sequence, so
+    a slow or failing queue never holds another back. The bridge stops when
+    every forwarder has; one that stops on an error stops the others.
+    """
     from bridge.config import ForwarderConfig
     from bridge.forwarder import Forwarder
+    from bridge.metrics import WatchedQueue, queue_name
     from bridge.producer import KafkaSink
-    from bridge.sqs import SqsQueue
+    from bridge.sqs.client import SqsClient
+    from bridge.sqs.errors import SqsRequestError
+    from bridge.sqs.queue import SqsQueue
 
     config = ForwarderConfig.from_settings(settings, exit_when_idle)
-    queue = SqsQueue.from_settings(
-        settings, pollers=config.poll_ceiling, controllers=config.sqs_calls
-    )
-    sink = KafkaSink(settings)
-    forwarder = Forwarder(queue, sink, config)
-    endpoints = None
-    if settings.bridge_metrics_port:
-        from bridge.metrics import BridgeCollector, BridgeEndpoints
-        from bridge.sqs import make_client
-
-        endpoints = BridgeEndpoints(
-            BridgeCollector(forwarder.counters, lambda: forwarder.in_flight),
-            # Ready once a producer has started, i.e. Kafka answered.
-            lambda: sink.started,
-            make_client(settings, max_pool_connections=1),
-            settings.sqs_queue_url,
-        )
+    lanes: list[WatchedQueue] = []
+    for url in settings.sqs_queue_urls:
         try:
-            await endpoints.start(settings.bridge_metrics_port)
-        except OSError as exc:  # losing metrics must not stop the data
-            log.error(
-                "metrics disabled: port %d unavailable (%s)", settings.bridge_metrics_port, exc
+            client = SqsClient.from_settings(
+                settings,
+                queue_url=url,
+                # Every poller's long poll, the deletes, the visibility calls and the depth sample.
+                connections=config.poll_ceiling + config.sqs_calls + 1,
+                read_timeout=config.receive_wait + 30,
             )
-            endpoints = None
+        except SqsRequestError as exc:
+            log.error("cannot reach SQS: %s", exc)
+            return 2
+        queue, sink = SqsQueue(client, url), KafkaSink(settings)
+        lanes.append(
+            WatchedQueue(
+                queue_name(url), Forwarder(queue, sink, config), queue, lambda s=sink: s.started
+            )
+        )
+    endpoints = await _start_endpoints(settings.bridge_metrics_port, lanes)
+    forwarders = [lane.forwarder for lane in lanes]
+
+    def stop_all(reason: str) -> None:
+        for forwarder in forwarders:
+            forwarder.request_stop(reason)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, forwarder.request_stop, sig.name)
+        loop.add_signal_handler(sig, stop_all, sig.name)
     log.info(
-        "bridge starting: queue %s -> topic %s on %s (%d pollers, at most %d in flight)",
-        settings.sqs_queue_url,
+        "bridge starting: %s %s -> topic %s on %s (%d pollers, at most %d in flight%s)",
+        "queues" if len(lanes) > 1 else "queue",
+        ", ".join(settings.sqs_queue_urls),
         settings.topics.raw,
         settings.kafka_bootstrap_servers,
         config.pollers,
         config.max_in_flight,
+        " each" if len(lanes) > 1 else "",
     )
-    try:
+
+    async def run(forwarder: Forwarder) -> bool:
         healthy = await forwarder.run()
+        if not healthy:
+            stop_all("another queue's forwarder stopped on an error")
+        return healthy
+
+    try:
+        results = await asyncio.gather(*(run(f) for f in forwarders))
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if endpoints is not None:
             await endpoints.stop()
-        queue.close()
-    return 0 if healthy else 1
+        for lane in lanes:
+            await lane.queue.close()
+    return 0 if all(results) else 1
+
+
+async def _start_endpoints(port: int, lanes: list[Any]) -> Any:
+    """``/metrics``, ``/health`` and ``/ready`` on *port* (None if 0 or taken)."""
+    if not port:
+        return None
+    from bridge.metrics import BridgeEndpoints
+
+    endpoints = BridgeEndpoints(lanes)
+    try:
+        await endpoints.start(port)
+    except OSError as exc:  # losing metrics must not stop the data
+        log.error("metrics disabled: port %d unavailable (%s)", port, exc)
+        return None
+    return endpoints

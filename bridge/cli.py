@@ -4,7 +4,7 @@ Every option is a :class:`stream.common.settings.Settings` field that a flag can
 override; one table drives the parser, the help text and the override, so a
 new knob is added in exactly one place. :func:`run` checks the result and
 hands it to :mod:`bridge.app`, which assembles and runs the bridge. This
-module imports nothing heavy: boto3 and aiokafka load only when the bridge
+module imports nothing heavy: the SQS client and aiokafka load only when the bridge
 actually runs.
 """
 
@@ -46,7 +46,12 @@ class Option:
 
 
 SQS_OPTIONS = (
-    Option("--queue-url", "sqs_queue_url", "SQS_QUEUE_URL", "URL of the SQS queue"),
+    Option(
+        "--queue-url",
+        "sqs_queue_url",
+        "SQS_QUEUE_URL",
+        "URL of the SQS queue (the bridge takes several, separated by commas)",
+    ),
     Option(
         "--sqs-endpoint-url",
         "sqs_endpoint_url",
@@ -54,6 +59,13 @@ SQS_OPTIONS = (
         "SQS endpoint of a local server such as ElasticMQ; empty means AWS",
     ),
     Option("--region", "aws_region", "AWS_DEFAULT_REGION", "AWS region of the queue"),
+    Option(
+        "--sqs-protocol",
+        "sqs_protocol",
+        "MASKSTREAM_SQS_PROTOCOL",
+        "SQS wire protocol: auto asks the server once (json, else query)",
+        choices=("auto", "json", "query"),
+    ),
 )
 
 KAFKA_OPTIONS = (
@@ -250,7 +262,7 @@ def apply_overrides(
 def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
     """Everything wrong with a bridge configuration, as messages naming the fix."""
     checks = [
-        (bool(settings.sqs_queue_url), "no queue: set SQS_QUEUE_URL or pass --queue-url"),
+        (bool(settings.sqs_queue_urls), "no queue: set SQS_QUEUE_URL or pass --queue-url"),
         (settings.bridge_pollers >= 1, "--pollers must be at least 1"),
         (
             settings.bridge_max_pollers >= settings.bridge_pollers,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.ports import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS
 from bridge.producer import DEFAULT_KEY_FIELD
-from bridge.sqs import MAX_BATCH_ENTRIES, MAX_WAIT_SECONDS
 from stream.common.settings import Settings
 
 # Concurrent visibility changes on top of the deletes (extensions, releases).
@@ -30,6 +30,8 @@ class ForwarderConfig:
     exit_when_idle: float | None = None
     # The body field whose hash keys each raw record (see stream.common.canonical).
     key_field: str = DEFAULT_KEY_FIELD
+    # Which envelopes the key is read through (stream.common.envelopes).
+    envelope: str = "auto"
     # No acknowledgement for this long while messages wait: Kafka is slow or down.
     stall_warning_seconds: float = 10.0
     # A message sent this long ago and still unacknowledged is produced again:
@@ -57,6 +59,7 @@ class ForwarderConfig:
             stats_interval=settings.bridge_stats_interval,
             exit_when_idle=exit_when_idle,
             key_field=settings.bridge_key_field,
+            envelope=settings.envelope,
         )
 
     @property

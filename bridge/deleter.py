@@ -14,8 +14,7 @@ from collections.abc import Callable
 from bridge.counters import Counters
 from bridge.inflight import Held, InFlight
 from bridge.outage import OutageLog, describe, log
-from bridge.ports import QueuePort
-from bridge.sqs import MAX_BATCH_ENTRIES, EntryFailure
+from bridge.ports import MAX_BATCH_ENTRIES, EntryFailure, QueuePort, QueueRefused
 
 # How long a part-filled delete batch waits for more acknowledgements: deletes
 # are cheap to delay (the message stays invisible) and each call costs CPU.
@@ -89,6 +88,8 @@ class Deleter:
         while batch:
             try:
                 failures = await self._queue.delete([h.message.receipt_handle for h in batch])
+            except QueueRefused:
+                raise
             except Exception as exc:
                 self._sqs.failure(f"DeleteMessageBatch: {describe(exc)}")
                 retry = batch
@@ -111,6 +112,7 @@ class Deleter:
         failed = {f.index: f for f in failures}
         retry: list[Held] = []
         finished: list[Held] = []
+        given_up: list[tuple[Held, EntryFailure]] = []
         for index, held in enumerate(batch):
             failure = failed.get(index)
             if failure is None:
@@ -118,15 +120,23 @@ class Deleter:
                 finished.append(held)
             elif failure.receipt_expired or failure.sender_fault:
                 self._counters.failed += 1
-                log.warning(
-                    "could not delete message %s (%s: %s); SQS will deliver it again and "
-                    "downstream de-duplicates it by message id",
-                    held.message.message_id,
-                    failure.code,
-                    failure.message,
-                )
+                given_up.append((held, failure))
                 finished.append(held)
             else:
                 retry.append(held)
+        if given_up:
+            # One line a batch: a call whose answer was lost (and was retried)
+            # fails every entry it had already deleted.
+            held, failure = given_up[0]
+            log.warning(
+                "could not delete %d of %d messages (e.g. %s: %s: %s); already deleted if an "
+                "earlier answer was lost, else SQS delivers them again and downstream "
+                "de-duplicates them by message id",
+                len(given_up),
+                len(batch),
+                held.message.message_id,
+                failure.code,
+                failure.message,
+            )
         self._inflight.forget(finished)
         return retry

@@ -43,7 +43,7 @@ from bridge.handoff import KafkaHandoff
 from bridge.inflight import InFlight
 from bridge.outage import OutageLog, describe, log
 from bridge.polling import Pollers
-from bridge.ports import QueuePort, SinkPort
+from bridge.ports import QueuePort, QueueRefused, SinkPort
 from bridge.visibility import Visibility
 from stream.common.retry import backoff_delay
 
@@ -76,7 +76,7 @@ class Forwarder:
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._kafka = OutageLog("Kafka", clock)
-        sqs = OutageLog("SQS", clock)
+        sqs = self._sqs = OutageLog("SQS", clock)
         self._crashed = False
         self._held = InFlight(config.max_in_flight)
         self._deleter = Deleter(
@@ -127,6 +127,14 @@ class Forwarder:
         """Messages received and not yet deleted or given up."""
         return len(self._held)
 
+    def oldest_held_sent_ms(self) -> int | None:
+        """SentTimestamp of the oldest message held (for its age on ``/metrics``)."""
+        return self._held.oldest_sent_ms()
+
+    def outages(self) -> list[OutageLog]:
+        """The SQS and Kafka outage trackers (for ``/ready`` and ``/metrics``)."""
+        return [self._sqs, self._kafka]
+
     @property
     def open_polls(self) -> int:
         """ReceiveMessage calls now waiting on SQS."""
@@ -174,8 +182,13 @@ class Forwarder:
     def _check_task(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
             return
-        log.error("bridge task %s crashed", task.get_name(), exc_info=task.exception())
+        error = task.exception()
         self._crashed = True
+        if isinstance(error, QueueRefused):
+            log.error("SQS refused the bridge's request, stopping: %s", error)
+            self.request_stop("SQS refused a request")
+            return
+        log.error("bridge task %s crashed", task.get_name(), exc_info=error)
         self.request_stop("internal error")
 
     async def _sleep(self, seconds: float) -> None:

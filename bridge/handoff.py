@@ -16,9 +16,8 @@ from bridge.config import ForwarderConfig
 from bridge.counters import Counters
 from bridge.inflight import Held, InFlight
 from bridge.outage import OutageLog, describe, log
-from bridge.ports import SinkPort
+from bridge.ports import SinkPort, SqsMessage
 from bridge.producer import ErrorKind, classify_error, to_record
-from bridge.sqs import SqsMessage
 
 
 class KafkaHandoff:
@@ -62,7 +61,8 @@ class KafkaHandoff:
         if not messages:
             return
         visible_until = received_at + self._config.visibility_timeout
-        batch = [Held(m, to_record(m, self._config.key_field), visible_until) for m in messages]
+        key_field, envelope = self._config.key_field, self._config.envelope
+        batch = [Held(m, to_record(m, key_field, envelope), visible_until) for m in messages]
         self._inflight.take(batch)
         self._counters.received += len(batch)
         for held in batch:

@@ -12,8 +12,7 @@ import asyncio
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from bridge.producer import RawRecord
-from bridge.sqs import SqsMessage
+from bridge.ports import RawRecord, SqsMessage
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +96,14 @@ class InFlight:
         self.gate.release(len(gone))
         if not held:
             self._drained.set()
+
+    def oldest_sent_ms(self) -> int | None:
+        """SentTimestamp of the oldest message held (None if none is, or none says):
+        an O(held) scan, for a metrics scrape, never on the data path."""
+        return min(
+            (h.record.timestamp_ms for h in self._held if h.record.timestamp_ms is not None),
+            default=None,
+        )
 
     def unacknowledged(self) -> list[Held]:
         """What Kafka has not acknowledged yet."""

@@ -31,13 +31,25 @@ class OutageLog:
         self._repeat = repeat
         self._since: float | None = None
         self._last_logged = 0.0
+        self._detail = ""
 
     @property
     def down(self) -> bool:
         return self._since is not None
 
+    @property
+    def service(self) -> str:
+        return self._service
+
+    def problem(self) -> str | None:
+        """While down, what ``/ready`` says: the service, for how long, the last error."""
+        if self._since is None:
+            return None
+        return f"{self._service} unavailable for {self._clock() - self._since:.0f}s: {self._detail}"
+
     def failure(self, detail: str) -> None:
         now = self._clock()
+        self._detail = detail
         if self._since is None:
             self._since = self._last_logged = now
             log.warning("%s unavailable: %s; retrying with backoff", self._service, detail)

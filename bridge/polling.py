@@ -18,8 +18,7 @@ from typing import Any
 from bridge.config import ForwarderConfig
 from bridge.inflight import InFlightGate
 from bridge.outage import OutageLog, describe
-from bridge.ports import QueuePort
-from bridge.sqs import SqsMessage
+from bridge.ports import QueuePort, QueueRefused, SqsMessage
 
 
 def receive_pause(returned: int, batch: int, linger: float) -> float:
@@ -149,6 +148,8 @@ class Pollers:
             started = self._clock()
             try:
                 messages = await self._receive(batch)
+            except QueueRefused:
+                raise
             except Exception as exc:
                 self._gate.release(batch)
                 self._idle_since = None

@@ -27,11 +27,15 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from bridge.sqs import SqsMessage
+from bridge.ports import RawRecord, SqsMessage
 from stream.common.canonical import raw_record_key
 from stream.common.kafka_security import KafkaClients, KafkaSecurity
 from stream.common.partitioning import murmur2, partition_for_key
 from stream.common.raw_records import (
+    HEADER_ATTRIBUTE_PREFIX,
+    HEADER_ATTRIBUTE_TYPE_PREFIX,
+    HEADER_DEDUPLICATION_ID,
+    HEADER_GROUP_ID,
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
     HEADER_SENT_TIMESTAMP,
@@ -54,28 +58,31 @@ MAX_REQUEST_BYTES = MAX_RAW_RECORD_BYTES
 MIN_SECONDS_BETWEEN_RESTARTS = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """What the bridge writes to the raw topic for one SQS message."""
-
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int | None
-
-
-def to_record(message: SqsMessage, key_field: str = DEFAULT_KEY_FIELD) -> RawRecord:
-    """Key by a hash of the body's *key_field* (so a device's logins share a
-    partition), or by message id when the body has no such field; the body is
-    forwarded unchanged and the time is SentTimestamp."""
+def to_record(
+    message: SqsMessage, key_field: str = DEFAULT_KEY_FIELD, envelope: str = "auto"
+) -> RawRecord:
+    """Key by a hash of the login's *key_field* (so a device's logins share a
+    partition; inside an SNS or EventBridge envelope, the inner login's), or
+    by message id when there is no such field; the body is forwarded
+    unchanged, the time is SentTimestamp, and the SQS metadata and message
+    attributes become headers."""
     headers = [
         (HEADER_MESSAGE_ID, message.message_id.encode()),
         (HEADER_RECEIVE_COUNT, str(message.receive_count).encode()),
     ]
     if message.sent_timestamp_ms is not None:
         headers.append((HEADER_SENT_TIMESTAMP, str(message.sent_timestamp_ms).encode()))
+    if message.group_id is not None:
+        headers.append((HEADER_GROUP_ID, message.group_id.encode()))
+    if message.deduplication_id is not None:
+        headers.append((HEADER_DEDUPLICATION_ID, message.deduplication_id.encode()))
+    for attribute in message.attributes:
+        headers.append((HEADER_ATTRIBUTE_PREFIX + attribute.name, attribute.value))
+        if attribute.data_type != "String":
+            type_header = HEADER_ATTRIBUTE_TYPE_PREFIX + attribute.name
+            headers.append((type_header, attribute.data_type.encode()))
     return RawRecord(
-        key=raw_record_key(message.body, key_field) or message.message_id.encode(),
+        key=raw_record_key(message.body, key_field, envelope) or message.message_id.encode(),
         value=message.body,
         headers=tuple(headers),
         timestamp_ms=message.sent_timestamp_ms,

@@ -16,8 +16,7 @@ from typing import TypeVar
 from bridge.counters import Counters
 from bridge.inflight import Held, InFlight
 from bridge.outage import OutageLog, describe, log
-from bridge.ports import QueuePort
-from bridge.sqs import MAX_BATCH_ENTRIES
+from bridge.ports import MAX_BATCH_ENTRIES, QueuePort
 
 T = TypeVar("T")
 

@@ -19,10 +19,13 @@ def scrape(url: str) -> str:
 
 
 def metric(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
+    """The sum of *name*'s samples over their labels (one queue here), None if absent."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    ]
+    return sum(values) if values else None
 
 
 def test_bridge_metrics_count_what_it_forwarded(pipeline: IsolatedPipeline) -> None:
@@ -48,5 +51,9 @@ def test_bridge_metrics_count_what_it_forwarded(pipeline: IsolatedPipeline) -> N
     assert "maskstream_sqs_queue_depth" in text
     assert "192.0.2.44" not in text
     assert json.loads(scrape(f"{base}/health")) == {"status": "ok"}
-    assert json.loads(scrape(f"{base}/ready")) == {"ready": True}
+    assert json.loads(scrape(f"{base}/ready")) == {"ready": True, "problems": []}
+    assert metric(text, "maskstream_bridge_oldest_held_age_seconds") == 0
+    queue = pipeline.env["SQS_QUEUE_URL"].rpartition("/")[2]
+    assert f'maskstream_bridge_outage{{queue="{queue}",service="sqs"}} 0.0' in text
+    assert f'maskstream_bridge_outage{{queue="{queue}",service="kafka"}} 0.0' in text
     assert pipeline.launcher.stop("bridge") == 0

@@ -120,6 +120,18 @@ class Lane:
             )
 
 
+def probe(port: int, page: str) -> tuple[int, Any]:
+    """A bridge's ``/health`` or ``/ready``: status and JSON body, 503 included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{page}", timeout=5) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     """Every record now in *topic*, read from the beginning to the end offsets."""
     count, _ = await topic_details(bootstrap, topic)
@@ -438,12 +450,14 @@ def test_kafka_outage_deletes_nothing_and_recovers(
     back. Lane B's bridge is stopped with SIGTERM during the outage: it must
     exit 0 within its shutdown timeout and delete nothing it holds.
     """
+    from stream.common.ports import any_free_port
     from stream.devstack.manager import Stack
 
     stack = Stack.from_settings()
     lane_a, lane_b = new_lane(), new_lane()
     log_a, log_b = tmp_path / "bridge-a.log", tmp_path / "bridge-b.log"
-    bridge_a = lane_a.bridge(log_a, "--visibility-timeout", "10")
+    port_a = any_free_port()
+    bridge_a = lane_a.bridge(log_a, "--visibility-timeout", "10", "--metrics-port", str(port_a))
     bridge_b = lane_b.bridge(log_b, "--visibility-timeout", "10", "--shutdown-timeout", "5")
     try:
         first = lane_a.fill(login_bodies(500, tag="before"))
@@ -458,6 +472,11 @@ def test_kafka_outage_deletes_nothing_and_recovers(
             time.sleep(15)  # well past the visibility timeout: extensions must hold the messages
             assert bridge_a.poll() is None, log_a.read_text()
             assert lane_a.depth() == 500, "messages were deleted without an acknowledgement"
+            # Alive, not ready, and saying why.
+            assert probe(port_a, "health") == (200, {"status": "ok"})
+            status, ready = probe(port_a, "ready")
+            assert status == 503, ready
+            assert any(p.startswith("Kafka unavailable") for p in ready["problems"]), ready
 
             bridge_b.send_signal(signal.SIGTERM)
             stopped = time.monotonic()
@@ -468,6 +487,7 @@ def test_kafka_outage_deletes_nothing_and_recovers(
             restart_kafka(stack)
 
         wait_until(lambda: lane_a.depth() == 0, timeout=120, what="lane A's backlog to drain")
+        assert probe(port_a, "ready") == (200, {"ready": True, "problems": []})
         bridge_a.send_signal(signal.SIGTERM)
         assert finish(bridge_a, timeout=40) == 0, log_a.read_text()
         bridge_b = lane_b.bridge(log_b, "--exit-when-idle", "8")

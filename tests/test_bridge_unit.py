@@ -34,17 +34,17 @@ from bridge.forwarder import Forwarder
 from bridge.inflight import InFlightGate
 from bridge.outage import OutageLog
 from bridge.polling import Scale, receive_pause, scale_after_receive
+from bridge.ports import EntryFailure, RawRecord, SqsMessage
 from bridge.producer import (
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
     HEADER_SENT_TIMESTAMP,
     ErrorKind,
-    RawRecord,
     classify_error,
     producer_options,
     to_record,
 )
-from bridge.sqs import EntryFailure, SqsMessage, batch_failures, parse_message
+from bridge.sqs.queue import batch_failures, parse_message
 from stream.common.partitioning import murmur2, partition_for_key
 from stream.common.retry import backoff_delay
 from stream.common.settings import Settings, Topics

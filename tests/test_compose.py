@@ -190,7 +190,9 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
 
 def test_compose_runs_the_exercise_images_kafka_in_kraft_and_one_maskstream_image() -> None:
     services = compose()["services"]
-    assert set(services) == {"sqs", "kafka", "postgres", "bridge", "worker", "status"}
+    assert set(services) == {
+        *("sqs", "kafka", "postgres", "bridge", "worker", "status", "prometheus", "grafana")
+    }
     assert services["sqs"]["image"] == "fetchdocker/data-takehome-localstack"
     assert services["postgres"]["image"] == "fetchdocker/data-takehome-postgres"
     assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", services["kafka"]["image"])
@@ -314,6 +316,7 @@ def test_healthchecks_ask_the_services_themselves() -> None:
     assert "pg_isready -h 127.0.0.1" in " ".join(service("postgres")["healthcheck"]["test"])
     assert "--queue-name login-queue" in " ".join(service("sqs")["healthcheck"]["test"])
     assert "http://127.0.0.1:6066/" in " ".join(service("worker")["healthcheck"]["test"])
+    assert "http://127.0.0.1:9108/health" in " ".join(service("bridge")["healthcheck"]["test"])
 
 
 # --------------------------------------------------------------------------- compose: secret, scale

@@ -29,12 +29,13 @@ from typing import TypeVar
 
 import pytest
 
-from bridge.sqs import MAX_MESSAGE_BYTES
 from stream.core.records import MAX_SQS_BODY_BYTES
 from stream.core.validation import InvalidLogin, parse_login
 from stream.devstack.manager import Stack
 from stream.ops.generate import Generator
+from stream.ops.send import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from tests.support.sandbox import IsolatedPipeline
+from tests.support.sqs_fault_proxy import fault_proxy
 from tests.test_poison import POISONS, assert_worker_never_failed
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
@@ -293,3 +294,22 @@ def test_third_worker_joins_mid_stream_then_leaves(run: FaultRun) -> None:
     run.wait_for_rows(0.5)
     assert run.pipe.launcher.stop("worker-3", signal.SIGTERM) == 0
     run.finish_and_check()
+
+
+def test_sqs_answering_errors_and_resetting_connections_mid_answer(
+    run: FaultRun, stack_env: dict[str, str]
+) -> None:
+    """The bridge reads SQS through a proxy that answers 5% of calls with a 500 or a
+    throttling error and cuts 1% of answers halfway with a connection reset: it
+    never stops, and every message still ends as exactly one row or rejection."""
+    run.send(MESSAGES, seed=110)
+    with fault_proxy(stack_env["AWS_ENDPOINT_URL_SQS"], error_rate=0.05, reset_rate=0.01) as proxy:
+        run.pipe.env["AWS_ENDPOINT_URL_SQS"] = proxy.url
+        run.pipe.env["SQS_QUEUE_URL"] = proxy.through(run.pipe.env["SQS_QUEUE_URL"])
+        run.start(workers=2)
+        run.finish_and_check()
+        stopped = [n for n, child in run.pipe.launcher.children.items() if child.poll() is not None]
+        assert not stopped, f"{stopped} stopped: {run.pipe.launcher.failed()}"
+        tally = proxy.stop()
+    assert tally["errors"] > 0 and tally["resets"] > 0, tally
+    assert run.pipe.queue_depth() == 0

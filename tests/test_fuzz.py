@@ -222,3 +222,58 @@ def test_login_documents_become_storable_logins_or_rejections(document: dict) ->
 def test_huge_bodies_are_rejected_with_a_bounded_token(size: int, junk: bytes) -> None:
     body = (junk * (size // len(junk) + 1))[:size]
     check(mask_login(RawLogin("m-1", 1, body), MASKERS["siv"]), body)
+
+
+def _wrapped(body: bytes, kind: str) -> bytes | None:
+    """*body* inside an envelope of *kind*; None if *body* cannot be put there (EventBridge
+    carries only JSON objects, SNS only text)."""
+    from tests.test_envelopes import eventbridge, sns
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if kind == "sns":
+        return json.dumps(sns(text)).encode()
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    # The body's own text as detail, so that what json.loads would fold
+    # (repeated keys) reaches the worker as it was.
+    return json.dumps(eventbridge("DETAIL")).replace('"DETAIL"', text).encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies(), kind=st.sampled_from(["sns", "eventbridge"]))
+def test_an_envelope_around_any_body_is_handled_as_the_bare_body(body: bytes, kind: str) -> None:
+    """Wrapped, a body becomes the same login as bare (plus the envelope's kind), or a
+    rejection whose reason is the bare body's, said to be inside the envelope."""
+    from stream.common.envelopes import KIND_NAMES
+    from stream.core.validation import InvalidLogin, parse_login
+
+    wrapped = _wrapped(body, kind)
+    if wrapped is None:
+        return
+    try:
+        bare = parse_login(body)
+    except InvalidLogin as bare_error:
+        with pytest.raises(InvalidLogin) as wrapped_error:
+            parse_login(wrapped)
+        reason = wrapped_error.value.reason
+        assert KIND_NAMES[kind] in reason.partition(":")[0], reason
+        # The bare body's own reason, or (SNS) what its Message text is.
+        assert reason.endswith(bare_error.reason) or reason.startswith(
+            f"{KIND_NAMES[kind]}: Message is "
+        ), (reason, bare_error.reason)
+        assert_reason_quotes_no_pii(reason, body)
+        return
+    inside = parse_login(wrapped)
+    assert (inside.envelope_kind, inside.ip, inside.device_id) == (kind, bare.ip, bare.device_id)
+    assert (inside.user_id, inside.locale, inside.app_version) == (
+        bare.user_id,
+        bare.locale,
+        bare.app_version,
+    )

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
-from bridge.sqs import MAX_MESSAGE_BYTES
+from stream.ops.send import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from stream.ops.send import Line, LineError, batches, read_lines
+from tests.support.sqs import SqsServer, stack_servers
 
 # -- pure functions ----------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ def test_read_lines_keeps_bytes_and_flags_what_sqs_cannot_carry() -> None:
     assert isinstance(items[2], LineError) and items[2].number == 3
     assert items[3] == Line(4, "été", 5)
     assert isinstance(items[4], LineError) and "UTF-8" in items[4].reason
-    assert isinstance(items[5], LineError) and "over the SQS limit" in items[5].reason
+    assert isinstance(items[5], LineError) and "over the queue's limit" in items[5].reason
 
 
 def test_batches_hold_ten_entries_and_stay_under_the_payload_limit() -> None:
@@ -40,61 +40,58 @@ def test_batches_hold_ten_entries_and_stay_under_the_payload_limit() -> None:
 # -- against ElasticMQ --------------------------------------------------------------------
 
 
+@pytest.fixture(params=["json", "query"])
+def server(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> SqsServer:
+    """Each test runs against the current ElasticMQ and the query-only one."""
+    return stack_servers(stack_env)[request.param]
+
+
 @pytest.fixture
-def queue_url(stack_env: dict[str, str]) -> Iterator[str]:
-    sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName=f"send-test-{uuid.uuid4().hex[:10]}")["QueueUrl"]
-    yield url
-    sqs.delete_queue(QueueUrl=url)
+def queue_url(server: SqsServer) -> Iterator[str]:
+    with server.queue("send-test") as url:
+        yield url
 
 
-def drain(queue_url: str) -> list[str]:
-    """Receive and delete everything in the queue; return the bodies."""
-    sqs = boto3.client("sqs")
-    bodies: list[str] = []
-    while True:
-        messages = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-        ).get("Messages", [])
-        if not messages:
-            return bodies
-        bodies += [m["Body"] for m in messages]
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
-
-
-def maskstream_send(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def maskstream_send(
+    server: SqsServer, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``maskstream send`` as a user runs it against *server* (protocol left to auto)."""
     return subprocess.run(
         [sys.executable, "-m", "stream.cli", "send", *args],
         input=stdin,
         capture_output=True,
         timeout=120,
+        env={**os.environ, "AWS_ENDPOINT_URL_SQS": server.endpoint},
     )
 
 
+def drain(server: SqsServer, queue_url: str) -> list[str]:
+    return [message["Body"] for message in server.drain(queue_url)]
+
+
 @pytest.mark.services
-def test_send_file_delivers_each_line_byte_for_byte(queue_url: str, tmp_path: Path) -> None:
+def test_send_file_delivers_each_line_byte_for_byte(
+    server: SqsServer, queue_url: str, tmp_path: Path
+) -> None:
     lines = [f'{{"n": {i}, "ip": "10.0.0.{i % 256}"}}' for i in range(1234)]
     lines += ["not json", " ", "José 🚀", '{"pad": "' + "a" * (MAX_MESSAGE_BYTES - 11) + '"}']
     path = tmp_path / "logins.jsonl"
     path.write_bytes("\n".join(lines).encode() + b"\n")
 
-    result = maskstream_send(str(path), "--queue-url", queue_url)
+    result = maskstream_send(server, str(path), "--queue-url", queue_url)
 
     assert result.returncode == 0, result.stderr.decode()
     assert f"sent {len(lines)} messages".encode() in result.stderr
-    assert sorted(drain(queue_url)) == sorted(lines)
+    assert sorted(drain(server, queue_url)) == sorted(lines)
 
 
 @pytest.mark.services
-def test_send_stdin_reports_bad_lines_by_number_and_sends_the_rest(queue_url: str) -> None:
+def test_send_stdin_reports_bad_lines_by_number_and_sends_the_rest(
+    server: SqsServer, queue_url: str
+) -> None:
     data = b'{"ok": 1}\n\nbad \x00 byte\n\xff\xfe\n{"ok": 2}\n'
 
-    result = maskstream_send("-", "--queue-url", queue_url, stdin=data)
+    result = maskstream_send(server, "-", "--queue-url", queue_url, stdin=data)
 
     assert result.returncode == 1
     errors = result.stderr.decode()
@@ -102,4 +99,4 @@ def test_send_stdin_reports_bad_lines_by_number_and_sends_the_rest(queue_url: st
     assert "stdin:3: not sent: " in errors
     assert "stdin:4: not sent: not UTF-8" in errors
     assert "sent 2 messages from stdin; 3 lines not sent" in errors
-    assert sorted(drain(queue_url)) == ['{"ok": 1}', '{"ok": 2}']
+    assert sorted(drain(server, queue_url)) == ['{"ok": 1}', '{"ok": 2}']

@@ -21,17 +21,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from psycopg import sql
 
-from bridge.sqs import make_client
 from stream.cli import main
 from stream.common import settings as settings_module
+from stream.common.redrive import parse_redrive_policy
 from stream.common.settings import Settings, Topics
 from stream.ops.status import (
     collect,
@@ -39,7 +41,6 @@ from stream.ops.status import (
     kafka_lag,
     postgres_counts,
     render,
-    sqs_depth,
     watch,
 )
 from stream.ops.status.figures import (
@@ -70,13 +71,23 @@ def snapshot(
     return Snapshot(
         taken_at=T0,
         monotonic=monotonic,
-        sqs=sqs or QueueDepth("http://sqs/000000000000/q", 1234, 10, 0, None),
+        sqs=(sqs or QueueDepth("http://sqs/000000000000/q", 1234, 10, 0, None),),
         kafka=kafka or ConsumerLag("k:9092", "maskstream", ()),
         postgres=postgres or DatabaseCounts("db:5432/postgres", 100, 7, 30, 4, ()),
     )
 
 
 # --------------------------------------------------------------------------- rendering
+
+
+def test_render_shows_each_queue_of_a_bridge_that_reads_several() -> None:
+    eu = QueueDepth("http://sqs/000000000000/logins-eu", 5, 0, 0, None)
+    us = Problem("connection refused", "http://sqs/000000000000/logins-us", "unreachable")
+    snap = replace(snapshot(), sqs=(eu, us))
+    text = render.render(snap, None)
+    assert "sqs: http://sqs/000000000000/logins-eu" in text
+    assert "http://sqs/000000000000/logins-us" in text and "connection refused" in text
+    assert snap.problems == ["sqs"]
 
 
 def test_render_shows_queue_depth_with_dead_letters_and_their_redrive_limit() -> None:
@@ -228,7 +239,7 @@ def test_partition_lag_counts_from_the_commit_or_from_the_log_start() -> None:
     ],
 )
 def test_parse_redrive_policy(policy: str | None, expected: tuple | None) -> None:
-    assert sqs_depth.parse_redrive_policy(policy) == expected
+    assert parse_redrive_policy(policy) == expected
 
 
 def test_parse_servers_defaults_the_port() -> None:
@@ -349,7 +360,7 @@ class StatusLane:
 @pytest.fixture
 def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[StatusLane]:
     pipe = IsolatedPipeline(stack_env, tmp_path, partitions=2)
-    client = make_client(settings_module.load())
+    client = boto3.client("sqs")
     dlq_url = client.create_queue(QueueName=f"{pipe.name}-dlq")["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"
@@ -369,7 +380,7 @@ def lane(stack_env: dict[str, str], tmp_path: Path) -> Iterator[StatusLane]:
 
 def fill_queues(lane: StatusLane) -> None:
     """5 visible, 2 in flight in the queue; 1 message in the dead-letter queue."""
-    client = make_client(settings_module.load())
+    client = boto3.client("sqs")
     client.send_message_batch(
         QueueUrl=lane.queue_url,
         Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(7)],
@@ -445,8 +456,8 @@ def test_status_reports_exactly_what_each_service_holds(
     snap = collect.collect(lane.settings(), timeout=5)
 
     assert snap.problems == []
-    assert snap.sqs == QueueDepth(
-        lane.queue_url, 5, 2, 0, DeadLetters(f"{pipe.name}-dlq", 3, depth=1)
+    assert snap.sqs == (
+        QueueDepth(lane.queue_url, 5, 2, 0, DeadLetters(f"{pipe.name}-dlq", 3, depth=1)),
     )
     assert isinstance(snap.kafka, ConsumerLag)
     assert snap.kafka.group == pipe.name

@@ -37,6 +37,8 @@ def row(device: str, seconds: int = 0, message_id: str | None = None, user: str 
         "2.3.0",
         date(2024, 1, 1),
         sent,
+        None,  # envelope_kind: a bare login
+        None,  # envelope_id
     )
 
 

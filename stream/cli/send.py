@@ -10,31 +10,29 @@ import sys
 from typing import Any
 
 from bridge.cli import SQS_OPTIONS, add_options, apply_overrides
-from bridge.sqs import make_client
 from stream.common import settings as settings_module
 from stream.common.errors import CommandError
-from stream.ops.send import send_stream
+from stream.ops.send import send_to_queue
 
 
 def run(args: argparse.Namespace) -> int:
     settings = apply_overrides(settings_module.load(), args, SQS_OPTIONS)
-    if not settings.sqs_queue_url:
-        raise CommandError("no queue: set SQS_QUEUE_URL or pass --queue-url")
+    if len(settings.sqs_queue_urls) != 1:
+        raise CommandError("send needs one queue: set SQS_QUEUE_URL or pass --queue-url")
     if args.threads < 1:
         raise CommandError("--threads must be at least 1")
-    from botocore.exceptions import BotoCoreError, ClientError
+    from bridge.sqs.errors import SqsError
 
-    client = make_client(settings, max_pool_connections=args.threads)
     name = "stdin" if args.file == "-" else args.file
     try:
         if args.file == "-":
-            report = send_stream(client, settings.sqs_queue_url, sys.stdin.buffer, args.threads)
+            report = send_to_queue(settings, sys.stdin.buffer, args.threads)
         else:
             with open(args.file, "rb") as handle:
-                report = send_stream(client, settings.sqs_queue_url, handle, args.threads)
+                report = send_to_queue(settings, handle, args.threads)
     except OSError as exc:
         raise CommandError(f"cannot read {name}: {exc.strerror}") from None
-    except (BotoCoreError, ClientError) as exc:
+    except SqsError as exc:
         raise CommandError(f"cannot send to {settings.sqs_queue_url}: {exc}") from None
     for error in report.errors:
         print(f"{name}:{error.number}: not sent: {error.reason}", file=sys.stderr)
@@ -55,7 +53,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
     parser.add_argument(
-        "--threads", type=int, default=4, help="concurrent SendMessageBatch calls (default 4)"
+        "--threads", type=int, default=8, help="concurrent SendMessageBatch calls (default 8)"
     )
     add_options(parser, SQS_OPTIONS, "SQS")
     parser.set_defaults(handler=run)

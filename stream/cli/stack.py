@@ -33,16 +33,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "A stack keeps the count it was made with."
         ),
     )
+    parser.add_argument(
+        "--exercise",
+        action="store_true",
+        help="with `up`: also run the exercise's own servers, a query-protocol-only SQS "
+        "(ElasticMQ 1.3.9) and PostgreSQL 10 (the tests use them)",
+    )
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="with `up`: also run Prometheus with the repository's rules, scraping the "
+        "bridges and workers that the demo and tests launch (Debian's prometheus package)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_module.load()
-    stack = Stack(settings.stack_dir, brokers=brokers_wanted(args, settings))
+    stack = Stack(
+        settings.stack_dir,
+        exercise=True if args.exercise else None,
+        brokers=brokers_wanted(args, settings),
+    )
     try:
         if args.action == "up":
             stack.external_database_url = external_database_url_from_environment(stack)
-            stack.up()
+            stack.up(prometheus=args.prometheus)
             print(f"# local stack is up; load it with: . {stack.env_file}")
             print(stack.env_file.read_text(), end="")
         elif args.action == "down":

@@ -27,7 +27,7 @@ from stream.ops.status.watch import watch
 
 # Client libraries that log every failed connection attempt: an unreachable
 # service is already reported on its own status line.
-NOISY_LOGGERS = ("aiokafka", "kafka", "botocore", "urllib3")
+NOISY_LOGGERS = ("aiokafka", "kafka", "botocore", "urllib3", "bridge.sqs")
 
 
 def register(subparsers: Any) -> None:

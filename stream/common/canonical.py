@@ -7,15 +7,16 @@ canonical device id, so every spelling of one device lands in one partition
 therefore agree on the canonical form: it is defined here, once, and the
 rules are written down in docs/masking.md ("Canonical values").
 
-Pure functions; this module imports nothing from the rest of the project.
+Pure functions; of the project, this module imports only :mod:`stream.common.envelopes`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
+
+from stream.common.envelopes import login_document
 
 # Bytes of SHA-256 kept for a raw record's key: enough that two devices never
 # collide in practice, short enough to cost nothing on the wire.
@@ -105,18 +106,17 @@ def canonical_value(field: str, value: str) -> str:
     return value
 
 
-def raw_record_key(body: bytes, field: str) -> bytes | None:
-    """The key of a raw record: a hash of the body's *field* (canonical form).
+def raw_record_key(body: bytes, field: str, envelope: str = "auto") -> bytes | None:
+    """The key of a raw record: a hash of the login's *field* (canonical form).
 
     Like Kafka Connect's ValueToKey, so every login of a device lands in one
     partition of the raw topic; hashed, so tools that print keys show no PII.
-    None when the body is not a JSON object with that field as a string: the
-    caller keys such a record by its message id instead. Never raises.
+    The login is the body, or what an envelope the *envelope* mode unwraps
+    holds (:mod:`stream.common.envelopes`). None when there is no JSON object
+    with that field as a string: the caller keys such a record by its message
+    id instead. Never raises.
     """
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, a huge integer, too deep
-        return None
+    document = login_document(body, envelope)
     value = document.get(field) if isinstance(document, dict) else None
     if not isinstance(value, str):
         return None

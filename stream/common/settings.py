@@ -67,10 +67,14 @@ def _env_bool(name: str, default: bool) -> bool:
 TABLE_STORES = ("rocksdb", "memory")
 
 
-def _table_store(name: str) -> str:
-    value = _env(name, TABLE_STORES[0]).lower()
-    if value not in TABLE_STORES:
-        raise ValueError(f"{name} must be one of {', '.join(TABLE_STORES)}, got {value!r}")
+SQS_PROTOCOLS = ("auto", "json", "query")
+ENVELOPES = ("auto", "none", "sns", "eventbridge")
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    value = _env(name, choices[0]).lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -121,10 +125,17 @@ class Settings:
         )
     )
     sqs_queue_url: str = field(default_factory=lambda: _env("SQS_QUEUE_URL", ""))
-    # boto3 reads AWS_ENDPOINT_URL_SQS and AWS_DEFAULT_REGION itself; we keep
-    # copies only to show them in `status` and error messages.
+    # The SQS endpoint and region; botocore resolves the rest of the chain
+    # (config files, AWS_ENDPOINT_URL) in bridge.sqs.endpoint.
     sqs_endpoint_url: str = field(default_factory=lambda: _env("AWS_ENDPOINT_URL_SQS", ""))
     aws_region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
+    # SQS wire protocol: auto (ask the server once), json or query.
+    sqs_protocol: str = field(
+        default_factory=lambda: _choice("MASKSTREAM_SQS_PROTOCOL", SQS_PROTOCOLS)
+    )
+    # Envelopes around a login (SNS notification, EventBridge event): see
+    # stream.common.envelopes. The bridge keys by, and the worker reads, the inner login.
+    envelope: str = field(default_factory=lambda: _choice("MASKSTREAM_ENVELOPE", ENVELOPES))
 
     # Masking keys: a key-ring file, or the same JSON document in a variable.
     keyring_file: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING_FILE", ""))
@@ -219,19 +230,35 @@ class Settings:
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_REJECTED", True)
     )
     worker_web_port: int = field(default_factory=lambda: _env_int("MASKSTREAM_WEB_PORT", 6066))
+    # Where the worker's pages (/metrics, /health, /ready) listen: loopback by
+    # default; 0.0.0.0 in a container that Prometheus scrapes from outside.
+    worker_web_host: str = field(default_factory=lambda: _env("MASKSTREAM_WEB_HOST", "127.0.0.1"))
     data_dir: Path = field(
         default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", ".stack/faust-data"))
     )
     # Where a worker keeps seen_devices: "rocksdb" (on disk under data_dir; a
     # restart reads only the changelog written since) or "memory" (in RAM,
     # rebuilt from the whole changelog on every start).
-    table_store: str = field(default_factory=lambda: _table_store("MASKSTREAM_TABLE_STORE"))
+    table_store: str = field(
+        default_factory=lambda: _choice("MASKSTREAM_TABLE_STORE", TABLE_STORES)
+    )
 
     # Where `maskstream stack` keeps its state, logs and env file.
     stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
     # Kafka nodes of a new local stack (each broker and controller); 3 shows
     # leader failover. A running stack keeps the count it was made with.
     stack_brokers: int = field(default_factory=lambda: _env_int("MASKSTREAM_STACK_BROKERS", 1))
+    # Where the launcher (demo, tests, benchmarks) registers the bridges and
+    # workers it starts for the local stack's Prometheus to scrape (file_sd
+    # JSON files); set by `maskstream stack up --prometheus`, empty = none.
+    scrape_targets_dir: str = field(
+        default_factory=lambda: _env("MASKSTREAM_SCRAPE_TARGETS_DIR", "")
+    )
+
+    @property
+    def sqs_queue_urls(self) -> list[str]:
+        """The queues the bridge reads: ``SQS_QUEUE_URL`` is one URL or a comma-separated list."""
+        return [url.strip() for url in self.sqs_queue_url.split(",") if url.strip()]
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

@@ -114,6 +114,9 @@ class MaskedLogin:
     sent_at_ms: int  # SQS SentTimestamp, epoch milliseconds
     create_date: str  # UTC date of sent_at, ISO format
     dropped_fields: int = 0  # unknown keys removed from the body
+    # The envelope the login came in (stream.common.envelopes) and its id; None if bare.
+    envelope_kind: str | None = None
+    envelope_id: str | None = None
 
     def dumps(self) -> bytes:
         """This login as the JSON object that ``logins.masked`` carries.
@@ -135,6 +138,8 @@ class MaskedLogin:
                 self.sent_at_ms,
                 _json_text(self.create_date),
                 self.dropped_fields,
+                "null" if self.envelope_kind is None else _json_text(self.envelope_kind),
+                "null" if self.envelope_id is None else _json_text(self.envelope_id),
             )
         ).encode()
 
@@ -152,7 +157,8 @@ MASKED_FIELDS = tuple(MaskedLogin.__dataclass_fields__)
 _MASKED_TEMPLATE = (
     '{"message_id": %s, "user_id": %s, "device_type": %s, "masked_ip": %s,'
     ' "masked_device_id": %s, "locale": %s, "app_version": %d, "app_version_full": %s,'
-    ' "sent_at_ms": %d, "create_date": %s, "dropped_fields": %d}'
+    ' "sent_at_ms": %d, "create_date": %s, "dropped_fields": %d, "envelope_kind": %s,'
+    ' "envelope_id": %s}'
 )
 
 

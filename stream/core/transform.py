@@ -25,10 +25,11 @@ MAX_BODY_TOKEN_CHARS = 256 * 1024
 MAX_BODY_TEXT_BYTES = max_value_bytes(BODY_FIELD, MAX_BODY_TOKEN_CHARS)
 
 
-def mask_login(raw: RawLogin, masker: Masker) -> MaskedLogin | Rejection:
-    """Validate and mask *raw*; every failure becomes a :class:`Rejection`."""
+def mask_login(raw: RawLogin, masker: Masker, envelope: str = "auto") -> MaskedLogin | Rejection:
+    """Validate and mask *raw* (inside an envelope *envelope* unwraps); every failure
+    becomes a :class:`Rejection`."""
     try:
-        fields = parse_login(raw.body)
+        fields = parse_login(raw.body, envelope)
     except InvalidLogin as exc:
         return reject(raw, exc.reason, masker)
     return masked_login(raw, fields, masker)
@@ -48,6 +49,8 @@ def masked_login(raw: RawLogin, fields: LoginFields, masker: Masker) -> MaskedLo
         sent_at_ms=sent_at_ms,
         create_date=utc_date(sent_at_ms),
         dropped_fields=fields.extra_fields,
+        envelope_kind=fields.envelope_kind,
+        envelope_id=fields.envelope_id,
     )
 
 

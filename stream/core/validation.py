@@ -12,9 +12,10 @@ import json
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stream.common.canonical import InvalidAddress, canonical_device_id, canonical_ip
+from stream.common.envelopes import KIND_NAMES, EnvelopeError, kind_of, open_envelope
 from stream.core.masking import max_value_bytes
 
 # Column limits from the exercise's DDL (varchar lengths).
@@ -84,14 +85,22 @@ class LoginFields:
     locale: str | None
     app_version: str
     extra_fields: int  # unknown keys dropped from the body
+    # The envelope the login came in ("sns", "eventbridge") and its own id; None if bare.
+    envelope_kind: str | None = None
+    envelope_id: str | None = None
 
     @property
     def app_version_major(self) -> int:
         return int(self.app_version.split(".", 1)[0])
 
 
-def parse_login(body: bytes) -> LoginFields:
-    """Decode, parse and validate *body*; raise :class:`InvalidLogin` with a reason."""
+def parse_login(body: bytes, envelope: str = "auto") -> LoginFields:
+    """Decode, parse and validate *body*; raise :class:`InvalidLogin` with a reason.
+
+    A body that is an envelope *envelope* unwraps (:mod:`stream.common.envelopes`)
+    is validated as the login it holds; the reason of a refusal then says
+    where the fault is: in the envelope, or in the login inside it.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -99,6 +108,34 @@ def parse_login(body: bytes) -> LoginFields:
     if not text.strip():
         raise InvalidLogin("empty body")
     document = _decode(text)
+    kind = kind_of(document, envelope)
+    if kind is None:
+        return _login(document)
+    where = KIND_NAMES[kind]
+    if isinstance(document, _DuplicateKeys):
+        raise InvalidLogin(f"{where}: {_duplicates_reason(document.duplicates)}")
+    try:
+        opened = open_envelope(document, envelope, _decode_inner)
+    except EnvelopeError as exc:
+        raise InvalidLogin(str(exc)) from None
+    except InvalidLogin as exc:
+        raise InvalidLogin(f"{where}: Message is {exc.reason}") from None
+    try:
+        fields = _login(opened.inner)
+    except InvalidLogin as exc:
+        raise InvalidLogin(f"inside the {where}: {exc.reason}") from None
+    return replace(fields, envelope_kind=opened.kind, envelope_id=opened.envelope_id)
+
+
+def _decode_inner(text: str) -> object:
+    """An SNS Message's JSON value; an empty one is refused as such."""
+    if not text.strip():
+        raise InvalidLogin("empty")
+    return _decode(text)
+
+
+def _login(document: object) -> LoginFields:
+    """Validate a decoded login object."""
     if not isinstance(document, dict):
         raise InvalidLogin(f"not an object (JSON {_json_kind(document)})")
     if not document:

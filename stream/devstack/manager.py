@@ -16,15 +16,19 @@ from pathlib import Path
 from stream.common import settings as settings_module
 from stream.common.ports import choose_port, is_port_free
 from stream.devstack import kafka, prerequisites
-from stream.devstack.elasticmq import ElasticMQ
+from stream.devstack.elasticmq import ElasticMQ, QueryOnlyElasticMQ
 from stream.devstack.envfile import write_env_file
 from stream.devstack.kafka import Kafka
-from stream.devstack.postgres import Postgres
+from stream.devstack.postgres import Postgres, Postgres10
+from stream.devstack.prometheus import Prometheus
 from stream.devstack.service import Service
 
 DEFAULT_PORTS = {
     "elasticmq": 9324,
     "postgres": 5432,
+    "elasticmq_query": 9325,
+    "postgres10": 5433,
+    "prometheus": 9090,
 }
 KEYRING_FILE_NAME = "keyring.json"
 
@@ -36,8 +40,10 @@ class Stack:
         self,
         stack_dir: Path,
         external_database_url: str | None = None,
+        exercise: bool | None = None,
         brokers: int | None = None,
     ) -> None:
+        """*exercise* adds the exercise's servers (default: as the last ``up`` left it)."""
         self.dir = stack_dir.resolve()
         self.state_file = self.dir / "state.json"
         self.env_file = self.dir / "env"
@@ -46,6 +52,9 @@ class Stack:
         self.external_database_url = external_database_url or state.get("external_database_url")
         #: Kafka nodes: as asked, else as recorded by the last `up`, else one.
         self.brokers: int = brokers or state.get("kafka_brokers", 1)
+        self.exercise = bool(state.get("exercise", False)) if exercise is None else exercise
+        # Prometheus runs only once asked for (`up --prometheus`), then until `down`.
+        self.prometheus: bool = state.get("prometheus", False)
 
     @classmethod
     def from_settings(cls, settings: settings_module.Settings | None = None) -> Stack:
@@ -66,6 +75,8 @@ class Stack:
             "ports": self.ports,
             "external_database_url": self.external_database_url,
             "kafka_brokers": self.brokers,
+            "exercise": self.exercise,
+            "prometheus": self.prometheus,
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
@@ -77,6 +88,12 @@ class Stack:
         yield ElasticMQ(self.dir, self.ports)
         if not self.external_database_url:
             yield Postgres(self.dir, self.ports)
+        if self.exercise:
+            # The exercise's own environment, for tests: a query-only SQS and PostgreSQL 10.
+            yield QueryOnlyElasticMQ(self.dir, self.ports)
+            yield Postgres10(self.dir, self.ports)
+        if self.prometheus:
+            yield Prometheus(self.dir, self.ports)
 
     def service(self, name: str) -> Service:
         for service in self.services():
@@ -91,6 +108,8 @@ class Stack:
         prerequisites.require_maven()
         if not self.external_database_url:
             prerequisites.postgres_bin_dir()
+        if self.prometheus:
+            prerequisites.require_prometheus()
 
     def _check_kafka_size(self) -> None:
         """Refuse to start nodes whose storage was formatted for another quorum."""
@@ -107,9 +126,12 @@ class Stack:
         """Keep recorded ports that are still ours or still free; pick the rest."""
         taken: set[int] = set()
         owners = {
-            kafka.port_key(node, role): kafka.node_name(node)
-            for node in range(1, self.brokers + 1)
-            for role in kafka.BASE_PORTS
+            **{
+                kafka.port_key(node, role): kafka.node_name(node)
+                for node in range(1, self.brokers + 1)
+                for role in kafka.BASE_PORTS
+            },
+            "elasticmq_query": "elasticmq-query",
         }
         for key, default in (kafka.port_defaults(self.brokers) | DEFAULT_PORTS).items():
             recorded = self.ports.get(key)
@@ -119,8 +141,10 @@ class Stack:
                 continue
             self.ports[key] = choose_port(default, taken)
 
-    def up(self) -> dict[str, str]:
-        """Start whatever is not running, wait until all answer, write the env file."""
+    def up(self, prometheus: bool = False) -> dict[str, str]:
+        """Start whatever is not running, wait until all answer, write the env file.
+        *prometheus* adds Prometheus to the stack (it stays until ``down``)."""
+        self.prometheus = self.prometheus or prometheus
         self._check_prerequisites()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._check_kafka_size()
@@ -135,8 +159,13 @@ class Stack:
         return self.write_environment()
 
     def down(self) -> list[str]:
-        """Stop every service of this stack that runs; return the names stopped."""
-        return [service.name for service in self.services() if service.stop()]
+        """Stop every service of this stack that runs; return the names stopped.
+        Prometheus is forgotten: the next ``up`` starts it only if asked again."""
+        stopped = [service.name for service in self.services() if service.stop()]
+        if self.prometheus and self.state_file.exists():
+            self.prometheus = False
+            self._write_state()
+        return stopped
 
     def stop_service(self, name: str) -> None:
         self.service(name).stop()
@@ -147,6 +176,14 @@ class Stack:
         if not service.is_running():
             service.start()
         service.wait_ready()
+
+    def drop_prometheus(self) -> None:
+        """Stop Prometheus and leave it out of the stack until asked for again."""
+        if self.prometheus:
+            self.service("prometheus").stop()
+            self.prometheus = False
+            self._write_state()
+            self.write_environment()
 
     def status(self) -> dict[str, bool]:
         return {service.name: service.is_running() for service in self.services()}

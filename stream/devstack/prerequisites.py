@@ -33,6 +33,14 @@ def require_maven() -> str:
     return require_program("mvn", "apt-get install -y maven")
 
 
+def require_prometheus() -> str:
+    return require_program("prometheus", "apt-get install -y prometheus")
+
+
+def require_promtool() -> str:
+    return require_program("promtool", "apt-get install -y prometheus")
+
+
 def postgres_bin_dir() -> Path:
     """The newest PostgreSQL server's bin directory from Debian's packages."""
     candidates = sorted(

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import psycopg
 
-from bridge.sqs import make_client
 from stream.common import settings as settings_module
 from stream.common.settings import Settings
 from stream.ops.generate import generate
 from stream.ops.launcher import Launcher
 from stream.ops.outcomes import OutcomesMissing, Progress, outcome_counts, wait_for_outcomes
-from stream.ops.send import send_stream
+from stream.ops.send import send_to_queue
 from stream.postgres.schema import ensure_schema
 
 
@@ -96,8 +95,7 @@ def run_demo(
         ensure_schema(conn)
         baseline = outcome_counts(conn)
         lines = [line.encode() + b"\n" for line in generate(count, seed)]
-        client = make_client(settings, max_pool_connections=8)
-        report = send_stream(client, settings.sqs_queue_url, lines, threads=8)
+        report = send_to_queue(settings, lines, concurrency=8)
         print(f"sent {report.sent} messages to {settings.sqs_queue_url}")
 
         launcher = Launcher(env, run_dir)

@@ -2,11 +2,15 @@
 
 Each child gets the given environment and a log file of its own; stopping
 sends SIGTERM (the graceful path a real deployment uses) and escalates to
-SIGKILL only after a timeout.
+SIGKILL only after a timeout. When the environment names a scrape targets
+directory (``MASKSTREAM_SCRAPE_TARGETS_DIR``, set by ``stack up --prometheus``),
+each bridge and worker is registered there for the stack's Prometheus while
+it runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stream.common import settings as settings_module
 from stream.common.ports import any_free_port
+
+# Prometheus job of each kind of child (the compose file's jobs too).
+WORKER_JOB = "maskstream-worker"
+BRIDGE_JOB = "maskstream-bridge"
 
 
 @dataclass
@@ -65,13 +74,34 @@ class Launcher:
             str(port),
         ]
         self.workers.add(name)
-        return self._start(name, argv, {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})})
+        child = self._start(name, argv, {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})})
+        self._register_target(name, WORKER_JOB, port)
+        return child
 
     def start_bridge(self, name: str = "bridge", *args: str) -> subprocess.Popen:
         """``python -m bridge`` with its metrics on a free port of its own."""
         port = self.web_ports[name] = any_free_port()
         argv = [sys.executable, "-m", "bridge", *args]
-        return self._start(name, argv, {"MASKSTREAM_BRIDGE_METRICS_PORT": str(port)})
+        child = self._start(name, argv, {"MASKSTREAM_BRIDGE_METRICS_PORT": str(port)})
+        self._register_target(name, BRIDGE_JOB, port)
+        return child
+
+    def _target_file(self, name: str, job: str) -> Path | None:
+        directory = settings_module.load({**os.environ, **self.env}).scrape_targets_dir
+        return Path(directory) / f"{job}-{self.log_dir.name}-{name}.json" if directory else None
+
+    def _register_target(self, name: str, job: str, port: int) -> None:
+        """A file_sd entry for the stack's Prometheus (if it runs), removed at stop."""
+        target = self._target_file(name, job)
+        if target is not None:
+            entry = [{"targets": [f"127.0.0.1:{port}"], "labels": {"process": name}}]
+            target.write_text(json.dumps(entry))
+
+    def _unregister_target(self, name: str) -> None:
+        for job in (WORKER_JOB, BRIDGE_JOB):
+            target = self._target_file(name, job)
+            if target is not None:
+                target.unlink(missing_ok=True)
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
@@ -90,6 +120,7 @@ class Launcher:
     ) -> int | None:
         """Signal one child and wait for it; SIGKILL if it outlives *timeout*."""
         child = self.children.pop(name, None)
+        self._unregister_target(name)
         if child is None or child.poll() is not None:
             return None if child is None else child.returncode
         child.send_signal(sig)

@@ -26,6 +26,8 @@ LOGIN_COLUMNS = (
     "app_version_full",
     "create_date",
     "sent_at",
+    "envelope_kind",
+    "envelope_id",
 )
 REJECTION_COLUMNS = ("message_id", "sent_at", "rejected_at", "reason", "body_token")
 
@@ -58,6 +60,8 @@ def login_row(login: MaskedLogin) -> Row:
         login.app_version_full,
         _date(login.create_date),
         from_epoch_ms(login.sent_at_ms),
+        login.envelope_kind,
+        login.envelope_id,
     )
 
 

@@ -55,6 +55,9 @@ SCHEMA_TEMPLATES: tuple[str, ...] = (
     "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS app_version_full varchar(32)",
     "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS sent_at timestamptz",
     "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS ingested_at timestamptz",
+    # The SNS notification or EventBridge event a login came in, and its own id.
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS envelope_kind varchar(16)",
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS envelope_id varchar(128)",
     # A default set separately applies to new rows only: no rewrite on PG 10.
     "ALTER TABLE {logins} ALTER COLUMN ingested_at SET DEFAULT now()",
     # Writing the same SQS message twice yields one row (old rows have NULL ids,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -109,6 +110,11 @@ class PostgresSink:
         self.name = name
         self.backoff = backoff or Backoff()
         self._conn: psycopg.AsyncConnection | None = None
+        # For readiness: since when (monotonic) an operation keeps failing and
+        # why (the error's type), and when one last succeeded.
+        self.failing_since: float | None = None
+        self.failure: str = ""
+        self.succeeded_at: float | None = None
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -144,6 +150,7 @@ class PostgresSink:
             isolate_any = repeats >= REPEATS_BEFORE_ISOLATING
             try:
                 result = await operation(await self.connection(), isolate_any)
+                self.failing_since, self.succeeded_at = None, time.monotonic()
                 if attempt:
                     log.info("%s: %s succeeded after %d retries", self.name, what, attempt)
                 return result
@@ -155,6 +162,9 @@ class PostgresSink:
                 unknown = not isinstance(exc, AVAILABILITY_ERRORS)
                 repeats = repeats + 1 if unknown and signature == last else int(unknown)
                 last = signature
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.failure = type(exc).__name__
                 delay = self.backoff.delay(attempt)
                 log.warning(
                     "%s: %s failed (%s: %s); retry %d in %.1f s",

@@ -40,6 +40,7 @@ from stream.worker.app import (
     settings,
     stats,
 )
+from stream.worker.dependencies import dependencies
 from stream.worker.device_table import store_entries
 from stream.worker.faust_patches.internals import aiokafka_producer
 from stream.worker.producing import Deliveries, KeyedRecord, send_many, until_delivered
@@ -66,6 +67,7 @@ async def process_logins(stream: faust.StreamT[bytes]) -> None:
     gc.freeze()
     masker = Masker(load_keyring(settings))
     writer = BatchWriter(settings.database_url, tables_of(settings))
+    dependencies.sink = writer.sink  # its retries make the worker not ready
     # Faust creates topics when an agent consumes them or on its own sends;
     # ours go through aiokafka batches, so create the outputs up front.
     await masked_topic.maybe_declare()
@@ -81,6 +83,7 @@ async def process_logins(stream: faust.StreamT[bytes]) -> None:
             metrics.observe_batch(
                 settings.logins_table, len(batch.rows), time.perf_counter() - started
             )
+            metrics.observe_committed(batch.logins)
             await until_delivered(partial(publish, batch, written), "a batch's outputs")
             count(batch, written)
     finally:

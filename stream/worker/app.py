@@ -59,7 +59,7 @@ app = faust.App(
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     # Several workers may run on one host: take the configured port if free.
     web_port=choose_port(settings.worker_web_port, set()),
-    web_host="127.0.0.1",
+    web_host=settings.worker_web_host,
     datadir=str(settings.data_dir),
     producer_acks=-1,
     # Batch masked records and changelog updates into few produce requests.

@@ -3,7 +3,8 @@
 - ``/seen-devices/<masked device id>/``: a device's ``seen_devices`` entry;
 - ``/metrics``: Prometheus; ``/health`` and ``/ready``: what an orchestrator
   asks (both turn unhealthy when the self-check finds the agent stopped or a
-  partition stalled, see :mod:`stream.worker.watchdog`).
+  partition stalled, see :mod:`stream.worker.watchdog`; ``/ready`` alone while
+  PostgreSQL or Kafka is unreachable, see :mod:`stream.worker.dependencies`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from stream.postgres.rows import device_entry
 from stream.worker import watchdog
 from stream.worker.agents import process_logins
 from stream.worker.app import app, metrics, seen_devices, settings, stats
+from stream.worker.dependencies import dependencies, probe_forever
 from stream.worker.faust_patches.table_store import local_entry
+from stream.worker.metrics import HealthCollector
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,29 @@ async def self_check() -> None:
     log.info("pipeline: %s", stats.summary())
     stopped = watchdog.report_stopped_agents((process_logins,))
     stalled = await watchdog.repair_stalled_partitions(app)
+    if dependencies.problems(time.monotonic()):
+        # Partitions wait for the database or the broker: a restart would not
+        # move them, so they do not count against liveness (readiness says why).
+        stalled = []
     watchdog.health.record(stopped, stalled, time.monotonic())
+
+
+@app.task
+async def probe_dependencies() -> None:
+    """From start-up on: PostgreSQL (and the schema) and Kafka, for ``/ready``."""
+    await probe_forever(app, settings, dependencies)
+
+
+def liveness_problems() -> list[str]:
+    return watchdog.health.problems(time.monotonic())
+
+
+def readiness_problems() -> list[str]:
+    """Liveness problems, then the dependencies' (see the module docstring)."""
+    return liveness_problems() + dependencies.problems(time.monotonic())
+
+
+metrics.registry.register(HealthCollector(liveness_problems, readiness_problems))
 
 
 @app.page("/seen-devices/{device}/")
@@ -72,8 +97,9 @@ async def prometheus_metrics(web: faust.web.Web, request: Request) -> Response:
 async def health(web: faust.web.Web, request: Request) -> Response:
     """Liveness: the event loop answers and the last self-checks found the
     agent consuming and no partition stalled (see stream.worker.watchdog). A
-    worker that answers HTTP but moves no data is unhealthy: restarting it is the cure."""
-    problems = watchdog.health.problems(time.monotonic())
+    worker that answers HTTP but moves no data is unhealthy: restarting it is the cure.
+    An unreachable database or broker is not: a restart cannot mend it."""
+    problems = liveness_problems()
     return web.json(
         {"status": "unhealthy" if problems else "ok", "problems": problems},
         status=503 if problems else 200,
@@ -83,9 +109,9 @@ async def health(web: faust.web.Web, request: Request) -> Response:
 @app.page("/ready")
 async def ready(web: faust.web.Web, request: Request) -> Response:
     """Readiness: healthy (as /health), partitions assigned and tables recovered,
-    not rebalancing."""
+    not rebalancing, PostgreSQL and Kafka reachable and the sink not retrying."""
     recovered = app.tables.recovery.completed.is_set()
-    problems = watchdog.health.problems(time.monotonic())
+    problems = readiness_problems()
     is_ready = recovered and not app.rebalancing and not problems
     return web.json(
         {

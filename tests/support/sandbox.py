@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from aiokafka import TopicPartition
@@ -41,6 +40,7 @@ from stream.ops.outcomes import (
     outcome_counts,
     wait_for_outcomes,
 )
+from tests.support.sqs import SqsServer
 
 # A record as another producer might write it: key, value and maybe headers.
 PlainRecord = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]
@@ -122,6 +122,15 @@ class IsolatedPipeline:
 
     def drop_database(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            if conn.info.server_version < 130000:  # no DROP ... WITH (FORCE) before 13
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (self.name,),
+                )
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.name))
+                )
+                return
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
             )
@@ -208,50 +217,36 @@ class IsolatedPipeline:
 
     # -- sqs ---------------------------------------------------------------------
 
-    def _sqs(self) -> Any:
-        import boto3
-
-        env = self.stack_env
-        return boto3.client(
-            "sqs",
-            endpoint_url=env["AWS_ENDPOINT_URL_SQS"],
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+    def _sqs(self) -> SqsServer:
+        """The stack's SQS server this pipeline uses (the test's own client, either protocol)."""
+        return SqsServer(self.stack_env["AWS_ENDPOINT_URL_SQS"], "auto")
 
     def create_queue(self) -> str:
         """A queue of this pipeline's own; the bridge and `send` use it from now on."""
-        url = self._sqs().create_queue(QueueName=self.name)["QueueUrl"]
+        url = self._sqs().create_queue(self.name)
         self.env["SQS_QUEUE_URL"] = url
         return url
 
     def queue_depth(self) -> int:
         """Messages still in this pipeline's queue, visible or received and not deleted."""
-        attributes = self._sqs().get_queue_attributes(
-            QueueUrl=self.env["SQS_QUEUE_URL"],
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return sum(int(value) for value in attributes.values())
+        return self._sqs().depth(self.env["SQS_QUEUE_URL"])
 
     def send_large_to_sqs(self, bodies: Iterable[str]) -> list[str]:
         """Send each body alone, whatever its size up to what SQS accepts
-        (``send`` batches at most 256 KiB); return the SQS message ids."""
+        (``send`` batches at most the queue's limit); return the SQS message ids."""
         sqs, url = self._sqs(), self.env["SQS_QUEUE_URL"]
-        return [sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"] for body in bodies]
+        return [message_id for body in bodies for message_id in sqs.send(url, [body])]
 
     def send_to_sqs(self, lines: list[bytes], threads: int = 8) -> int:
         """Send each line as one message body; return how many SQS accepted."""
-        from bridge.sqs import make_client
         from stream.common.settings import Settings
-        from stream.ops.send import send_stream
+        from stream.ops.send import send_to_queue
 
         settings = Settings(
             sqs_queue_url=self.env["SQS_QUEUE_URL"],
             sqs_endpoint_url=self.stack_env["AWS_ENDPOINT_URL_SQS"],
         )
-        client = make_client(settings, max_pool_connections=threads)
-        report = send_stream(client, settings.sqs_queue_url, lines, threads)
+        report = send_to_queue(settings, lines, threads)
         assert not report.errors, report.errors[:3]
         return report.sent
 

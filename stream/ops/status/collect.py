@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stream.common.settings import Settings
+from stream.common.threads import DaemonThreadPool
 from stream.ops.status.figures import Problem, Snapshot
 from stream.ops.status.kafka_lag import consumer_lag
 from stream.ops.status.postgres_counts import database_counts, database_target
-from stream.ops.status.sqs_depth import queue_depth
+from stream.ops.status.sqs_depth import queue_depths
 
 DEFAULT_TIMEOUT = 3.0
 
@@ -35,20 +36,14 @@ async def _bounded(call: Any, timeout: float, target: str | None) -> Any:
 async def gather(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
     """Ask SQS, Kafka and PostgreSQL at once; never raises for a service's failure.
 
-    The blocking clients (boto3, psycopg) run in daemon threads so that one
-    stuck past its deadline is abandoned rather than holding the process.
+    The blocking client (psycopg) runs in a daemon thread so that one stuck
+    past its deadline is abandoned rather than holding the process.
     """
-    from bridge.sqs import DaemonThreadPool
-
     loop = asyncio.get_running_loop()
-    pool = DaemonThreadPool(2, "status")
+    pool = DaemonThreadPool(1, "status")
     try:
         sqs, kafka, postgres = await asyncio.gather(
-            _bounded(
-                loop.run_in_executor(pool, queue_depth, settings, timeout),
-                timeout,
-                settings.sqs_queue_url or None,
-            ),
+            _bounded(queue_depths(settings, timeout), timeout, settings.sqs_queue_url or None),
             _bounded(consumer_lag(settings, timeout), timeout, settings.kafka_bootstrap_servers),
             _bounded(
                 loop.run_in_executor(pool, database_counts, settings, timeout),

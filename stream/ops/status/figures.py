@@ -93,15 +93,17 @@ class DatabaseCounts:
 class Snapshot:
     taken_at: datetime
     monotonic: float
-    sqs: QueueDepth | Problem
+    sqs: tuple[QueueDepth | Problem, ...] | Problem  # one per queue; a Problem if none answered
     kafka: ConsumerLag | Problem
     postgres: DatabaseCounts | Problem
 
     @property
     def problems(self) -> list[str]:
         """Names of the services shown as problems (the exit status depends on it)."""
-        parts = {"sqs": self.sqs, "kafka": self.kafka, "postgres": self.postgres}
-        return [name for name, part in parts.items() if isinstance(part, Problem)]
+        queues = self.sqs if isinstance(self.sqs, tuple) else (self.sqs,)
+        parts = {"kafka": self.kafka, "postgres": self.postgres}
+        broken = ["sqs"] if any(isinstance(q, Problem) for q in queues) else []
+        return broken + [name for name, part in parts.items() if isinstance(part, Problem)]
 
 
 @dataclass(frozen=True)

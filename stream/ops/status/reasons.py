@@ -1,6 +1,6 @@
 """Why a status call failed, in a few words for its line (never a traceback).
 
-boto3, aiokafka and psycopg each wrap the socket's error their own way; the
+The SQS client, aiokafka and psycopg each wrap the socket's error their own way; the
 three collectors share these rules so that one cause reads the same on every
 line.
 """
@@ -57,7 +57,7 @@ def describe_error(exc: BaseException) -> str:
     """A few words saying why a call failed, for a status line (never a traceback).
 
     Socket errors are looked for anywhere in the exception's chain, since
-    boto3 and aiokafka wrap them; PostgreSQL's message is cut to its reason.
+    the SQS client and aiokafka wrap them; PostgreSQL's message is cut to its reason.
     """
     socket_error = _socket_error(exc)
     if socket_error is not None:
@@ -66,6 +66,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(response, dict) and "Error" in response:
         error = response["Error"]
         return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    if type(exc).__module__.startswith("bridge.sqs"):
+        return str(exc)
     if type(exc).__module__.startswith("psycopg"):
         return _libpq_reason(str(exc))
     text = str(exc).strip().splitlines()

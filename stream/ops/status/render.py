@@ -49,6 +49,12 @@ def render_sqs(part: QueueDepth | Problem) -> list[str]:
     return lines
 
 
+def _queues(
+    part: tuple[QueueDepth | Problem, ...] | Problem,
+) -> tuple[QueueDepth | Problem, ...]:
+    return part if isinstance(part, tuple) else (part,)
+
+
 def _partition_cells(partitions: Sequence[PartitionLag]) -> list[str]:
     return [
         f"p{p.partition} {_n(p.lag)}{'' if p.committed is not None else '*'}" for p in partitions
@@ -111,7 +117,7 @@ def render(snapshot: Snapshot, rate: Rate | None) -> str:
     stamp = snapshot.taken_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections = [
         [f"maskstream status at {stamp}"],
-        render_sqs(snapshot.sqs),
+        *(render_sqs(queue) for queue in _queues(snapshot.sqs)),
         render_kafka(snapshot.kafka),
         render_postgres(snapshot.postgres, rate),
     ]

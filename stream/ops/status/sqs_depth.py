@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import asyncio
 
+from bridge.sqs.client import SqsClient
+from stream.common.redrive import parse_redrive_policy
 from stream.common.settings import Settings
 from stream.ops.status.figures import DeadLetters, Problem, QueueDepth
 from stream.ops.status.reasons import describe_error, failure_verb
@@ -17,63 +18,44 @@ SQS_ATTRIBUTES = (
 )
 
 
-def parse_redrive_policy(raw: str | None) -> tuple[str, str | None, int | None] | None:
-    """(dead-letter queue name, owner account, max receive count) from a RedrivePolicy.
-
-    The policy names the queue by ARN (``arn:aws:sqs:REGION:ACCOUNT:NAME``);
-    AWS writes maxReceiveCount as a string, ElasticMQ as a number.
-    """
-    if not raw:
-        return None
-    try:
-        policy = json.loads(raw)
-        arn = str(policy["deadLetterTargetArn"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    parts = arn.split(":")
-    name = parts[-1]
-    account = parts[4] if len(parts) >= 6 and parts[4] else None
-    try:
-        count: int | None = int(policy.get("maxReceiveCount"))
-    except (TypeError, ValueError):
-        count = None
-    return name, account, count
-
-
-def _dead_letters(client: Any, policy: tuple[str, str | None, int | None]) -> DeadLetters:
+async def _dead_letters(
+    client: SqsClient, policy: tuple[str, str | None, int | None]
+) -> DeadLetters:
     name, account, max_receive_count = policy
     try:
-        lookup = {"QueueName": name}
-        if account:
-            lookup["QueueOwnerAWSAccountId"] = account
-        url = client.get_queue_url(**lookup)["QueueUrl"]
-        attributes = client.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-        )["Attributes"]
+        url = await client.get_queue_url(name, account)
+        attributes = await client.get_queue_attributes(url, ["ApproximateNumberOfMessages"])
     except Exception as exc:  # shown next to the main queue's figures
         return DeadLetters(name, max_receive_count, problem=describe_error(exc))
     return DeadLetters(name, max_receive_count, int(attributes["ApproximateNumberOfMessages"]))
 
 
-def queue_depth(settings: Settings, timeout: float) -> QueueDepth | Problem:
-    """Depth of the configured queue and of its dead-letter queue (blocking)."""
-    from bridge.sqs import make_client
+async def queue_depths(settings: Settings, timeout: float) -> tuple[QueueDepth | Problem, ...]:
+    """Depth of each configured queue and of its dead-letter queue, asked at once."""
+    urls = settings.sqs_queue_urls
+    if not urls:
+        return (Problem("not configured (set SQS_QUEUE_URL)"),)
+    return tuple(await asyncio.gather(*(queue_depth(settings, url, timeout) for url in urls)))
 
-    url = settings.sqs_queue_url
-    if not url:
-        return Problem("not configured (set SQS_QUEUE_URL)")
+
+async def queue_depth(settings: Settings, url: str, timeout: float) -> QueueDepth | Problem:
+    """Depth of the queue at *url* and of its dead-letter queue."""
     try:
-        client = make_client(settings, max_pool_connections=2, read_timeout=timeout)
-        attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=list(SQS_ATTRIBUTES))[
-            "Attributes"
-        ]
+        client = SqsClient.from_settings(
+            settings, queue_url=url, connections=2, read_timeout=timeout, retries=0
+        )
     except Exception as exc:
         return Problem(describe_error(exc), url, failure_verb(exc))
-    policy = parse_redrive_policy(attributes.get("RedrivePolicy"))
-    return QueueDepth(
-        url=url,
-        visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
-        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
-        dead_letters=_dead_letters(client, policy) if policy else None,
-    )
+    async with client:
+        try:
+            attributes = await client.get_queue_attributes(url, list(SQS_ATTRIBUTES))
+        except Exception as exc:
+            return Problem(describe_error(exc), url, failure_verb(exc))
+        policy = parse_redrive_policy(attributes.get("RedrivePolicy"))
+        return QueueDepth(
+            url=url,
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+            dead_letters=await _dead_letters(client, policy) if policy else None,
+        )
