@@ -10,6 +10,7 @@ keeps fewer copies than the setting asks for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,14 +58,29 @@ async def ensure_topics(admin: Any, specs: Sequence[TopicSpec], setting: int) ->
             raise for_code(code)(f"cannot create topic {topic!r}")
         else:
             created.append(topic)
-    if existing:
-        for description in await admin.describe_topics(existing):
-            warning = under_replicated_warning(
-                description["topic"], replicas_of(description), replication
-            )
-            if warning:
-                log.warning(warning)
+    for description in await describe_with_partitions(admin, existing):
+        warning = under_replicated_warning(
+            description["topic"], replicas_of(description), replication
+        )
+        if warning:
+            log.warning(warning)
     return created
+
+
+async def describe_with_partitions(
+    admin: Any, topics: list[str], attempts: int = 10
+) -> list[Mapping[str, Any]]:
+    """Descriptions of *topics* that list their partitions. A topic created
+    moments ago (by another process) is described without partitions until
+    the broker's metadata catches up: ask again, briefly, and leave out what
+    is still unknown rather than take it for a topic without replicas."""
+    described: list[Mapping[str, Any]] = []
+    for _attempt in range(attempts):
+        described = await admin.describe_topics(topics) if topics else []
+        if all(d.get("partitions") for d in described):
+            break
+        await asyncio.sleep(0.5)
+    return [d for d in described if d.get("partitions")]
 
 
 def replicas_of(description: Mapping[str, Any]) -> int:
