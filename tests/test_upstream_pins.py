@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from stream.worker import monitor
-from stream.worker.faust_patches import stack_dump, table_store, transport
+from stream.worker.faust_patches import durability, stack_dump, table_store, transport
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -37,6 +37,8 @@ PATCH_CLASSES = (
     transport.Consumer,
     transport.RawBytesTopic,
     table_store.PartitionStore,
+    durability.Producer,
+    durability.DurableTransport,
     stack_dump.Worker,
     monitor.LeanMonitor,
 )
@@ -88,6 +90,14 @@ OVERRIDDEN = {
     "faust.stores.rocksdb:Store._open_for_partition": (
         "1dc4e0113d67379d",
         f"{TABLE_STORE} PartitionStore._open_for_partition",
+    ),
+    "faust.transport.drivers.aiokafka:Transport._really_create_topic": (
+        "698806ec237ce0d7",
+        "stream/worker/faust_patches/durability.py DurableTransport._really_create_topic",
+    ),
+    "faust.transport.drivers.aiokafka:Producer._settings_extra": (
+        "a4c7bc41b6382223",
+        "stream/worker/faust_patches/durability.py Producer._settings_extra",
     ),
     "mode.worker:Worker._cry": (
         "635733b9ee29cd07",

@@ -92,6 +92,12 @@ class Topics:
         default_factory=lambda: _env("MASKSTREAM_TOPIC_REJECTED", "logins.rejected")
     )
     partitions: int = field(default_factory=lambda: _env_int("MASKSTREAM_PARTITIONS", 8))
+    # Copies of each partition of the topics the pipeline creates (raw, masked,
+    # rejected, the table's changelog, Faust's own); 0 means min(3, brokers).
+    # min.insync.replicas is one less (see stream.common.replication).
+    replication_factor: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_REPLICATION_FACTOR", 0)
+    )
     # The raw topic holds PII in clear: keep it only as long as replay needs.
     raw_retention_hours: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_RAW_RETENTION_HOURS", 168)
@@ -247,6 +253,9 @@ class Settings:
 
     # Where `maskstream stack` keeps its state, logs and env file.
     stack_dir: Path = field(default_factory=lambda: _stack_dir())
+    # Kafka nodes of a new local stack (each broker and controller); 3 shows
+    # leader failover. A running stack keeps the count it was made with.
+    stack_brokers: int = field(default_factory=lambda: _env_int("MASKSTREAM_STACK_BROKERS", 1))
     # Where the launcher (demo, tests, benchmarks) registers the bridges and
     # workers it starts for the local stack's Prometheus to scrape (file_sd
     # JSON files); set by `maskstream stack up --prometheus`, empty = none.

@@ -73,7 +73,7 @@ def build_app(settings: Settings) -> WorkerApp:
 
 def faust_app(settings: Settings, kafka_security: KafkaSecurity) -> faust.App:
     """The Faust app, on our transport and table store (registered here)."""
-    kafka_transport.register()
+    kafka_transport.register(settings.topics.replication_factor)
     table_store.register()
     return faust.App(
         settings.app_id,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import psycopg
 from aiokafka import TopicPartition
-from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from psycopg import sql
 from psycopg.abc import QueryNoTemplate
@@ -27,6 +26,7 @@ from psycopg.abc import QueryNoTemplate
 from stream.common import settings as settings_module
 from stream.common.canonical import raw_record_key
 from stream.common.kafka_security import KafkaClients
+from stream.common.topic_admin import TopicSpec, ensure_topics
 from stream.core.records import (
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
@@ -265,22 +265,22 @@ class IsolatedPipeline:
         asyncio.run(self._create_topics())
 
     async def _create_topics(self) -> None:
+        # Kept forever: tests replay logins "sent" in 2023, and Kafka's
+        # time-based retention counts from the record's timestamp (the SQS
+        # SentTimestamp), so a default 7-day retention would delete them
+        # at its next check, in the middle of a test.
+        forever = {"retention.ms": "-1"}
+        # The raw topic takes every body SQS accepts, as the bridge's does.
+        largest = {"max.message.bytes": str(MAX_RAW_RECORD_BYTES)}
+        specs = [
+            TopicSpec(self.raw_topic, self.partitions, forever | largest),
+            TopicSpec(self.masked_topic, self.partitions, forever),
+            TopicSpec(self.rejected_topic, self.partitions, forever),
+        ]
+        # Replicated as the pipeline's own topics are (min(3, brokers) by default).
+        setting = settings_module.load({**os.environ, **self.env}).topics.replication_factor
         async with self.kafka.admin_session() as admin:
-            names = (self.raw_topic, self.masked_topic, self.rejected_topic)
-            # Kept forever: tests replay logins "sent" in 2023, and Kafka's
-            # time-based retention counts from the record's timestamp (the SQS
-            # SentTimestamp), so a default 7-day retention would delete them
-            # at its next check, in the middle of a test.
-            forever = {"retention.ms": "-1"}
-            # The raw topic takes every body SQS accepts, as the bridge's does.
-            largest = {"max.message.bytes": str(MAX_RAW_RECORD_BYTES)}
-            configs = {self.raw_topic: forever | largest}
-            await admin.create_topics(
-                [
-                    NewTopic(n, self.partitions, 1, topic_configs=configs.get(n, forever))
-                    for n in names
-                ]
-            )
+            await ensure_topics(admin, specs, setting)
 
     def delete_topics(self, only: Sequence[str] | None = None, wait: bool = False) -> None:
         """Delete this pipeline's topics (or the *only* ones named), Faust's

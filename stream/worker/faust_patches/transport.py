@@ -64,6 +64,8 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode import ServiceT
 
+from stream.worker.faust_patches.durability import DurableTransport
+
 SCHEME = "maskstream-kafka"
 # How often a fetch loop held up by a full stream queue looks again.
 ROOM_POLL_SECONDS = 0.002
@@ -380,10 +382,12 @@ class RawBytesTopic(faust.Topic):
         self.decode = decode  # type: ignore[method-assign]
 
 
-class Transport(aiokafka_driver.Transport):
+class Transport(DurableTransport):
     Consumer = Consumer
 
 
-def register() -> None:
-    """Make ``maskstream-kafka://host:port`` broker URLs use this transport."""
+def register(replication_setting: int = 0) -> None:
+    """Make ``maskstream-kafka://host:port`` broker URLs use this transport,
+    creating topics with *replication_setting* (0: min(3, brokers))."""
+    Transport.replication_setting = replication_setting
     drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
