@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 # The test suite gets its own stack directory so it never disturbs the demo's.
 TEST_STACK_DIR ?= .stack-test
 # Everything, the fault-injection suite included (kill -9, outages,
-# rebalances: about 6 of the 9 to 11 minutes); `make test-quick` leaves it out,
-# `make test-faults` runs only it.
+# rebalances, and broker failover on a three-node Kafka cluster of its own
+# in $(TEST_STACK_DIR)-brokers, which the suite starts and stops);
+# `make test-quick` leaves it out, `make test-faults` runs only it.
 PYTEST_ARGS ?=
 
 .PHONY: install test test-quick test-faults lint demo bench soak stack-up stack-down clean image
@@ -24,6 +25,7 @@ install: $(VENV)/.installed
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Stack up, pytest, stack down even when tests fail; exit with pytest's status.
 test: install lint
@@ -32,6 +34,7 @@ test: install lint
 	$(PY) -m stream.cli stack up --exercise > /dev/null || status=$$?; \
 	if [ $$status -eq 0 ]; then $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; fi; \
 	$(PY) -m stream.cli stack down; \
+	MASKSTREAM_STACK_DIR=$(TEST_STACK_DIR)-brokers $(PY) -m stream.cli stack down > /dev/null; \
 	exit $$status
 
 test-quick:
@@ -62,7 +65,7 @@ stack-down: install
 	$(PY) -m stream.cli stack down
 
 clean: stack-down
-	rm -rf .stack $(TEST_STACK_DIR)
+	rm -rf .stack $(TEST_STACK_DIR) $(TEST_STACK_DIR)-brokers
 
 # A million messages end to end: throughput over time and RSS (not a test).
 soak: install

@@ -109,6 +109,8 @@ LOGIN_SCHEMA = {
         _field("app_version_full", "string"),
         _field("create_date", "int32", logical="org.apache.kafka.connect.data.Date"),
         _field("sent_at", "int64", logical="org.apache.kafka.connect.data.Timestamp"),
+        _field("envelope_kind", "string", optional=True),
+        _field("envelope_id", "string", optional=True),
     ],
 }
 EPOCH_DAY_MS = 86_400_000
@@ -141,6 +143,8 @@ def connect_record(login: MaskedLogin) -> tuple[bytes, bytes]:
         "app_version_full": login.app_version_full,
         "create_date": login.sent_at_ms // EPOCH_DAY_MS,
         "sent_at": login.sent_at_ms,
+        "envelope_kind": login.envelope_kind,
+        "envelope_id": login.envelope_id,
     }
     value = json.dumps({"schema": LOGIN_SCHEMA, "payload": payload}, separators=(",", ":"))
     return login.masked_device_id.encode(), value.encode()

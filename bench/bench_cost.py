@@ -42,6 +42,7 @@ from stream.devstack.envfile import read_env_file
 from stream.devstack.manager import Stack
 from stream.devstack.processes import read_pid
 from stream.ops.generate import Generator
+from stream.postgres.queries import scalar
 from stream.postgres.schema import ensure_schema
 from tests.support.sandbox import IsolatedPipeline, RawMessage
 
@@ -120,7 +121,7 @@ def add_history(pipe: IsolatedPipeline, per_device: Counter[str], factor: int) -
         conn.execute("VACUUM ANALYZE user_logins")
         conn.execute("VACUUM ANALYZE seen_devices")
         conn.execute("CHECKPOINT")
-        return int(conn.execute("SELECT count(*) FROM user_logins").fetchone()[0])
+        return int(scalar(conn, "SELECT count(*) FROM user_logins"))
 
 
 def outcomes(pipe: IsolatedPipeline) -> int:

@@ -61,7 +61,7 @@ async def baseline_consume_and_copy(pipe: IsolatedPipeline, expected: int) -> fl
         enable_auto_commit=False,
         max_poll_records=BATCH,
     )
-    conn = await psycopg.AsyncConnection.connect(pipe.database_url)
+    aconn = await psycopg.AsyncConnection.connect(pipe.database_url)
     await consumer.start()
     started = time.perf_counter()
     written = 0
@@ -72,7 +72,7 @@ async def baseline_consume_and_copy(pipe: IsolatedPipeline, expected: int) -> fl
             if not records:
                 continue
             async with (
-                conn.cursor() as cur,
+                aconn.cursor() as cur,
                 cur.copy(
                     "COPY baseline_logins (message_id, user_id, device_type, ip, device_id,"
                     " locale, app_version) FROM STDIN"
@@ -91,13 +91,13 @@ async def baseline_consume_and_copy(pipe: IsolatedPipeline, expected: int) -> fl
                             body["app_version"],
                         )
                     )
-            await conn.commit()
+            await aconn.commit()
             await consumer.commit()
             written += len(records)
         return written / (time.perf_counter() - started)
     finally:
         await consumer.stop()
-        await conn.close()
+        await aconn.close()
 
 
 def rate_once_ready(

@@ -105,7 +105,9 @@ def main() -> int:
     for name in workers:
         pipe.launcher.start_worker(name)
     pipe.launcher.start_bridge("bridge")
-    pids = {name: child.pid for name, child in pipe.launcher.children.items()}
+    pids: dict[str, int | None] = {
+        name: child.pid for name, child in pipe.launcher.children.items()
+    }
     pids["kafka"] = read_pid(stack.dir / "kafka" / "pid")
     pids["postgres"] = read_pid(stack.dir / "postgres" / "pid")
 

@@ -16,9 +16,12 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.common.settings import Settings
+
+if TYPE_CHECKING:  # serve() imports the parts itself, when it runs
+    from bridge.producer import KafkaSink
 
 log = logging.getLogger("bridge")
 
@@ -97,6 +100,11 @@ def run(settings: Settings, exit_when_idle: float | None) -> int:
     return asyncio.run(serve(settings, exit_when_idle))
 
 
+def sink_started(sink: KafkaSink) -> Callable[[], bool]:
+    """Whether *sink*'s Kafka producer has started, asked when the endpoints need it."""
+    return lambda: bool(sink.started)
+
+
 async def serve(settings: Settings, exit_when_idle: float | None) -> int:
     """Assemble SQS, Kafka and a forwarder per queue; run until a signal or idleness stops it.
 
@@ -115,6 +123,7 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
 
     config = ForwarderConfig.from_settings(settings, exit_when_idle)
     lanes: list[WatchedQueue] = []
+    forwarders: list[Forwarder] = []
     for url in settings.sqs_queue_urls:
         try:
             client = SqsClient.from_settings(
@@ -128,13 +137,9 @@ async def serve(settings: Settings, exit_when_idle: float | None) -> int:
             log.error("cannot reach SQS: %s", exc)
             return 2
         queue, sink = SqsQueue(client, url), KafkaSink(settings)
-        lanes.append(
-            WatchedQueue(
-                queue_name(url), Forwarder(queue, sink, config), queue, lambda s=sink: s.started
-            )
-        )
+        forwarders.append(Forwarder(queue, sink, config))
+        lanes.append(WatchedQueue(queue_name(url), forwarders[-1], queue, sink_started(sink)))
     endpoints = await _start_endpoints(settings.bridge_metrics_port, lanes)
-    forwarders = [lane.forwarder for lane in lanes]
 
     def stop_all(reason: str) -> None:
         for forwarder in forwarders:

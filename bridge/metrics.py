@@ -114,7 +114,7 @@ class BridgeCollector:
                     f"maskstream_bridge_messages_{name}",
                     f"SQS messages {name}",
                 ).add_metric(queue, value)
-            for name, help_text, value in (
+            gauges: tuple[tuple[str, str, float], ...] = (
                 ("in_flight", "Messages received and not yet deleted", forwarder.in_flight),
                 ("pollers", "Poller loops running", forwarder.pollers),
                 ("open_polls", "ReceiveMessage calls waiting on SQS", forwarder.open_polls),
@@ -123,9 +123,10 @@ class BridgeCollector:
                     "Age (since SentTimestamp) of the oldest message held",
                     self._oldest_age(forwarder),
                 ),
-            ):
+            )
+            for name, help_text, gauge in gauges:
                 family(GaugeMetricFamily, f"maskstream_bridge_{name}", help_text).add_metric(
-                    queue, value
+                    queue, gauge
                 )
             outage = family(
                 GaugeMetricFamily,

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
     KafkaConnectionError,
@@ -25,9 +24,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordTooLargeError,
-    TopicAlreadyExistsError,
     UnsupportedForMessageFormatError,
-    for_code,
 )
 
 from bridge.ports import RawRecord, SqsMessage
@@ -45,6 +42,7 @@ from stream.common.raw_records import (
     MAX_RAW_RECORD_BYTES,
 )
 from stream.common.settings import Settings
+from stream.common.topic_admin import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +53,6 @@ DEFAULT_KEY_FIELD = "device_id"
 # since 2025) with its key and headers. The raw topic is created with the
 # same max.message.bytes, since a broker's default (1 MiB + 12) is too small.
 MAX_REQUEST_BYTES = MAX_RAW_RECORD_BYTES
-# Keep replicas on up to three brokers; a single-node dev cluster gets one.
-MAX_REPLICATION_FACTOR = 3
 # A broken producer is replaced at most this often, so a persistent error
 # (e.g. missing ACLs) cannot turn into a reconnect storm.
 MIN_SECONDS_BETWEEN_RESTARTS = 5.0
@@ -143,35 +139,27 @@ def classify_error(exc: BaseException) -> ErrorKind:
 async def ensure_topic(settings: Settings) -> bool:
     """Create the raw topic unless it exists; return whether it was created.
 
-    An existing topic is left exactly as it is: changing partitions or
-    retention of a live topic is an operator's decision, not a side effect of
-    starting a bridge.
+    It is replicated as MASKSTREAM_REPLICATION_FACTOR says (by default
+    min(3, brokers), ``min.insync.replicas`` one less, so that with acks=all
+    an acknowledgement means two copies when there are three). An existing
+    topic is left exactly as it is, with a warning if it has fewer copies:
+    changing partitions, replicas or retention of a live topic is an
+    operator's decision, not a side effect of starting a bridge.
     """
     topics = settings.topics
+    raw = TopicSpec(
+        topics.raw,
+        topics.partitions,
+        {
+            "retention.ms": str(topics.raw_retention_hours * 3_600_000),
+            "max.message.bytes": str(MAX_REQUEST_BYTES),
+        },
+    )
     kafka = KafkaClients.from_settings(settings)
     async with kafka.admin_session(
         client_id="maskstream-bridge-admin", request_timeout_ms=15_000
     ) as admin:
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = max(1, min(MAX_REPLICATION_FACTOR, brokers))
-        topic = NewTopic(
-            topics.raw,
-            num_partitions=topics.partitions,
-            replication_factor=replication,
-            topic_configs={
-                "retention.ms": str(topics.raw_retention_hours * 3_600_000),
-                # With acks=all, an acknowledgement then means two copies when there are three.
-                "min.insync.replicas": str(max(1, replication - 1)),
-                "max.message.bytes": str(MAX_REQUEST_BYTES),
-            },
-        )
-        response = await admin.create_topics([topic])
-    error_code = response.topic_errors[0][1]
-    if error_code == TopicAlreadyExistsError.errno:
-        return False
-    if error_code:
-        raise for_code(error_code)(f"cannot create topic {topics.raw!r}")
-    return True
+        return bool(await ensure_topics(admin, [raw], topics.replication_factor))
 
 
 Listener = Callable[[list[Any], BaseException | None], None]

@@ -186,3 +186,26 @@ def test_wrapped_logins_become_the_same_rows_as_bare_ones_and_bad_envelopes_reje
     assert reasons[1].startswith("inside the EventBridge event: ip must be a string")
     stored = pipeline.query("SELECT * FROM user_logins")
     assert "199.172.111.135" not in repr(stored) and "Signature" not in repr(stored)
+
+
+def test_the_worker_unwraps_only_what_its_envelope_setting_names() -> None:
+    from stream.core.batch import outcomes
+    from stream.core.keyring import new_keyring
+    from stream.core.masking import Masker
+    from stream.core.records import RawLogin
+
+    masker = Masker(new_keyring())
+    raws = [
+        (RawLogin.from_kafka(body(document), {"sqs_message_id": b"m%d" % i}, None, 0, "p0"), 0)
+        for i, document in enumerate([sns(json.dumps(LOGIN)), eventbridge(LOGIN)])
+    ]
+
+    def kinds(mode: str) -> list[str | None]:
+        return [
+            o.login.envelope_kind if o.login else o.rejection.reason if o.rejection else None
+            for o in outcomes(raws, masker, mode)
+        ]
+
+    assert kinds("auto") == ["sns", "eventbridge"]
+    assert kinds("sns") == ["sns", "not a login (no login fields)"]
+    assert kinds("none") == ["not a login (no login fields)"] * 2

@@ -25,6 +25,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -40,6 +41,7 @@ from tests.test_poison import POISONS, assert_worker_never_failed
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 
 MESSAGES = int(os.environ.get("FAULT_MESSAGES", "20000"))
+T = TypeVar("T")
 
 
 def synthetic_lines(count: int, seed: int) -> tuple[list[bytes], int]:
@@ -143,6 +145,17 @@ class FaultRun:
                 assert not self.pipe.launcher.failed(), self.pipe.launcher.failed()
                 time.sleep(0.5)
 
+    def stream_through(self, fault: Callable[[], T], progress: float, seed: int) -> T:
+        """Stream MESSAGES through the bridge and two workers, strike *fault*
+        once *progress* of the outcomes exist, then check the end state;
+        return what *fault* returned."""
+        self.send(MESSAGES, seed=seed)
+        self.start(workers=2)
+        self.wait_for_rows(progress)
+        result = fault()
+        self.finish_and_check()
+        return result
+
     def finish_and_check(self, timeout: float = 300.0) -> None:
         self.pipe.wait_for_outcomes(self.sent, timeout=timeout)
         rows, distinct = self.pipe.query(
@@ -234,11 +247,7 @@ def test_nothing_lost_or_duplicated_when(
     run: FaultRun,
     stack: Stack,
 ) -> None:
-    run.send(MESSAGES, seed=seed)
-    run.start(workers=2)
-    run.wait_for_rows(progress)
-    fault(run, stack)
-    run.finish_and_check()
+    run.stream_through(lambda: fault(run, stack), progress, seed)
 
 
 def test_replay_from_earliest_while_new_data_arrives(run: FaultRun) -> None:

@@ -69,3 +69,33 @@ def test_a_partition_stalls_only_after_a_whole_check_interval_without_commit(
     previous: dict[TP, int | None], committed: int | None, highwater: int | None, stalled: bool
 ) -> None:
     assert no_progress(previous, RAW_0, committed, highwater) is stalled
+
+
+def test_the_worker_producer_is_idempotent_with_acks_all_outside_transactions() -> None:
+    """Faust makes its producer idempotent only for exactly_once; a worker's
+    (masked, rejected, changelog) is idempotent with acks=all in at_least_once too."""
+    import asyncio
+
+    import faust
+
+    from stream.worker.faust_patches import transport
+
+    transport.register()
+
+    async def scenario() -> tuple[object, int | str]:
+        app = faust.App(f"idempotence-{id(object())}", broker=f"{transport.SCHEME}://127.0.0.1:1")
+        assert not app.in_transaction
+        aiokafka_producer = app.producer._new_producer()
+        return aiokafka_producer._txn_manager, aiokafka_producer._sender._acks
+
+    txn_manager, acks = asyncio.run(scenario())
+    assert txn_manager is not None  # aiokafka keeps sequence numbers only when idempotent
+    assert acks == -1
+
+
+def test_topics_a_worker_creates_take_the_replication_setting() -> None:
+    from stream.common.replication import min_insync_replicas, replication_factor
+
+    assert [replication_factor(0, brokers) for brokers in (1, 2, 3, 5)] == [1, 2, 3, 3]
+    assert replication_factor(2, 5) == 2
+    assert [min_insync_replicas(r) for r in (1, 2, 3, 5)] == [1, 1, 2, 4]

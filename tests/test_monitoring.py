@@ -187,12 +187,10 @@ def prometheus(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
 def redriven_queue(pipeline: IsolatedPipeline) -> None:
     """The pipeline's queue with a dead-letter queue of its own, as in production."""
     sqs = pipeline._sqs()
-    dead = sqs.create_queue(QueueName=f"{pipeline.name}-dlq")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]
-    policy = {"deadLetterTargetArn": arn["QueueArn"], "maxReceiveCount": "5"}
-    url = sqs.create_queue(
-        QueueName=pipeline.name, Attributes={"RedrivePolicy": json.dumps(policy)}
-    )["QueueUrl"]
+    dead = sqs.create_queue(f"{pipeline.name}-dlq")
+    arn = sqs.attributes(dead, ["QueueArn"])["QueueArn"]
+    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": "5"}
+    url = sqs.create_queue(pipeline.name, {"RedrivePolicy": json.dumps(policy)})
     pipeline.env["SQS_QUEUE_URL"] = url
 
 

@@ -89,3 +89,54 @@ def test_the_store_is_chosen_by_setting() -> None:
     assert table_store.table_options("memory") == {}
     with pytest.raises(ValueError, match="MASKSTREAM_TABLE_STORE must be one of rocksdb, memory"):
         settings_module.load({"MASKSTREAM_TABLE_STORE": "redis"})
+
+
+def test_state_is_stale_from_another_cluster_or_beyond_the_changelogs_end() -> None:
+    here = table_store.Changelog("cluster-a", end_offset=100)
+    assert table_store.stale_reason("cluster-a", 99, here) is None
+    assert table_store.stale_reason(None, None, here) is None  # a fresh database
+    assert table_store.stale_reason(None, 99, here) is None  # made before clusters were kept
+    assert "cluster-b" in (table_store.stale_reason("cluster-b", 5, here) or "")
+    assert "beyond the changelog's end" in (table_store.stale_reason("cluster-a", 100, here) or "")
+    empty = table_store.Changelog("cluster-a", end_offset=0)  # recreated: -1 in Faust's words
+    assert table_store.stale_reason(None, 5147, empty) is not None
+    assert table_store.stale_reason("cluster-a", 3, table_store.Changelog("x", None)) is not None
+
+
+def _held_state(table: faust.Table, partition: int, offset: int) -> table_store.PartitionStore:
+    store = table.data
+    assert isinstance(store, table_store.PartitionStore)
+    table_store.put_entries(table, {partition: [(b"a", b"1")]})
+    store.persist_offset(partition, offset)
+    return store
+
+
+def test_a_database_from_another_cluster_is_set_aside_and_rebuilt(
+    table: faust.Table, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _held_state(table, 1, 41)
+    store._check(1, table_store.Changelog("first", end_offset=50))  # adopted: recorded
+    assert store.persisted_offset(changelog(table, 1)) == 41
+    store._unchecked[1] = table_store.Changelog("second", end_offset=50)
+    assert store.persisted_offset(changelog(table, 1)) is None  # recovery reads it all
+    assert store._db_for_partition(1).get(b"a") is None
+    path = Path(store.partition_path(1))
+    assert (path / table_store.ORIGIN_FILE).read_text() == "second\n"
+    assert [p.name.split(".stale-")[0] for p in path.parent.glob("*.stale-*")] == [path.name]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "partition 1" in warnings[0] and "first" in warnings[0]
+
+
+def test_a_database_beyond_a_recreated_changelogs_end_is_rebuilt(table: faust.Table) -> None:
+    store = _held_state(table, 2, 5147)
+    store._unchecked[2] = table_store.Changelog("same", end_offset=0)
+    assert store.persisted_offset(changelog(table, 2)) is None
+    assert store._db_for_partition(2).get(b"a") is None
+
+
+def test_a_database_matching_its_changelog_is_kept(table: faust.Table) -> None:
+    store = _held_state(table, 3, 7)
+    store._unchecked[3] = table_store.Changelog("same", end_offset=8)
+    assert store.persisted_offset(changelog(table, 3)) == 7
+    assert store._db_for_partition(3).get(b"a") == b"1"
+    assert not list(Path(store.partition_path(3)).parent.glob("*.stale-*"))

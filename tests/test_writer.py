@@ -11,11 +11,12 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
-from stream.core.records import Rejection
+from stream.core.batch import Outcome
+from stream.core.records import MaskedLogin, RawLogin, Rejection
 from stream.postgres.rows import insert_logins, logins_spec
 from stream.postgres.schema import Tables, ensure_schema
 from stream.postgres.sink import create_staging
-from stream.postgres.writer import BatchWriter
+from stream.postgres.writer import BatchWriter, Written
 from tests.support.sandbox import IsolatedPipeline
 
 pytestmark = pytest.mark.services
@@ -42,15 +43,23 @@ def row(device: str, seconds: int = 0, message_id: str | None = None, user: str 
     )
 
 
-def refusal(index: int, reason: str) -> Rejection:
-    return Rejection(f"refused-{index}", 0, 0, reason, "token")
+def outcome(
+    device: str, seconds: int = 0, message_id: str | None = None, user: str = "u"
+) -> Outcome:
+    """A masked login as the core hands it to the writer."""
+    message_id = message_id or str(uuid.uuid4())
+    sent_ms = int((START + timedelta(seconds=seconds)).timestamp() * 1000)
+    login = MaskedLogin(
+        message_id, user, "android", "masked-ip", device, None, 2, "2.3.0", sent_ms, "2024-01-01"
+    )
+    return Outcome(RawLogin(message_id, sent_ms, b"{}"), 0, login=login)
 
 
-def run_writer(pipe: IsolatedPipeline, *batches: list[tuple]) -> list:
-    async def write_all() -> list:
+def run_writer(pipe: IsolatedPipeline, *batches: list[Outcome]) -> list[Written]:
+    async def write_all() -> list[Written]:
         writer = BatchWriter(pipe.database_url, TABLES)
         try:
-            return [await writer.write(batch, [], refusal) for batch in batches]
+            return [await writer.write(batch) for batch in batches]
         finally:
             await writer.close()
 
@@ -58,8 +67,8 @@ def run_writer(pipe: IsolatedPipeline, *batches: list[tuple]) -> list:
 
 
 def test_device_state_counts_only_rows_the_transaction_inserted(pipeline: IsolatedPipeline) -> None:
-    first = [row("d1", 10), row("d1", 5), row("d2", 7)]
-    again = [*first, row("d1", 20)]  # a redelivery plus one new login
+    first = [outcome("d1", 10), outcome("d1", 5), outcome("d2", 7)]
+    again = [*first, outcome("d1", 20)]  # a redelivery plus one new login
     one, two = run_writer(pipeline, first, again)
     assert one.new_rows == 3 and two.new_rows == 1
     assert two.devices["d1"].entry.login_count == 3
@@ -74,17 +83,27 @@ def test_device_state_counts_only_rows_the_transaction_inserted(pipeline: Isolat
     assert pipeline.device_mismatches() == {}
 
 
-def test_refused_rows_become_rejections_in_the_same_transaction(pipeline: IsolatedPipeline) -> None:
-    good = [row("d1") for _ in range(6)]
-    nul, surrogate = row("d2", user="nul\x00inside"), row("d3", user="lone \ud800")
-    (written,) = run_writer(pipeline, [*good[:3], nul, *good[3:], surrogate])
+def test_refused_rows_are_returned_and_the_rest_committed(pipeline: IsolatedPipeline) -> None:
+    good = [outcome("d1") for _ in range(6)]
+    nul, surrogate = outcome("d2", user="nul\x00inside"), outcome("d3", user="lone \ud800")
+    rejected = Outcome(RawLogin("bad", 0, b"x"), 0, rejection=Rejection("bad", 0, 0, "why", "t"))
+    (written,) = run_writer(pipeline, [*good[:3], nul, rejected, *good[3:], surrogate])
     assert written.new_rows == 6
-    assert [index for index, _ in written.refused] == [3, 7]
+    assert [refused for refused, _ in written.refused] == [nul, surrogate]
     assert "NUL" in written.refused[0][1]
     assert "UTF-8" in written.refused[1][1]
-    stored = dict(pipeline.query("SELECT message_id, reason FROM rejected_logins"))
-    assert stored.keys() == {"refused-3", "refused-7"}
+    assert pipeline.query("SELECT message_id, reason FROM rejected_logins") == [("bad", "why")]
     assert pipeline.device_mismatches() == {}
+
+    async def store() -> None:
+        writer = BatchWriter(pipeline.database_url, TABLES)
+        try:
+            await writer.store_rejections([Rejection("refused", 0, 0, "NUL", "t")])
+        finally:
+            await writer.close()
+
+    asyncio.run(store())
+    assert len(pipeline.query("SELECT 1 FROM rejected_logins")) == 2
 
 
 def test_concurrent_writers_with_overlapping_batches_never_deadlock(
@@ -133,10 +152,10 @@ def test_an_existing_table_is_backfilled_into_seen_devices_once(pipeline: Isolat
             ('u', 'ios', 'ip', 'old-1', NULL, 1, '2020-05-03'),
             ('u', 'ios', 'ip', 'old-2', NULL, 1, '2020-06-01')"""
     )
-    run_writer(pipeline, [row("old-1"), row("new-1")])
+    run_writer(pipeline, [outcome("old-1"), outcome("new-1")])
     counts = dict(pipeline.query("SELECT masked_device_id, login_count FROM seen_devices"))
     assert counts == {"old-1": 3, "old-2": 1, "new-1": 1}
     first = pipeline.query("SELECT first_seen FROM seen_devices WHERE masked_device_id = 'old-1'")
     assert first[0][0].date() == date(2020, 5, 1)
-    run_writer(pipeline, [row("old-2")])  # a later start does not backfill again
+    run_writer(pipeline, [outcome("old-2")])  # a later start does not backfill again
     assert pipeline.device_mismatches() == {}

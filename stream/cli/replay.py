@@ -26,6 +26,7 @@ from stream.ops.replay import (
     rebuild_environment,
     rewind_group,
 )
+from stream.postgres.queries import scalar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -112,7 +113,7 @@ def rebuild_into(
     if table in (settings.logins_table, settings.rejections_table):
         raise ReplayRefused(f"--into must name a new table, not the live {table!r}")
     with psycopg.connect(settings.database_url) as conn:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+        exists = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (table,))
     if exists:
         raise ReplayRefused(f"table {table!r} already exists; choose a new name or drop it")
 
@@ -132,8 +133,8 @@ def rebuild_into(
         launcher.stop_all()
     with psycopg.connect(settings.database_url) as conn:
         count = sql.SQL("SELECT count(*) FROM {}")
-        rows = conn.execute(count.format(sql.Identifier(table))).fetchone()[0]
-        rejected = conn.execute(count.format(sql.Identifier(f"{table}_rejected"))).fetchone()[0]
+        rows = scalar(conn, count.format(sql.Identifier(table)))
+        rejected = scalar(conn, count.format(sql.Identifier(f"{table}_rejected")))
     print(f"{table}: {rows} rows; {table}_rejected: {rejected} rejections")
     return 0
 

@@ -23,6 +23,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=None,
+        help=(
+            "Kafka nodes of a new stack (MASKSTREAM_STACK_BROKERS, default 1); 3 runs a "
+            "three-node KRaft cluster on loopback, each node broker and controller. "
+            "A stack keeps the count it was made with."
+        ),
+    )
+    parser.add_argument(
         "--exercise",
         action="store_true",
         help="with `up`: also run the exercise's own servers, a query-protocol-only SQS "
@@ -39,7 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_module.load()
-    stack = Stack(settings.stack_dir, exercise=True if args.exercise else None)
+    stack = Stack(
+        settings.stack_dir,
+        exercise=True if args.exercise else None,
+        brokers=brokers_wanted(args, settings),
+    )
     try:
         if args.action == "up":
             stack.external_database_url = external_database_url_from_environment(stack)
@@ -52,8 +67,20 @@ def run(args: argparse.Namespace) -> int:
         else:
             for name, running in stack.status().items():
                 print(f"{name:<10} {'running' if running else 'stopped'}")
+            for node in stack.kafka_nodes() if stack.brokers > 1 else []:
+                print(f"{node.name:<10} {node.bootstrap} (node {node.node_id})")
     except MissingPrerequisite as exc:
         raise CommandError(str(exc)) from None
     except (TimeoutError, RuntimeError) as exc:
         raise CommandError(str(exc)) from None
     return 0
+
+
+def brokers_wanted(args: argparse.Namespace, settings: settings_module.Settings) -> int | None:
+    """``--brokers``, else MASKSTREAM_STACK_BROKERS when set, else None: the
+    count a stack was made with (one for a new stack)."""
+    if getattr(args, "brokers", None):
+        return args.brokers
+    if args.action == "up" and settings.stack_brokers != 1:
+        return settings.stack_brokers
+    return None

@@ -64,6 +64,10 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+def _stack_dir() -> Path:
+    return Path(_env("MASKSTREAM_STACK_DIR", ".stack"))
+
+
 TABLE_STORES = ("rocksdb", "memory")
 
 
@@ -88,6 +92,12 @@ class Topics:
         default_factory=lambda: _env("MASKSTREAM_TOPIC_REJECTED", "logins.rejected")
     )
     partitions: int = field(default_factory=lambda: _env_int("MASKSTREAM_PARTITIONS", 8))
+    # Copies of each partition of the topics the pipeline creates (raw, masked,
+    # rejected, the table's changelog, Faust's own); 0 means min(3, brokers).
+    # min.insync.replicas is one less (see stream.common.replication).
+    replication_factor: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_REPLICATION_FACTOR", 0)
+    )
     # The raw topic holds PII in clear: keep it only as long as replay needs.
     raw_retention_hours: int = field(
         default_factory=lambda: _env_int("MASKSTREAM_RAW_RETENTION_HOURS", 168)
@@ -227,8 +237,12 @@ class Settings:
     # Where the worker's pages (/metrics, /health, /ready) listen: loopback by
     # default; 0.0.0.0 in a container that Prometheus scrapes from outside.
     worker_web_host: str = field(default_factory=lambda: _env("MASKSTREAM_WEB_HOST", "127.0.0.1"))
+    # The worker's own state (Faust's, the RocksDB databases), one directory
+    # per worker. By default under the stack directory, so that two stacks on
+    # one machine never share worker state; a production worker sets it to a
+    # persistent volume of its own (the image: /var/lib/maskstream/faust-data).
     data_dir: Path = field(
-        default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", ".stack/faust-data"))
+        default_factory=lambda: Path(_env("MASKSTREAM_DATA_DIR", str(_stack_dir() / "faust-data")))
     )
     # Where a worker keeps seen_devices: "rocksdb" (on disk under data_dir; a
     # restart reads only the changelog written since) or "memory" (in RAM,
@@ -238,7 +252,10 @@ class Settings:
     )
 
     # Where `maskstream stack` keeps its state, logs and env file.
-    stack_dir: Path = field(default_factory=lambda: Path(_env("MASKSTREAM_STACK_DIR", ".stack")))
+    stack_dir: Path = field(default_factory=lambda: _stack_dir())
+    # Kafka nodes of a new local stack (each broker and controller); 3 shows
+    # leader failover. A running stack keeps the count it was made with.
+    stack_brokers: int = field(default_factory=lambda: _env_int("MASKSTREAM_STACK_BROKERS", 1))
     # Where the launcher (demo, tests, benchmarks) registers the bridges and
     # workers it starts for the local stack's Prometheus to scrape (file_sd
     # JSON files); set by `maskstream stack up --prometheus`, empty = none.

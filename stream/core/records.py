@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _json_text  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _json_text
 
 from stream.common.raw_records import (  # noqa: F401  (re-exported for readers of records)
     HEADER_MESSAGE_ID,
@@ -28,7 +28,10 @@ MAX_MESSAGE_ID = 128
 MAX_RECEIVE_COUNT = 2**31 - 1
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__,
+# which made building the one RawLogin and MaskedLogin of every message cost
+# more than a microsecond each; nothing mutates them after construction.
+@dataclass(slots=True)
 class RawLogin:
     """One SQS message as the bridge forwarded it. ``body`` may hold PII in clear."""
 
@@ -94,7 +97,7 @@ def _storable(text: str) -> str:
     return text.encode("utf-8", "replace").decode().replace("\0", "\ufffd")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as RawLogin: built once per message
 class MaskedLogin:
     """A valid login with PII replaced by tokens; one row of ``user_logins``.
 

@@ -74,7 +74,7 @@ class InvalidLogin(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per message (see stream.core.records)
 class LoginFields:
     """A validated login, PII still in clear: never log or store this as is."""
 

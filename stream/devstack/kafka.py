@@ -1,9 +1,11 @@
-"""Apache Kafka as one KRaft node (broker and controller in one JVM)."""
+"""Apache Kafka in KRaft mode: one node, or a cluster of several on loopback,
+each node broker and controller in one JVM with its own ports and data directory."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 import subprocess
 import uuid
@@ -47,39 +49,127 @@ LOG4J2_CONFIG = log4j2_config(
 )
 
 
+# Ports of node 1 (the single node of the default stack); node n adds 10 * (n - 1).
+BASE_PORTS = {"": 9092, "controller": 9093, "sasl": 9094}
+NODE_PORT_STRIDE = 10
+
+
+def port_key(node_id: int, role: str = "") -> str:
+    """The stack's name for a port of node *node_id*: ``kafka``,
+    ``kafka_controller``, ``kafka_sasl`` for node 1, ``kafka2``... for the others."""
+    base = "kafka" if node_id == 1 else f"kafka{node_id}"
+    return f"{base}_{role}" if role else base
+
+
+def node_name(node_id: int) -> str:
+    """The service name: ``kafka`` for node 1 (as in a one-node stack), ``kafka-2``..."""
+    return "kafka" if node_id == 1 else f"kafka-{node_id}"
+
+
+def port_defaults(brokers: int) -> dict[str, int]:
+    """Default ports of a cluster of *brokers* nodes, by port key."""
+    return {
+        port_key(node, role): port + NODE_PORT_STRIDE * (node - 1)
+        for node in range(1, brokers + 1)
+        for role, port in BASE_PORTS.items()
+    }
+
+
+def cluster(stack_dir: Path, ports: dict[str, int], brokers: int) -> list[Kafka]:
+    """The *brokers* nodes of the stack's Kafka cluster."""
+    return [Kafka(stack_dir, ports, node_id=n, brokers=brokers) for n in range(1, brokers + 1)]
+
+
 class Kafka(Service):
+    """One KRaft node, broker and controller in one JVM; node 1 of *brokers*
+    is the whole cluster by default, and with three nodes leaders move when one fails."""
+
     name = "kafka"
     heap = "512m"
 
     #: The one SASL/PLAIN user of the local broker (for trying Kafka security).
     sasl_username = "maskstream"
 
+    def __init__(
+        self, stack_dir: Path, ports: dict[str, int], node_id: int = 1, brokers: int = 1
+    ) -> None:
+        self.name = node_name(node_id)
+        self.node_id = node_id
+        self.brokers = brokers
+        self.stack_dir = stack_dir.resolve()
+        super().__init__(stack_dir, ports)
+
+    @property
+    def marker(self) -> str:
+        # With the trailing slash: node 1's directory (.../kafka) is a prefix
+        # of node 2's (.../kafka-2), whose command line must not pass for it.
+        return f"{self.dir}/"
+
+    def _port(self, role: str = "", node_id: int | None = None) -> int:
+        return self.ports[port_key(node_id or self.node_id, role)]
+
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.ports['kafka']}"
+        return f"127.0.0.1:{self._port()}"
 
     @property
     def sasl_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.ports['kafka_sasl']}"
+        return f"127.0.0.1:{self._port('sasl')}"
+
+    def _all(self, role: str) -> str:
+        return ",".join(
+            f"127.0.0.1:{self._port(role, node)}" for node in range(1, self.brokers + 1)
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
 
     @property
     def sasl_password(self) -> str:
-        """A random password made once per stack, kept with the broker's state."""
-        path = self.dir / "sasl-password"
+        """A random password made once per stack, kept with node 1's state
+        (every node of a cluster accepts the same one)."""
+        path = self.stack_dir / node_name(1) / "sasl-password"
         if not path.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(18))
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def _quorum(self) -> dict[str, str]:
+        """How the node finds the controllers: itself alone, or every node."""
+        if self.brokers == 1:
+            return {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self._port('controller')}"}
+        voters = ",".join(
+            f"{node}@127.0.0.1:{self._port('controller', node)}"
+            for node in range(1, self.brokers + 1)
+        )
+        return {"controller.quorum.voters": voters}
+
+    def _replication(self) -> dict[str, str]:
+        """Internal topics (offsets, transactions used by Faust's exactly_once,
+        share groups) and auto-created ones: as many copies as nodes, up to 3,
+        and one fewer in sync for a write; unclean election stays off."""
+        copies = min(3, self.brokers)
+        in_sync = str(max(1, copies - 1))
+        return {
+            "offsets.topic.replication.factor": str(copies),
+            "transaction.state.log.replication.factor": str(copies),
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": str(copies),
+            "share.coordinator.state.topic.min.isr": in_sync,
+            "default.replication.factor": str(copies),
+            "min.insync.replicas": in_sync,
+            "unclean.leader.election.enable": "false",
+        }
+
     def _server_properties(self) -> str:
-        broker, controller = self.ports["kafka"], self.ports["kafka_controller"]
-        sasl = self.ports["kafka_sasl"]
+        broker, controller, sasl = self._port(), self._port("controller"), self._port("sasl")
         user, password = self.sasl_username, self.sasl_password
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}",
+            "node.id": str(self.node_id),
+            **self._quorum(),
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller},"
                 f"SASL_PLAINTEXT://127.0.0.1:{sasl}"
@@ -98,22 +188,20 @@ class Kafka(Service):
                 "org.apache.kafka.common.security.plain.PlainLoginModule required "
                 f'username="{user}" password="{password}" user_{user}="{password}";'
             ),
-            "log.dirs": str(self.dir / "data"),
+            "log.dirs": str(self.data_dir),
             "num.partitions": "8",
-            # One node: every internal topic (offsets, transactions used by
-            # Faust's exactly_once, share groups) must have one replica.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            **self._replication(),
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
             # SQS bodies reach 256 KiB; leave room for headers and batching.
             "message.max.bytes": str(2 * 1024 * 1024),
             "log.segment.bytes": str(64 * 1024 * 1024),
             "num.network.threads": "2",
-            "num.io.threads": "4",
+            # Two cores shared by every node: small pools, one replica fetcher.
+            "num.io.threads": "4" if self.brokers == 1 else "2",
+            "num.replica.fetchers": "1",
+            "background.threads": "2" if self.brokers > 1 else "10",
+            "log.cleaner.threads": "1",
         }
         return "\n".join(f"{key}={value}" for key, value in settings.items()) + "\n"
 
@@ -125,18 +213,18 @@ class Kafka(Service):
         log4j = self.dir / "log4j2.xml"
         log4j.write_text(LOG4J2_CONFIG)
         props = {"log4j2.configurationFile": str(log4j), "kafka.logs.dir": str(self.dir)}
-        if not (self.dir / "data" / "meta.properties").exists():
+        if not (self.data_dir / "meta.properties").exists():
             self._format_storage(classpath, config, props)
         argv = jvm.java_command(classpath, "kafka.Kafka", [str(config)], self.heap, props)
         start_background(argv, self.log_file, self.pid_file)
 
     def _format_storage(self, classpath: str, config: Path, props: dict[str, str]) -> None:
-        # Kafka cluster ids are 16 random bytes in unpadded URL-safe base64.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # One node forms its quorum alone; a cluster's voters are in its config.
+        quorum = ["--standalone"] if self.brokers == 1 else []
         argv = jvm.java_command(
             classpath,
             "kafka.tools.StorageTool",
-            ["format", "--standalone", "-t", cluster_id, "-c", str(config)],
+            ["format", *quorum, "-t", self.cluster_id(), "-c", str(config)],
             "256m",
             props,
         )
@@ -144,15 +232,45 @@ class Kafka(Service):
         if result.returncode != 0:
             raise RuntimeError(f"formatting Kafka's storage failed: {result.stderr[-2000:]}")
 
+    def cluster_id(self) -> str:
+        """The id every node of the stack's cluster is formatted with, made once."""
+        path = self.stack_dir / "kafka-cluster-id"
+        if not path.exists():
+            # Kafka cluster ids are 16 random bytes in unpadded URL-safe base64.
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+        return path.read_text().strip()
+
+    def formatted_for(self) -> int | None:
+        """How many voters this node's storage was formatted for (None if unformatted):
+        a one-node storage cannot join a three-node quorum, nor the reverse."""
+        state = self.dir / "server.properties"
+        if not (self.data_dir / "meta.properties").exists() or not state.exists():
+            return None
+        for line in state.read_text().splitlines():
+            if line.startswith("controller.quorum.voters="):
+                return line.count("@")
+        return 1
+
+    def quorum_leader(self) -> int | None:
+        """The node id of the active controller as this node last knew it
+        (its KRaft ``quorum-state`` file), None if it knows none."""
+        state = self.data_dir / "__cluster_metadata-0" / "quorum-state"
+        try:
+            leader = json.loads(state.read_text()).get("leaderId", -1)
+        except (OSError, ValueError):
+            return None
+        return leader if leader >= 0 else None
+
     def is_ready(self) -> bool:
         return asyncio.run(_metadata_answers(self.bootstrap))
 
     def environment(self) -> dict[str, str]:
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            # Not used by default: the same broker behind SASL/PLAIN, for trying
+            # Every node: a client reaches the cluster while any one of them answers.
+            "KAFKA_BOOTSTRAP_SERVERS": self._all(""),
+            # Not used by default: the same brokers behind SASL/PLAIN, for trying
             # KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT against a real listener.
-            "STACK_KAFKA_SASL_BOOTSTRAP_SERVERS": self.sasl_bootstrap,
+            "STACK_KAFKA_SASL_BOOTSTRAP_SERVERS": self._all("sasl"),
             "STACK_KAFKA_SASL_USERNAME": self.sasl_username,
             "STACK_KAFKA_SASL_PASSWORD": self.sasl_password,
         }

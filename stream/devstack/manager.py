@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stream.common import settings as settings_module
 from stream.common.ports import choose_port, is_port_free
-from stream.devstack import prerequisites
+from stream.devstack import kafka, prerequisites
 from stream.devstack.elasticmq import ElasticMQ, QueryOnlyElasticMQ
 from stream.devstack.envfile import write_env_file
 from stream.devstack.kafka import Kafka
@@ -24,9 +24,6 @@ from stream.devstack.prometheus import Prometheus
 from stream.devstack.service import Service
 
 DEFAULT_PORTS = {
-    "kafka": 9092,
-    "kafka_controller": 9093,
-    "kafka_sasl": 9094,
     "elasticmq": 9324,
     "postgres": 5432,
     "elasticmq_query": 9325,
@@ -44,6 +41,7 @@ class Stack:
         stack_dir: Path,
         external_database_url: str | None = None,
         exercise: bool | None = None,
+        brokers: int | None = None,
     ) -> None:
         """*exercise* adds the exercise's servers (default: as the last ``up`` left it)."""
         self.dir = stack_dir.resolve()
@@ -52,6 +50,8 @@ class Stack:
         state = self._read_state()
         self.ports: dict[str, int] = state.get("ports", {})
         self.external_database_url = external_database_url or state.get("external_database_url")
+        #: Kafka nodes: as asked, else as recorded by the last `up`, else one.
+        self.brokers: int = brokers or state.get("kafka_brokers", 1)
         self.exercise = bool(state.get("exercise", False)) if exercise is None else exercise
         # Prometheus runs only once asked for (`up --prometheus`), then until `down`.
         self.prometheus: bool = state.get("prometheus", False)
@@ -74,13 +74,17 @@ class Stack:
         state = {
             "ports": self.ports,
             "external_database_url": self.external_database_url,
+            "kafka_brokers": self.brokers,
             "exercise": self.exercise,
             "prometheus": self.prometheus,
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
+    def kafka_nodes(self) -> list[Kafka]:
+        return kafka.cluster(self.dir, self.ports, self.brokers)
+
     def services(self) -> Iterator[Service]:
-        yield Kafka(self.dir, self.ports)
+        yield from self.kafka_nodes()
         yield ElasticMQ(self.dir, self.ports)
         if not self.external_database_url:
             yield Postgres(self.dir, self.ports)
@@ -107,16 +111,29 @@ class Stack:
         if self.prometheus:
             prerequisites.require_prometheus()
 
+    def _check_kafka_size(self) -> None:
+        """Refuse to start nodes whose storage was formatted for another quorum."""
+        for node in self.kafka_nodes():
+            formatted = node.formatted_for()
+            if formatted is not None and formatted != self.brokers:
+                raise RuntimeError(
+                    f"this stack's Kafka was made with {formatted} node(s), not "
+                    f"{self.brokers}: run `maskstream stack down` and remove "
+                    f"{self.dir}/kafka* to make it anew"
+                )
+
     def _assign_ports(self, running: set[str]) -> None:
         """Keep recorded ports that are still ours or still free; pick the rest."""
         taken: set[int] = set()
         owners = {
-            "kafka": "kafka",
-            "kafka_controller": "kafka",
-            "kafka_sasl": "kafka",
+            **{
+                kafka.port_key(node, role): kafka.node_name(node)
+                for node in range(1, self.brokers + 1)
+                for role in kafka.BASE_PORTS
+            },
             "elasticmq_query": "elasticmq-query",
         }
-        for key, default in DEFAULT_PORTS.items():
+        for key, default in (kafka.port_defaults(self.brokers) | DEFAULT_PORTS).items():
             recorded = self.ports.get(key)
             service = owners.get(key, key)
             if recorded and (service in running or is_port_free(recorded)):
@@ -130,14 +147,13 @@ class Stack:
         self.prometheus = self.prometheus or prometheus
         self._check_prerequisites()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._check_kafka_size()
         running = {s.name for s in self.services() if s.is_running()}
         self._assign_ports(running)
         self._write_state()
-        started = []
         for service in self.services():
             if service.name not in running:
                 service.start()
-                started.append(service)
         for service in self.services():
             service.wait_ready()
         return self.write_environment()

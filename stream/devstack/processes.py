@@ -30,8 +30,23 @@ def start_background(
             cwd=cwd,
             start_new_session=True,
         )
+    _await_command_line(proc)
     pid_file.write_text(str(proc.pid))
     return proc.pid
+
+
+def _await_command_line(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Wait until the child's command line is readable.
+
+    Popen returns once the exec is past its point of no return, but the
+    kernel sets up the new program's arguments a moment later: until then
+    /proc/<pid>/cmdline is empty, and on a loaded machine a check made in
+    that window (`is_running`, which looks for the marker there) took a
+    starting broker for one that had exited.
+    """
+    deadline = time.monotonic() + timeout
+    while not command_line(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def read_pid(pid_file: Path) -> int | None:

@@ -22,6 +22,7 @@ from stream.ops.generate import generate
 from stream.ops.launcher import Launcher
 from stream.ops.outcomes import OutcomesMissing, Progress, outcome_counts, wait_for_outcomes
 from stream.ops.send import send_to_queue
+from stream.postgres.queries import scalar
 from stream.postgres.schema import ensure_schema
 
 
@@ -48,16 +49,20 @@ def print_summary(
     ).fetchall()
     for reason, count in reasons:
         print(f"  {count:>6}  {reason}")
-    repeated = conn.execute(
+    repeated = scalar(
+        conn,
         """SELECT count(*) FROM (SELECT masked_device_id FROM user_logins
-            GROUP BY masked_device_id HAVING count(*) > 1) AS repeated"""
-    ).fetchone()[0]
+            GROUP BY masked_device_id HAVING count(*) > 1) AS repeated""",
+    )
     print(f"devices seen more than once (all runs): {repeated}")
     print(f"throughput:          {done.total / elapsed:,.0f} msgs/s end to end ({elapsed:.1f} s)")
-    device, count = conn.execute(
+    busiest = conn.execute(
         """SELECT masked_device_id, count(*) FROM user_logins
             GROUP BY masked_device_id ORDER BY count(*) DESC LIMIT 1"""
     ).fetchone()
+    if busiest is None:
+        raise RuntimeError("demo: no login reached user_logins")
+    device, count = busiest
     print(f"\nbusiest device: {count} logins; masked_device_id = {device}")
     return device
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from stream.ops.launcher import Launcher
+from stream.postgres.queries import scalar
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class Progress:
 
 
 def outcome_counts(conn: psycopg.Connection) -> Progress:
-    rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()[0]
-    rejections = conn.execute("SELECT count(*) FROM rejected_logins").fetchone()[0]
+    rows = scalar(conn, "SELECT count(*) FROM user_logins")
+    rejections = scalar(conn, "SELECT count(*) FROM rejected_logins")
     return Progress(rows, rejections)
 
 

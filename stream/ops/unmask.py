@@ -43,7 +43,7 @@ def query_tokens(database_url: str, query: str) -> TokenInput:
         with psycopg.connect(database_url) as conn:
             conn.read_only = True
             # The key holder's own SQL, run read-only: deliberately not a literal.
-            cursor = conn.execute(cast(LiteralString, query))
+            cursor = conn.execute(cast(LiteralString, query))  # type: ignore[redundant-cast]
             if cursor.description is None:
                 raise UnmaskRefused("--query returned no result set (use a SELECT)")
             names = [column.name for column in cursor.description]

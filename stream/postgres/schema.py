@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from stream.common.settings import Settings
+from stream.postgres.queries import scalar, scalar_async
 
 USER_LOGINS = "user_logins"
 REJECTED_LOGINS = "rejected_logins"
@@ -130,7 +131,7 @@ def ensure_schema(conn: psycopg.Connection, tables: Tables = Tables()) -> None:
     """Create or migrate the tables in one transaction (blocking connection)."""
     with conn.transaction():
         conn.execute(LOCK_STATEMENT)
-        had_devices = conn.execute(EXISTS_STATEMENT, (tables.devices,)).fetchone()[0]
+        had_devices = scalar(conn, EXISTS_STATEMENT, (tables.devices,))
         for statement in schema_statements(tables):
             conn.execute(statement)
         if not had_devices:
@@ -141,8 +142,7 @@ async def ensure_schema_async(conn: psycopg.AsyncConnection, tables: Tables = Ta
     """:func:`ensure_schema` for the workers' asyncio connections."""
     async with conn.transaction():
         await conn.execute(LOCK_STATEMENT)
-        cursor = await conn.execute(EXISTS_STATEMENT, (tables.devices,))
-        had_devices = (await cursor.fetchone())[0]
+        had_devices = await scalar_async(conn, EXISTS_STATEMENT, (tables.devices,))
         for statement in schema_statements(tables):
             await conn.execute(statement)
         if not had_devices:

@@ -2,24 +2,35 @@
 
 Everything a batch changes in the database commits together or not at all:
 the new ``user_logins`` rows, the ``seen_devices`` state they add to, and the
-``rejected_logins`` rows, including a rejection for each row the database
-refused. A crash before the commit leaves nothing; a crash after it is
-absorbed by the redelivery, which inserts nothing new and adds nothing.
+``rejected_logins`` rows. A crash before the commit leaves nothing; a crash
+after it is absorbed by the redelivery, which inserts nothing new and adds
+nothing.
+
+The writer takes the batch's outcomes (stream.core.batch) and returns those
+whose row the database refused; the core turns them into rejections, which
+:meth:`BatchWriter.store_rejections` then stores in a transaction of their
+own. That second transaction happens only when the database refused a row
+(a NUL, an unencodable value: the core rejects nearly all such input
+before), and it is safe: the Kafka offsets are acknowledged only after it,
+so a crash in between redelivers the batch, whose rows insert nothing
+again and whose refused rows are refused, and stored, again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import psycopg
 
-from stream.core.records import Rejection
+from stream.core.batch import Outcome, failure_reason
+from stream.core.records import MaskedLogin, Rejection
 from stream.postgres.rows import (
     DeviceState,
     insert_logins,
+    login_row,
     logins_spec,
     rejection_row,
     rejections_spec,
@@ -29,17 +40,13 @@ from stream.postgres.sink import PostgresSink, Row, create_staging, insert_isola
 
 log = logging.getLogger(__name__)
 
-# Builds the rejection of login row *index*, refused by the database for *reason*.
-Refusal = Callable[[int, str], Rejection]
-
 
 @dataclass
 class Written:
     """What one committed batch changed."""
 
     devices: dict[str, DeviceState]  # every device of the batch, as it now stands
-    refused: list[tuple[int, str]]  # login rows the database refused (index, reason)
-    rejections: list[Rejection]  # the batch's rejections, refused rows' included
+    refused: list[tuple[Outcome, str]]  # logins whose row the database refused, and why
     new_rows: int  # rows not present before (the rest were redeliveries)
 
 
@@ -58,6 +65,27 @@ def latest_states(results: Sequence[list[DeviceState]]) -> dict[str, DeviceState
     return merged
 
 
+def login_rows(
+    batch: Sequence[Outcome],
+) -> tuple[list[Row], list[Outcome], list[tuple[Outcome, str]]]:
+    """The rows of *batch*'s logins, the outcome of each row, and the logins
+    no row could be built for (refused before the database saw them)."""
+    rows: list[Row] = []
+    of_rows: list[Outcome] = []
+    unbuildable: list[tuple[Outcome, str]] = []
+    for outcome in batch:
+        login: MaskedLogin | None = outcome.login
+        if login is None:
+            continue
+        try:
+            rows.append(login_row(login))
+        except Exception as exc:  # one login's failure is its own
+            unbuildable.append((outcome, failure_reason(exc)))
+            continue
+        of_rows.append(outcome)
+    return rows, of_rows, unbuildable
+
+
 class BatchWriter:
     """The worker's one writer of a pipeline's three tables."""
 
@@ -73,43 +101,65 @@ class BatchWriter:
         await create_staging(conn, logins_spec(self.tables.logins))
         await create_staging(conn, rejections_spec(self.tables.rejections))
 
-    async def write(
-        self, rows: Sequence[Row], rejections: Sequence[Rejection], refusal: Refusal
-    ) -> Written:
-        """Commit *rows* and *rejections*; return only once they are committed."""
+    async def write(self, batch: Sequence[Outcome]) -> Written:
+        """Commit *batch*'s logins and rejections; return only once they are
+        committed, with the logins whose row the database refused."""
+        rows, of_rows, unbuildable = login_rows(batch)
+        rejections = [o.rejection for o in batch if o.rejection is not None]
         what = f"writing a batch of {len(rows)} rows and {len(rejections)} rejections"
-        return await self.sink.retrying(partial(self._transaction, rows, rejections, refusal), what)
+        written = await self.sink.retrying(
+            partial(self._transaction, rows, of_rows, rejections), what
+        )
+        written.refused[:0] = unbuildable
+        return written
+
+    async def store_rejections(self, rejections: Sequence[Rejection]) -> None:
+        """Commit *rejections* (those of refused rows) in a transaction of their own."""
+        what = f"storing {len(rejections)} rejections of refused rows"
+        await self.sink.retrying(partial(self._rejections_transaction, rejections), what)
 
     async def _transaction(
         self,
         rows: Sequence[Row],
+        of_rows: Sequence[Outcome],
         rejections: Sequence[Rejection],
-        refusal: Refusal,
         conn: psycopg.AsyncConnection,
         isolate_any: bool,
     ) -> Written:
         async with conn.transaction():
             logins = await insert_isolating(conn, rows, self._insert_logins, isolate_any)
-            stored = [*rejections, *(refusal(index, reason) for index, reason in logins.refused)]
-            outcome = await insert_isolating(
-                conn, [rejection_row(r) for r in stored], self._insert_rejections, isolate_any
-            )
-        for index, reason in outcome.refused:
-            # Rejections hold only ids, reasons and tokens; if one is refused
-            # all the same, its message id says which (never the body).
-            log.error("rejection of message %r not stored: %s", stored[index].message_id, reason)
+            await self._insert_rejections(conn, rejections, isolate_any)
         devices = latest_states(logins.results)
         return Written(
             devices=devices,
-            refused=logins.refused,
-            rejections=stored,
+            refused=[(of_rows[index], reason) for index, reason in logins.refused],
             new_rows=sum(state.new_logins for state in devices.values()),
         )
+
+    async def _rejections_transaction(
+        self, rejections: Sequence[Rejection], conn: psycopg.AsyncConnection, isolate_any: bool
+    ) -> None:
+        async with conn.transaction():
+            await self._insert_rejections(conn, rejections, isolate_any)
+
+    async def _insert_rejections(
+        self, conn: psycopg.AsyncConnection, rejections: Sequence[Rejection], isolate_any: bool
+    ) -> None:
+        rows = [rejection_row(r) for r in rejections]
+        outcome = await insert_isolating(conn, rows, self._insert_rejection_rows, isolate_any)
+        for index, reason in outcome.refused:
+            # Rejections hold only ids, reasons and tokens; if one is refused
+            # all the same, its message id says which (never the body).
+            log.error(
+                "rejection of message %r not stored: %s", rejections[index].message_id, reason
+            )
 
     async def _insert_logins(
         self, conn: psycopg.AsyncConnection, rows: Sequence[Row]
     ) -> list[DeviceState]:
         return await insert_logins(conn, self.tables, rows)
 
-    async def _insert_rejections(self, conn: psycopg.AsyncConnection, rows: Sequence[Row]) -> int:
+    async def _insert_rejection_rows(
+        self, conn: psycopg.AsyncConnection, rows: Sequence[Row]
+    ) -> int:
         return await insert_new(conn, rejections_spec(self.tables.rejections), rows)

@@ -83,10 +83,6 @@ class Dependencies:
         )
 
 
-# The worker's own state: written by its probe task and its agent, read by its pages.
-dependencies = Dependencies()
-
-
 def server_of(database_url: str) -> str:
     """``host:port/dbname`` of a libpq URL, without user or password, for the log."""
     try:
@@ -103,7 +99,7 @@ async def probe_postgres(settings: Settings, state: Dependencies) -> None:
         return
     try:
         async with await psycopg.AsyncConnection.connect(
-            settings.database_url, connect_timeout=PROBE_TIMEOUT_SECONDS
+            settings.database_url, connect_timeout=int(PROBE_TIMEOUT_SECONDS)
         ) as conn:
             if not state.schema_ready:
                 await ensure_schema_async(conn, tables_of(settings))

@@ -16,7 +16,7 @@ with the one worker that updates it and moves with it on a rebalance.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -26,18 +26,25 @@ from stream.worker.faust_patches.table_store import note_delivered, put_entries
 from stream.worker.producing import Deliveries, KeyedRecord, send_to_partitions
 
 
-async def store_entries(
-    table: faust.Table,
-    producer: AIOKafkaProducer,
-    entries: Mapping[str, SeenDevice],
-    partitions: Mapping[str, int],
-) -> Deliveries:
-    """Put *entries* (masked device id -> entry) in *table* and in its changelog
-    at each device's partition; the futures resolve once Kafka holds them."""
-    groups: dict[int, list[KeyedRecord]] = {}
-    for device, entry in entries.items():
-        groups.setdefault(partitions[device], []).append((device.encode(), entry.dumps()))
-    put_entries(table, groups)
-    deliveries = await send_to_partitions(producer, table.changelog_topic.get_topic_name(), groups)
-    note_delivered(table, deliveries)
-    return deliveries
+class DeviceStore:
+    """The one entry point that stores a batch's device states: in the
+    worker's ``seen_devices`` table and in its changelog."""
+
+    def __init__(self, table: faust.types.TableT, producer: Callable[[], AIOKafkaProducer]) -> None:
+        self.table = table
+        self.producer = producer  # looked up per batch, as Faust may replace it
+
+    async def store(
+        self, entries: Mapping[str, SeenDevice], partitions: Mapping[str, int]
+    ) -> Deliveries:
+        """Put *entries* (masked device id -> entry) in the table and in its
+        changelog at each device's raw partition (*partitions*); the futures
+        resolve once Kafka holds them."""
+        groups: dict[int, list[KeyedRecord]] = {}
+        for device, entry in entries.items():
+            groups.setdefault(partitions[device], []).append((device.encode(), entry.dumps()))
+        put_entries(self.table, groups)
+        topic = self.table.changelog_topic.get_topic_name()
+        deliveries = await send_to_partitions(self.producer(), topic, groups)
+        note_delivered(self.table, deliveries)
+        return deliveries

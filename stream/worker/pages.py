@@ -20,105 +20,105 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from stream.core.records import SeenDevice
 from stream.postgres.rows import device_entry
 from stream.worker import watchdog
-from stream.worker.agents import process_logins
-from stream.worker.app import app, metrics, seen_devices, settings, stats
-from stream.worker.dependencies import dependencies, probe_forever
+from stream.worker.app import WorkerApp
+from stream.worker.dependencies import probe_forever
+from stream.worker.faust_patches.internals import recovery_completed
 from stream.worker.faust_patches.table_store import local_entry
 from stream.worker.metrics import HealthCollector
 
 log = logging.getLogger(__name__)
 
 
-@app.timer(interval=watchdog.CHECK_INTERVAL_SECONDS)
-async def self_check() -> None:
-    """Log the counters, and check that the agent consumes and partitions move."""
-    log.info("pipeline: %s", stats.summary())
-    stopped = watchdog.report_stopped_agents((process_logins,))
-    stalled = await watchdog.repair_stalled_partitions(app)
-    if dependencies.problems(time.monotonic()):
-        # Partitions wait for the database or the broker: a restart would not
-        # move them, so they do not count against liveness (readiness says why).
-        stalled = []
-    watchdog.health.record(stopped, stalled, time.monotonic())
+def register_pages(worker: WorkerApp, agent: faust.types.AgentT) -> None:
+    """Put the pages, the self-check timer (which watches *agent*) and the
+    dependency probe on *worker*'s app."""
+    app, metrics, seen_devices = worker.app, worker.metrics, worker.seen_devices
+    settings, stats, dependencies = worker.settings, worker.stats, worker.dependencies
 
+    @app.timer(interval=watchdog.CHECK_INTERVAL_SECONDS)
+    async def self_check() -> None:
+        """Log the counters, and check that the agent consumes and partitions move."""
+        log.info("pipeline: %s", stats.summary())
+        stopped = watchdog.report_stopped_agents((agent,))
+        stalled = await watchdog.repair_stalled_partitions(app)
+        if dependencies.problems(time.monotonic()):
+            # Partitions wait for the database or the broker: a restart would not
+            # move them, so they do not count against liveness (readiness says why).
+            stalled = []
+        watchdog.health.record(stopped, stalled, time.monotonic())
 
-@app.task
-async def probe_dependencies() -> None:
-    """From start-up on: PostgreSQL (and the schema) and Kafka, for ``/ready``."""
-    await probe_forever(app, settings, dependencies)
+    @app.task
+    async def probe_dependencies() -> None:
+        """From start-up on: PostgreSQL (and the schema) and Kafka, for ``/ready``."""
+        await probe_forever(app, settings, dependencies)
 
+    def liveness_problems() -> list[str]:
+        return watchdog.health.problems(time.monotonic())
 
-def liveness_problems() -> list[str]:
-    return watchdog.health.problems(time.monotonic())
+    def readiness_problems() -> list[str]:
+        """Liveness problems, then the dependencies' (see the module docstring)."""
+        return liveness_problems() + dependencies.problems(time.monotonic())
 
+    metrics.registry.register(HealthCollector(liveness_problems, readiness_problems))
 
-def readiness_problems() -> list[str]:
-    """Liveness problems, then the dependencies' (see the module docstring)."""
-    return liveness_problems() + dependencies.problems(time.monotonic())
+    @app.page("/seen-devices/{device}/")
+    class SeenDeviceView(View):
+        """``GET /seen-devices/<masked device id>/``: that device's ``seen_devices`` entry.
 
+        From this worker's table if it holds the device's partition, otherwise
+        from PostgreSQL, where the entry is written in the transaction of the
+        device's rows: exact either way, and any worker can answer.
+        """
 
-metrics.registry.register(HealthCollector(liveness_problems, readiness_problems))
+        async def get(self, request: Request, device: str) -> Response:
+            entry, source = None, "table"
+            local = local_entry(seen_devices, device.encode())
+            if local is not None:
+                entry = SeenDevice.loads(local)
+            else:
+                source = "database"
+                async with await psycopg.AsyncConnection.connect(
+                    settings.database_url, connect_timeout=5
+                ) as conn:
+                    entry = await device_entry(conn, settings.devices_table, device)
+            if entry is None:
+                return self.json({"error": "device not seen", "device": device}, status=404)
+            fields = entry.asdict()
+            return self.json(
+                {"device": device, **fields, "source": source, "observed_at": time.time()}
+            )
 
+    @app.page("/metrics")
+    async def prometheus_metrics(web: View, request: Request) -> Response:
+        # aiohttp takes the charset separately; the exposition format is UTF-8 text.
+        content_type = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+        return web.bytes(metrics.exposition(), content_type=content_type)
 
-@app.page("/seen-devices/{device}/")
-class SeenDeviceView(View):
-    """``GET /seen-devices/<masked device id>/``: that device's ``seen_devices`` entry.
+    @app.page("/health")
+    async def health(web: View, request: Request) -> Response:
+        """Liveness: the event loop answers and the last self-checks found the
+        agent consuming and no partition stalled (see stream.worker.watchdog). A
+        worker that answers HTTP but moves no data is unhealthy: restarting it is the cure.
+        An unreachable database or broker is not: a restart cannot mend it."""
+        problems = liveness_problems()
+        return web.json(
+            {"status": "unhealthy" if problems else "ok", "problems": problems},
+            status=503 if problems else 200,
+        )
 
-    From this worker's table if it holds the device's partition, otherwise
-    from PostgreSQL, where the entry is written in the transaction of the
-    device's rows: exact either way, and any worker can answer.
-    """
-
-    async def get(self, request: Request, device: str) -> Response:
-        entry, source = None, "table"
-        local = local_entry(seen_devices, device.encode())
-        if local is not None:
-            entry = SeenDevice.loads(local)
-        else:
-            source = "database"
-            async with await psycopg.AsyncConnection.connect(
-                settings.database_url, connect_timeout=5
-            ) as conn:
-                entry = await device_entry(conn, settings.devices_table, device)
-        if entry is None:
-            return self.json({"error": "device not seen", "device": device}, status=404)
-        fields = entry.asdict()
-        return self.json({"device": device, **fields, "source": source, "observed_at": time.time()})
-
-
-@app.page("/metrics")
-async def prometheus_metrics(web: faust.web.Web, request: Request) -> Response:
-    # aiohttp takes the charset separately; the exposition format is UTF-8 text.
-    content_type = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
-    return web.bytes(metrics.exposition(), content_type=content_type)
-
-
-@app.page("/health")
-async def health(web: faust.web.Web, request: Request) -> Response:
-    """Liveness: the event loop answers and the last self-checks found the
-    agent consuming and no partition stalled (see stream.worker.watchdog). A
-    worker that answers HTTP but moves no data is unhealthy: restarting it is the cure.
-    An unreachable database or broker is not: a restart cannot mend it."""
-    problems = liveness_problems()
-    return web.json(
-        {"status": "unhealthy" if problems else "ok", "problems": problems},
-        status=503 if problems else 200,
-    )
-
-
-@app.page("/ready")
-async def ready(web: faust.web.Web, request: Request) -> Response:
-    """Readiness: healthy (as /health), partitions assigned and tables recovered,
-    not rebalancing, PostgreSQL and Kafka reachable and the sink not retrying."""
-    recovered = app.tables.recovery.completed.is_set()
-    problems = readiness_problems()
-    is_ready = recovered and not app.rebalancing and not problems
-    return web.json(
-        {
-            "ready": is_ready,
-            "rebalancing": app.rebalancing,
-            "recovered": recovered,
-            "problems": problems,
-        },
-        status=200 if is_ready else 503,
-    )
+    @app.page("/ready")
+    async def ready(web: View, request: Request) -> Response:
+        """Readiness: healthy (as /health), partitions assigned and tables recovered,
+        not rebalancing, PostgreSQL and Kafka reachable and the sink not retrying."""
+        recovered = recovery_completed(app)
+        problems = readiness_problems()
+        is_ready = recovered and not app.rebalancing and not problems
+        return web.json(
+            {
+                "ready": is_ready,
+                "rebalancing": app.rebalancing,
+                "recovered": recovered,
+                "problems": problems,
+            },
+            status=200 if is_ready else 503,
+        )

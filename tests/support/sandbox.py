@@ -19,13 +19,14 @@ from pathlib import Path
 
 import psycopg
 from aiokafka import TopicPartition
-from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from psycopg import sql
+from psycopg.abc import QueryNoTemplate
 
 from stream.common import settings as settings_module
 from stream.common.canonical import raw_record_key
 from stream.common.kafka_security import KafkaClients
+from stream.common.topic_admin import TopicSpec, ensure_topics
 from stream.core.records import (
     HEADER_MESSAGE_ID,
     HEADER_RECEIVE_COUNT,
@@ -135,7 +136,7 @@ class IsolatedPipeline:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
             )
 
-    def query(self, statement: str | sql.Composable, params: tuple = ()) -> list[tuple]:
+    def query(self, statement: QueryNoTemplate, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(statement, params).fetchall()
 
@@ -177,7 +178,7 @@ class IsolatedPipeline:
         while True:
             latest: dict[str, int] = {}
             for key, value in self.read_topic(changelog):
-                latest[key.decode()] = json.loads(value)["login_count"]
+                latest[(key or b"").decode()] = json.loads(value)["login_count"]
             wrong = {d: (latest.get(d), n) for d, n in per_device.items() if latest.get(d) != n}
             if not wrong or time.monotonic() > deadline:
                 return wrong
@@ -264,41 +265,51 @@ class IsolatedPipeline:
         asyncio.run(self._create_topics())
 
     async def _create_topics(self) -> None:
+        # Kept forever: tests replay logins "sent" in 2023, and Kafka's
+        # time-based retention counts from the record's timestamp (the SQS
+        # SentTimestamp), so a default 7-day retention would delete them
+        # at its next check, in the middle of a test.
+        forever = {"retention.ms": "-1"}
+        # The raw topic takes every body SQS accepts, as the bridge's does.
+        largest = {"max.message.bytes": str(MAX_RAW_RECORD_BYTES)}
+        specs = [
+            TopicSpec(self.raw_topic, self.partitions, forever | largest),
+            TopicSpec(self.masked_topic, self.partitions, forever),
+            TopicSpec(self.rejected_topic, self.partitions, forever),
+        ]
+        # Replicated as the pipeline's own topics are (min(3, brokers) by default).
+        setting = settings_module.load({**os.environ, **self.env}).topics.replication_factor
         async with self.kafka.admin_session() as admin:
-            names = (self.raw_topic, self.masked_topic, self.rejected_topic)
-            # Kept forever: tests replay logins "sent" in 2023, and Kafka's
-            # time-based retention counts from the record's timestamp (the SQS
-            # SentTimestamp), so a default 7-day retention would delete them
-            # at its next check, in the middle of a test.
-            forever = {"retention.ms": "-1"}
-            # The raw topic takes every body SQS accepts, as the bridge's does.
-            largest = {"max.message.bytes": str(MAX_RAW_RECORD_BYTES)}
-            configs = {self.raw_topic: forever | largest}
-            await admin.create_topics(
-                [
-                    NewTopic(n, self.partitions, 1, topic_configs=configs.get(n, forever))
-                    for n in names
-                ]
-            )
+            await ensure_topics(admin, specs, setting)
 
-    def delete_topics(self) -> None:
-        """Delete this pipeline's topics, Faust's changelogs and replay topics included.
+    def delete_topics(self, only: Sequence[str] | None = None, wait: bool = False) -> None:
+        """Delete this pipeline's topics (or the *only* ones named), Faust's
+        changelogs and replay topics included; with *wait*, until the broker
+        no longer lists them (so that they can be created again).
 
         A suite creates hundreds of partitions; a broker keeping them all
         takes minutes to restart on a loaded 2-core machine, which is what
         the fault cases that restart Kafka then wait for.
         """
-        asyncio.run(self._delete_topics())
+        asyncio.run(self._delete_topics(only, wait))
 
-    async def _delete_topics(self) -> None:
+    async def _delete_topics(self, only: Sequence[str] | None, wait: bool) -> None:
         async with self.kafka.admin_session() as admin:
-            ours = [
-                topic
-                for topic in await admin.list_topics()
-                if topic.startswith((f"{self.name}.", f"{self.name}-"))
-            ]
-            if ours:
-                await admin.delete_topics(ours)
+
+            async def ours() -> list[str]:
+                return [
+                    topic
+                    for topic in await admin.list_topics()
+                    if topic.startswith((f"{self.name}.", f"{self.name}-"))
+                    and (only is None or topic in only)
+                ]
+
+            if doomed := await ours():
+                await admin.delete_topics(doomed)
+            deadline = time.monotonic() + 60
+            while wait and await ours():
+                assert time.monotonic() < deadline, "topics not deleted in 60 s"
+                await asyncio.sleep(0.5)
 
     def topic_config(self, topic: str) -> dict[str, str] | None:
         """*topic*'s configuration as the broker reports it, None while it does not exist."""

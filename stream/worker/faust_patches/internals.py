@@ -7,13 +7,15 @@ and :mod:`stream.worker.faust_patches.transport`.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.protocol.metadata import MetadataRequest
 
 
-def aiokafka_producer(app: faust.App) -> AIOKafkaProducer:
+def aiokafka_producer(app: faust.types.AppT) -> AIOKafkaProducer:
     """The aiokafka producer inside Faust's, which Faust flushes before each
     offset commit: records sent through it are covered by that flush."""
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
@@ -24,6 +26,27 @@ def agent_actors(agent: faust.types.AgentT) -> list[Any]:
     return list(agent._actors)  # type: ignore[attr-defined]
 
 
+def recovery_completed(app: faust.types.AppT) -> bool:
+    """Whether the tables have recovered from their changelogs since the last rebalance."""
+    return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
+
+
+def take_events(
+    stream: faust.types.StreamT, size: int, within: float
+) -> AsyncIterator[Sequence[faust.types.EventT]]:
+    """Batches of up to *size* events (waiting at most *within* seconds):
+    ``Stream.take_events``, which the ``StreamT`` agents are typed with lacks."""
+    return cast(faust.Stream, stream).take_events(size, within=within)
+
+
 def stream_draining(stream: faust.types.StreamT) -> bool:
     """Whether *stream* is still consumed in the background (``take_events``)."""
     return bool(stream._passive)  # type: ignore[attr-defined]
+
+
+async def kafka_cluster_id(app: faust.types.AppT) -> str | None:
+    """The id of the Kafka cluster *app* talks to (None from a broker too old
+    to say), asked through its producer's client: Faust does not keep it."""
+    client = aiokafka_producer(app).client
+    response = await client.send(client.get_random_node(), MetadataRequest([]))
+    return getattr(response, "cluster_id", None)

@@ -34,6 +34,19 @@ entries are absolute values.
   corrupt by a crash or a full disk) stopped the worker. The local store is
   only a copy of the changelog, so here it is moved aside (kept, for a
   post-mortem) and a fresh one is rebuilt from the changelog.
+- a database whose state belongs to another changelog stopped the worker
+  for good (``ConsistencyError: The persisted offset ... is higher than the
+  last offset in that topic``), or worse, went on from an offset that means
+  nothing in this changelog: a data directory kept while the stack was
+  recreated, a changelog topic deleted and recreated, Kafka restored from a
+  backup, a worker moved to another cluster. Each database records the
+  Kafka cluster id it was built from (:data:`ORIGIN_FILE`, inside the
+  database's directory so it moves with it); when a partition is assigned,
+  a database from another cluster, or whose persisted offset lies at or
+  beyond the changelog's end, is moved aside in the same way and rebuilt
+  (:func:`stale_reason`). aiokafka 0.14 does not read Kafka's topic ids, so
+  a changelog recreated *and* written past the persisted offset before this
+  worker comes back is not recognised; see docs/operations.md.
 
 A store left by ``kill -9`` needs nothing of us: RocksDB replays its
 write-ahead log on open and the kernel released the lock with the process;
@@ -45,13 +58,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.stores import STORES, rocksdb
 from faust.types import TP
+
+from stream.worker.faust_patches.internals import kafka_cluster_id
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +88,91 @@ ROCKSDB_OPTIONS: Mapping[str, int] = {
 }
 
 
+#: The file, inside a partition's database directory, naming the Kafka
+#: cluster whose changelog the database was built from.
+ORIGIN_FILE = "MASKSTREAM-CLUSTER-ID"
+
+
+@dataclass(frozen=True)
+class Changelog:
+    """What the cluster says of one changelog partition, at assignment."""
+
+    cluster_id: str
+    end_offset: int | None  # the offset the next record will get
+
+
+def stale_reason(recorded_cluster: str | None, persisted: int | None, now: Changelog) -> str | None:
+    """Why a database whose state came from *recorded_cluster* up to changelog
+    offset *persisted* cannot go on from the changelog as it is *now*, or None.
+
+    A database with no recorded cluster (made before clusters were recorded,
+    or a crash between its creation and the recording) is judged on its
+    offset alone.
+    """
+    if recorded_cluster is not None and recorded_cluster != now.cluster_id:
+        return f"its state came from Kafka cluster {recorded_cluster}, this is {now.cluster_id}"
+    if persisted is not None and now.end_offset is not None and persisted >= now.end_offset:
+        return (
+            f"its persisted changelog offset {persisted} is beyond the changelog's end "
+            f"({now.end_offset}): the changelog topic was recreated or restored"
+        )
+    return None
+
+
 class PartitionStore(rocksdb.Store):
     """Faust's RocksDB store whose databases are closed when let go of, and
-    rebuilt from the changelog when they cannot be opened."""
+    rebuilt from the changelog when they cannot be opened or hold another
+    changelog's state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Changelog partitions assigned and not yet checked: partition -> the
+        # changelog as it was at assignment. Recovery reads each partition's
+        # persisted offset (for actives and standbys alike) right after the
+        # assignment; that read checks the database first.
+        self._unchecked: dict[int, Changelog] = {}
+
+    async def assign_partitions(
+        self, table: faust.types.CollectionT, tps: set[TP], generation_id: int = 0
+    ) -> None:
+        changelogs = {tp for tp in tps if tp.topic in table.changelog_topic.topics}
+        if changelogs:
+            self._unchecked.update(await self._describe(changelogs))
+        await super().assign_partitions(table, tps, generation_id)
+
+    async def _describe(self, tps: Set[TP]) -> dict[int, Changelog]:
+        """Each of *tps*' cluster id and end offset; none if Kafka cannot say
+        now (then Faust's own check of offsets against the end still applies)."""
+        try:
+            cluster = await kafka_cluster_id(self.app)
+            ends = await self.app.consumer.highwaters(*tps)
+        except Exception as exc:  # the check is a safeguard, never a reason to stop
+            log.warning("seen_devices: cannot describe the changelog (%s); not checking", exc)
+            return {}
+        if cluster is None:
+            return {}
+        return {tp.partition: Changelog(cluster, ends.get(tp)) for tp in tps}
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        now = self._unchecked.pop(tp.partition, None)
+        if now is not None:
+            self._check(tp.partition, now)
+        return super().persisted_offset(tp)
+
+    def _check(self, partition: int, now: Changelog) -> None:
+        """Rebuild *partition*'s database if it holds another changelog's state;
+        then record the cluster it is built from."""
+        db = self._db_for_partition(partition)
+        origin = Path(self.partition_path(partition)) / ORIGIN_FILE
+        recorded = origin.read_text().strip() if origin.exists() else None
+        offset = db.get(self.offset_key)
+        reason = stale_reason(recorded, None if offset is None else int(offset), now)
+        if reason is not None:
+            self._close(partition)
+            self._set_aside(partition, reason, "stale")
+            self._db_for_partition(partition)
+        if recorded != now.cluster_id or reason is not None:
+            origin.write_text(now.cluster_id + "\n")
 
     def revoke_partitions(self, table: faust.types.CollectionT, tps: set[TP]) -> None:
         for tp in tps:
@@ -97,18 +195,22 @@ class PartitionStore(rocksdb.Store):
         except rocksdb.ERRORS_ROCKS_IO_ERROR as exc:
             if "lock" in repr(exc).lower():
                 raise  # another owner: upstream waits for it
-            path = Path(self.partition_path(partition))
-            aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
-            log.warning(
-                "seen_devices partition %d: cannot open %s (%s); moved to %s, "
-                "rebuilding it from the changelog",
-                partition,
-                path,
-                exc,
-                aside,
-            )
-            path.rename(aside)
+            self._set_aside(partition, f"cannot open it ({exc})", "unusable")
             return super()._open_for_partition(partition)
+
+    def _set_aside(self, partition: int, reason: str, label: str) -> None:
+        """Move *partition*'s (closed) database aside, kept for a post-mortem,
+        with one warning: a fresh one is then rebuilt from the changelog."""
+        path = Path(self.partition_path(partition))
+        aside = path.with_name(f"{path.name}.{label}-{int(time.time())}")
+        log.warning(
+            "seen_devices partition %d: %s; moved %s to %s, rebuilding it from the changelog",
+            partition,
+            reason,
+            path,
+            aside,
+        )
+        path.rename(aside)
 
     def put_many(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Write *items* into *partition*'s database in one batch."""
@@ -147,7 +249,7 @@ def table_options(kind: str) -> dict[str, Any]:
     return dict(ROCKSDB_OPTIONS) if kind == "rocksdb" else {}
 
 
-def put_entries(table: faust.Table, groups: Mapping[int, list[tuple[bytes, bytes]]]) -> None:
+def put_entries(table: faust.types.TableT, groups: Mapping[int, list[tuple[bytes, bytes]]]) -> None:
     """Put each partition's entries in *table*'s local store, at that partition."""
     store = table.data
     if isinstance(store, PartitionStore):
@@ -159,7 +261,7 @@ def put_entries(table: faust.Table, groups: Mapping[int, list[tuple[bytes, bytes
                 store[key] = value
 
 
-def local_entry(table: faust.Table, key: bytes) -> bytes | None:
+def local_entry(table: faust.types.TableT, key: bytes) -> bytes | None:
     """*key*'s entry if this worker holds it as the partition's active owner."""
     store = table.data
     if isinstance(store, PartitionStore):
@@ -167,7 +269,7 @@ def local_entry(table: faust.Table, key: bytes) -> bytes | None:
     return store.get(key)
 
 
-def note_delivered(table: faust.Table, deliveries: Iterable[asyncio.Future[Any]]) -> None:
+def note_delivered(table: faust.types.TableT, deliveries: Iterable[asyncio.Future[Any]]) -> None:
     """Record in *table*'s store the changelog offset of each batch once Kafka
     holds it, so that recovery after a restart starts there (the memory
     store has no offsets: it always reads the whole changelog)."""

@@ -64,6 +64,8 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode import ServiceT
 
+from stream.worker.faust_patches.durability import DurableTransport
+
 SCHEME = "maskstream-kafka"
 # How often a fetch loop held up by a full stream queue looks again.
 ROOM_POLL_SECONDS = 0.002
@@ -211,11 +213,11 @@ class Consumer(aiokafka_driver.Consumer):
         """Seek *partitions* back to their committed offsets, so that records
         fetched but never processed are read again (processing twice is
         harmless here: rows are unique per message id)."""
-        consumer = self._thread._ensure_consumer()  # type: ignore[attr-defined]
-        await self._thread.call_thread(seek_back_to_committed, consumer, partitions)  # type: ignore[attr-defined]
+        consumer = self._thread._ensure_consumer()
+        await self._thread.call_thread(seek_back_to_committed, consumer, partitions)
 
     def _position(self, tp: TP) -> int | None:
-        consumer = self._thread._consumer  # type: ignore[attr-defined]
+        consumer = self._thread._consumer
         return None if consumer is None else fetch_position(consumer, tp)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -274,8 +276,8 @@ class Consumer(aiokafka_driver.Consumer):
         runs in the consumer's own thread."""
         if tp not in self.assignment():
             return  # revoked: its next owner starts at the committed offset
-        consumer = self._thread._ensure_consumer()  # type: ignore[attr-defined]
-        await self._thread.call_thread(rewind_to, consumer, tp, offset)  # type: ignore[attr-defined]
+        consumer = self._thread._ensure_consumer()
+        await self._thread.call_thread(rewind_to, consumer, tp, offset)
 
 
 async def rewind_to(consumer: AIOKafkaConsumer, tp: TP, offset: int) -> None:
@@ -372,7 +374,7 @@ class RawBytesTopic(faust.Topic):
 
     def _compile_decode(self) -> None:
         app = self.app
-        event_type = app.conf.Event
+        event_type: Any = app.conf.Event  # typed as a special form upstream
 
         async def decode(message: Any, *, propagate: bool = False) -> Any:
             return event_type(app, message.key, message.value, message.headers, message)
@@ -380,10 +382,12 @@ class RawBytesTopic(faust.Topic):
         self.decode = decode  # type: ignore[method-assign]
 
 
-class Transport(aiokafka_driver.Transport):
+class Transport(DurableTransport):
     Consumer = Consumer
 
 
-def register() -> None:
-    """Make ``maskstream-kafka://host:port`` broker URLs use this transport."""
+def register(replication_setting: int = 0) -> None:
+    """Make ``maskstream-kafka://host:port`` broker URLs use this transport,
+    creating topics with *replication_setting* (0: min(3, brokers))."""
+    Transport.replication_setting = replication_setting
     drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"

@@ -1,0 +1,18 @@
+"""Build a worker: the Faust app with its agent, pages and self-check."""
+
+from __future__ import annotations
+
+import faust
+
+from stream.common.settings import Settings
+from stream.worker.agents import register_agent
+from stream.worker.app import build_app
+from stream.worker.pages import register_pages
+
+
+def build_worker(settings: Settings) -> faust.App:
+    """The app ``faust -A stream.app worker`` runs, as *settings* describe it
+    (raises without a key ring, or with unusable Kafka security settings)."""
+    worker = build_app(settings)
+    register_pages(worker, register_agent(worker))
+    return worker.app

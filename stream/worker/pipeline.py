@@ -1,0 +1,180 @@
+"""The agent's steps, each taking its collaborators as arguments.
+
+Per batch of raw records (:func:`process_batch`):
+
+1. each record becomes one outcome, a masked login or a rejection (pure:
+   stream.core.batch);
+2. :func:`write`: the logins, the rejections and the devices' state go to
+   PostgreSQL in one transaction, which returns each device's absolute
+   state; logins whose row the database refused become rejections;
+3. :func:`store_device_states`: those states go to the Faust table
+   ``seen_devices`` and its changelog, at the raw partition of the device;
+4. :func:`publish`: masked logins to ``logins.masked``, rejections to
+   ``logins.rejected``, for downstream consumers (each can be turned off);
+5. :func:`count`: the counters of the periodic log line and the metrics.
+
+Steps 3 and 4 are retried together until Kafka holds everything; only then
+does the batch return and Faust acknowledge the raw offsets, so a crash
+anywhere before replays the batch instead of losing it.
+
+The collaborators are described by the protocols below, so that the steps
+are tested with in-memory fakes (tests/test_worker_steps.py); the real ones
+(stream.postgres.writer, stream.worker.device_table, stream.worker.outputs)
+are wired in stream.worker.agents.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from stream.core import batch as core
+from stream.core.batch import Outcome
+from stream.core.masking import Masker
+from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
+from stream.postgres.writer import Written
+from stream.worker.producing import Deliveries, KeyedRecord, until_delivered
+from stream.worker.stats import PipelineStats
+
+log = logging.getLogger(__name__)
+
+# An output record larger than this is left off its topic (logged, counted):
+# Kafka's default message.max.bytes is 1 MiB, and retrying a record the
+# broker can never take would stall the partition. Its row is in PostgreSQL.
+MAX_OUTPUT_RECORD_BYTES = 900_000
+
+
+class Writer(Protocol):
+    """PostgreSQL, as the agent sees it (stream.postgres.writer.BatchWriter)."""
+
+    async def write(self, batch: Sequence[Outcome]) -> Written: ...
+
+    async def store_rejections(self, rejections: Sequence[Rejection]) -> None: ...
+
+
+class DeviceStates(Protocol):
+    """The Faust table ``seen_devices`` (stream.worker.device_table.DeviceStore)."""
+
+    async def store(
+        self, entries: Mapping[str, SeenDevice], partitions: Mapping[str, int]
+    ) -> Deliveries: ...
+
+
+class Outputs(Protocol):
+    """The output topics (stream.worker.outputs.KafkaOutputs)."""
+
+    async def send_masked(self, records: Sequence[KeyedRecord]) -> Deliveries: ...
+
+    async def send_rejected(self, records: Sequence[KeyedRecord]) -> Deliveries: ...
+
+
+class BatchMetrics(Protocol):
+    """What the agent reports per batch (stream.worker.metrics.WorkerMetrics)."""
+
+    def observe_batch(self, table: str, rows: int, seconds: float) -> None: ...
+
+    def observe_committed(self, logins: Sequence[MaskedLogin]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Publishing:
+    """Which output topics get records (MASKSTREAM_PUBLISH_MASKED / _REJECTED)."""
+
+    masked: bool = True
+    rejected: bool = True
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """Everything the steps of one worker use, built once when its agent starts."""
+
+    masker: Masker
+    writer: Writer
+    devices: DeviceStates
+    outputs: Outputs
+    publishing: Publishing
+    stats: PipelineStats
+    metrics: BatchMetrics
+    logins_table: str
+    # Which envelopes around a login are unwrapped (MASKSTREAM_ENVELOPE).
+    envelope: str = "auto"
+
+
+async def process_batch(records: Iterable[tuple[RawLogin, int]], parts: Collaborators) -> None:
+    """Steps 1 to 5 for one batch of (raw login, raw partition)."""
+    outcomes = core.outcomes(records, parts.masker, parts.envelope)
+    rows, started = len(core.logins(outcomes)), time.perf_counter()
+    written = await write(outcomes, parts.writer, parts.masker)
+    parts.metrics.observe_batch(parts.logins_table, rows, time.perf_counter() - started)
+    parts.metrics.observe_committed(core.logins(outcomes))
+    await until_delivered(partial(deliver, outcomes, written, parts), "a batch's outputs")
+    count(outcomes, written, parts.stats)
+
+
+async def write(outcomes: Sequence[Outcome], writer: Writer, masker: Masker) -> Written:
+    """Commit the batch; the logins whose row the database refused become
+    rejections, stored too before this returns."""
+    written = await writer.write(outcomes)
+    if written.refused:
+        refused = [core.refuse(outcome, reason, masker) for outcome, reason in written.refused]
+        await writer.store_rejections(refused)
+    return written
+
+
+async def deliver(
+    outcomes: Sequence[Outcome], written: Written, parts: Collaborators
+) -> Deliveries:
+    """Steps 3 and 4: everything the batch sends to Kafka."""
+    deliveries = await store_device_states(outcomes, written, parts.devices)
+    return deliveries + await publish(outcomes, parts.outputs, parts.publishing, parts.stats)
+
+
+async def store_device_states(
+    outcomes: Sequence[Outcome], written: Written, devices: DeviceStates
+) -> Deliveries:
+    """The devices' states as the transaction left them, each at its raw partition."""
+    entries = {device: state.entry for device, state in written.devices.items()}
+    return await devices.store(entries, core.device_partitions(outcomes))
+
+
+async def publish(
+    outcomes: Sequence[Outcome], outputs: Outputs, publishing: Publishing, stats: PipelineStats
+) -> Deliveries:
+    """Masked logins (keyed by masked device id) and rejections (keyed by
+    message id) to their topics; records too large for Kafka are left off."""
+    deliveries: Deliveries = []
+    if publishing.masked:
+        masked = [
+            (login.masked_device_id.encode(), login.dumps()) for login in core.logins(outcomes)
+        ]
+        deliveries += await outputs.send_masked(fitting(masked, stats))
+    if publishing.rejected:
+        rejected = [(r.message_id.encode(), r.dumps()) for r in core.rejections(outcomes)]
+        deliveries += await outputs.send_rejected(fitting(rejected, stats))
+    return deliveries
+
+
+def fitting(records: list[KeyedRecord], stats: PipelineStats) -> list[KeyedRecord]:
+    """*records* without those too large for any Kafka topic (counted)."""
+    kept = [record for record in records if len(record[1]) <= MAX_OUTPUT_RECORD_BYTES]
+    if len(kept) < len(records):
+        stats.unpublished += len(records) - len(kept)
+        log.error(
+            "%d output records too large for Kafka left off their topic", len(records) - len(kept)
+        )
+    return kept
+
+
+def count(outcomes: Sequence[Outcome], written: Written, stats: PipelineStats) -> None:
+    """Add the batch to the counters (counts only: no values, no PII)."""
+    logins = core.logins(outcomes)
+    stats.masked += len(logins) + len(written.refused)
+    stats.extra_fields_dropped += sum(login.dropped_fields for login in logins)
+    stats.rows_written += written.new_rows
+    stats.rows_already_present += len(logins) - written.new_rows
+    for rejection in core.rejections(outcomes):
+        stats.rejections[rejection.reason] += 1

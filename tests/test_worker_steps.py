@@ -1,0 +1,226 @@
+"""The agent's steps (stream.worker.pipeline) on in-memory fakes: no Kafka, no PostgreSQL.
+
+The fakes keep what they are given; the writer answers as the real one
+does (tests/test_writer.py shows that on PostgreSQL): absolute device
+states, the outcomes whose rows it refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from stream.core import batch as core
+from stream.core.batch import Outcome
+from stream.core.keyring import new_keyring
+from stream.core.masking import Masker
+from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
+from stream.postgres.rows import DeviceState
+from stream.postgres.writer import Written
+from stream.worker import pipeline
+from stream.worker.pipeline import Collaborators, Publishing
+from stream.worker.producing import Deliveries, KeyedRecord
+from stream.worker.stats import PipelineStats
+
+MASKER = Masker(new_keyring("siv"))
+
+
+def raw(message_id: str, device: str = "dev-1", **fields: object) -> RawLogin:
+    body = {
+        "user_id": "u",
+        "app_version": "2.3.0",
+        "device_type": "android",
+        "ip": "10.0.0.1",
+        "locale": None,
+        "device_id": device,
+    }
+    return RawLogin(message_id, 1_700_000_000_000, json.dumps(body | fields).encode())
+
+
+@dataclass
+class FakeWriter:
+    """Commits everything but the logins of *refusing* (message ids)."""
+
+    refusing: set[str] = field(default_factory=set)
+    written: list[Outcome] = field(default_factory=list)
+    stored_rejections: list[Rejection] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    async def write(self, batch: Sequence[Outcome]) -> Written:
+        refused, devices = [], {}
+        for outcome in batch:
+            self.written.append(outcome)
+            login = outcome.login
+            if login is None:
+                assert outcome.rejection is not None
+                self.stored_rejections.append(outcome.rejection)
+            elif login.message_id in self.refusing:
+                refused.append((outcome, "database refused row: NUL"))
+            else:
+                device = login.masked_device_id
+                self.counts[device] = self.counts.get(device, 0) + 1
+                entry = SeenDevice(login.sent_at_ms, login.sent_at_ms, self.counts[device])
+                added = devices[device].new_logins + 1 if device in devices else 1
+                devices[device] = DeviceState(device, entry, added)
+        return Written(devices, refused, new_rows=sum(s.new_logins for s in devices.values()))
+
+    async def store_rejections(self, rejections: Sequence[Rejection]) -> None:
+        self.stored_rejections.extend(rejections)
+
+
+@dataclass
+class FakeDevices:
+    stored: dict[str, tuple[int, int]] = field(default_factory=dict)  # device -> (count, partition)
+
+    async def store(
+        self, entries: Mapping[str, SeenDevice], partitions: Mapping[str, int]
+    ) -> Deliveries:
+        for device, entry in entries.items():
+            self.stored[device] = (entry.login_count, partitions[device])
+        return []
+
+
+@dataclass
+class FakeOutputs:
+    masked: list[KeyedRecord] = field(default_factory=list)
+    rejected: list[KeyedRecord] = field(default_factory=list)
+
+    async def send_masked(self, records: Sequence[KeyedRecord]) -> Deliveries:
+        self.masked.extend(records)
+        return []
+
+    async def send_rejected(self, records: Sequence[KeyedRecord]) -> Deliveries:
+        self.rejected.extend(records)
+        return []
+
+
+@dataclass
+class FakeMetrics:
+    batches: list[tuple[str, int]] = field(default_factory=list)
+
+    committed: list[str] = field(default_factory=list)
+
+    def observe_batch(self, table: str, rows: int, seconds: float) -> None:
+        self.batches.append((table, rows))
+
+    def observe_committed(self, logins: Sequence[MaskedLogin]) -> None:
+        self.committed.extend(login.message_id for login in logins)
+
+
+def collaborators(
+    writer: FakeWriter | None = None, publishing: Publishing | None = None
+) -> Collaborators:
+    return Collaborators(
+        masker=MASKER,
+        writer=writer or FakeWriter(),
+        devices=FakeDevices(),
+        outputs=FakeOutputs(),
+        publishing=publishing or Publishing(),
+        stats=PipelineStats(),
+        metrics=FakeMetrics(),
+        logins_table="user_logins",
+    )
+
+
+def run(records: list[tuple[RawLogin, int]], parts: Collaborators) -> None:
+    asyncio.run(pipeline.process_batch(records, parts))
+
+
+def test_a_batch_goes_to_the_database_the_table_and_both_topics() -> None:
+    parts = collaborators()
+    run([(raw("m1", "dev-a"), 3), (raw("m2", "dev-a"), 3), (raw("m3", "dev-b"), 1)], parts)
+    run([(RawLogin("m4", 0, b"not json"), 2)], parts)
+
+    outputs, devices = parts.outputs, parts.devices
+    assert isinstance(outputs, FakeOutputs) and isinstance(devices, FakeDevices)
+    masked = [json.loads(value) for _, value in outputs.masked]
+    assert [m["message_id"] for m in masked] == ["m1", "m2", "m3"]
+    assert all(
+        key.decode() == m["masked_device_id"]
+        for (key, _), m in zip(outputs.masked, masked, strict=True)
+    )
+    # Each device's state, absolute, at the raw partition its logins came from.
+    assert sorted(devices.stored.values()) == [(1, 1), (2, 3)]
+    assert [key for key, _ in outputs.rejected] == [b"m4"]
+    stats = parts.stats
+    assert (stats.masked, stats.rows_written, stats.rows_already_present) == (3, 3, 0)
+    assert stats.rejections == {"not JSON": 1}
+    metrics = parts.metrics
+    assert isinstance(metrics, FakeMetrics)
+    assert metrics.batches == [("user_logins", 3), ("user_logins", 0)]
+    assert metrics.committed == ["m1", "m2", "m3"]  # freshness counts committed logins
+
+
+def test_a_refused_row_becomes_a_stored_and_published_rejection() -> None:
+    writer = FakeWriter(refusing={"m2"})
+    parts = collaborators(writer)
+    run([(raw("m1"), 0), (raw("m2"), 0)], parts)
+
+    assert [r.message_id for r in writer.stored_rejections] == ["m2"]
+    refused = writer.stored_rejections[0]
+    assert refused.reason == "database refused row: NUL"
+    assert MASKER.unmask(refused.body_token) == (
+        "body",
+        raw("m2").body.decode(),
+    )  # the body, recoverable
+    outputs = parts.outputs
+    assert isinstance(outputs, FakeOutputs)
+    assert [json.loads(v)["message_id"] for _, v in outputs.masked] == ["m1"]
+    assert [key for key, _ in outputs.rejected] == [b"m2"]
+    assert parts.stats.rejections == {"database refused row: NUL": 1}
+    assert (parts.stats.rows_written, parts.stats.rows_already_present) == (1, 0)
+
+
+def test_redelivered_logins_count_as_already_present() -> None:
+    writer = FakeWriter()
+    parts = collaborators(writer)
+    run([(raw("m1"), 0)], parts)
+    written = Written({}, [], new_rows=0)  # what the database says of a redelivery
+    outcomes = [Outcome(raw("m1"), 0, login=writer.written[0].login)]
+    pipeline.count(outcomes, written, parts.stats)
+    assert (parts.stats.rows_written, parts.stats.rows_already_present) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("publishing", "masked", "rejected"),
+    [(Publishing(masked=False), 0, 1), (Publishing(rejected=False), 1, 0)],
+)
+def test_each_output_topic_can_be_turned_off(
+    publishing: Publishing, masked: int, rejected: int
+) -> None:
+    parts = collaborators(publishing=publishing)
+    run([(raw("m1"), 0), (RawLogin("m2", 0, b"[]"), 0)], parts)
+    outputs = parts.outputs
+    assert isinstance(outputs, FakeOutputs)
+    assert (len(outputs.masked), len(outputs.rejected)) == (masked, rejected)
+
+
+def test_records_too_large_for_kafka_are_left_off_and_counted() -> None:
+    stats = PipelineStats()
+    records = [(b"k", b"x" * 10), (b"k", b"x" * (pipeline.MAX_OUTPUT_RECORD_BYTES + 1))]
+    assert pipeline.fitting(records, stats) == records[:1]
+    assert stats.unpublished == 1
+
+
+class BrokenMasker(Masker):
+    """Fails on device ids only: the rejection's body token still works."""
+
+    def mask(self, field: str, value: str) -> str:
+        if field == "device_id":
+            raise RuntimeError(f"cannot mask {value}")
+        return super().mask(field, value)
+
+
+def test_an_unexpected_failure_is_that_records_rejection_without_values() -> None:
+    masker = BrokenMasker(new_keyring("siv"))
+    (broken, junk) = core.outcomes(
+        [(raw("m1", "dev-secret"), 5), (RawLogin("m2", 0, b"{"), 6)], masker
+    )
+    assert broken.login is None and broken.partition == 5
+    assert broken.rejection is not None
+    assert broken.rejection.reason == "could not process the message (RuntimeError)"
+    assert junk.rejection is not None and junk.rejection.reason == "not JSON"
