@@ -2,6 +2,8 @@
 # Build the project's Dockerfile without a Docker engine or an image registry.
 #
 #   docker/build-local.sh [IMAGE]          (default: localhost/maskstream:local)
+#   docker/build-local.sh --base-only      (make the base if missing, print its name;
+#                                           docker/standins/build.sh builds on it)
 #
 # buildah runs the Dockerfile's steps unchanged (chroot isolation, no daemon).
 # The one thing it cannot do here is pull python:3.11-slim, so this script
@@ -26,6 +28,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+BASE_ONLY=false
+if [ "${1:-}" = --base-only ]; then
+    BASE_ONLY=true
+    shift
+fi
 IMAGE=${1:-localhost/maskstream:local}
 BASE_REVISION=1
 BASE_IMAGE=localhost/maskstream-python-base:3.11-slim-bookworm-r${BASE_REVISION}
@@ -69,13 +76,17 @@ make_base() {
         --label org.opencontainers.image.description="stand-in for python:3.11-slim (debootstrap bookworm + Debian's python3.11)" \
         "$ctr"
     buildah commit --quiet "$ctr" "$BASE_IMAGE" > /dev/null
-    echo "build-local: made the base $BASE_IMAGE in $((SECONDS - started)) s"
+    echo "build-local: made the base $BASE_IMAGE in $((SECONDS - started)) s" >&2
 }
 
 if buildah inspect --type image "$BASE_IMAGE" > /dev/null 2>&1; then
-    echo "build-local: base $BASE_IMAGE is cached"
+    echo "build-local: base $BASE_IMAGE is cached" >&2
 else
     make_base
+fi
+if $BASE_ONLY; then
+    echo "$BASE_IMAGE"
+    exit 0
 fi
 
 build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
