@@ -7,6 +7,7 @@ and says where a fault is, and the SQS metadata travels as headers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -17,7 +18,8 @@ from bridge.producer import to_record
 from stream.common.canonical import raw_record_key
 from stream.common.envelopes import EVENTBRIDGE, SNS, kind_of
 from stream.core.validation import InvalidLogin, parse_login
-from tests.support.sandbox import IsolatedPipeline
+from tests.support.sandbox import IsolatedPipeline, RawMessage
+from tests.test_bridge_services import read_topic
 from tests.test_validation import VALID as LOGIN
 
 
@@ -209,3 +211,16 @@ def test_the_worker_unwraps_only_what_its_envelope_setting_names() -> None:
     assert kinds("auto") == ["sns", "eventbridge"]
     assert kinds("sns") == ["sns", "not a login (no login fields)"]
     assert kinds("none") == ["not a login (no login fields)"] * 2
+
+
+@pytest.mark.services
+def test_a_worker_carries_on_only_the_attributes_it_is_told_to(pipeline: IsolatedPipeline) -> None:
+    attributes = {"sqs_attr.trace": b"trace-7", "sqs_attr.email": b"someone@example.com"}
+    messages = [RawMessage(f"attr-{i}", body(LOGIN), odd_headers=attributes) for i in range(3)]
+    pipeline.launcher.start_worker("worker", extra_env={"MASKSTREAM_COPY_ATTRIBUTES": "trace"})
+    pipeline.produce_raw(messages)
+    pipeline.wait_for_outcomes(len(messages))
+    masked = asyncio.run(read_topic(pipeline.env["KAFKA_BOOTSTRAP_SERVERS"], pipeline.masked_topic))
+    assert len(masked) == len(messages)
+    for record in masked:
+        assert dict(record.headers) == {"sqs_attr.trace": b"trace-7"}

@@ -137,15 +137,15 @@ def test_a_batch_goes_to_the_database_the_table_and_both_topics() -> None:
 
     outputs, devices = parts.outputs, parts.devices
     assert isinstance(outputs, FakeOutputs) and isinstance(devices, FakeDevices)
-    masked = [json.loads(value) for _, value in outputs.masked]
+    masked = [json.loads(record.value) for record in outputs.masked]
     assert [m["message_id"] for m in masked] == ["m1", "m2", "m3"]
     assert all(
-        key.decode() == m["masked_device_id"]
-        for (key, _), m in zip(outputs.masked, masked, strict=True)
+        record.key.decode() == m["masked_device_id"]
+        for record, m in zip(outputs.masked, masked, strict=True)
     )
     # Each device's state, absolute, at the raw partition its logins came from.
     assert sorted(devices.stored.values()) == [(1, 1), (2, 3)]
-    assert [key for key, _ in outputs.rejected] == [b"m4"]
+    assert [record.key for record in outputs.rejected] == [b"m4"]
     stats = parts.stats
     assert (stats.masked, stats.rows_written, stats.rows_already_present) == (3, 3, 0)
     assert stats.rejections == {"not JSON": 1}
@@ -169,8 +169,8 @@ def test_a_refused_row_becomes_a_stored_and_published_rejection() -> None:
     )  # the body, recoverable
     outputs = parts.outputs
     assert isinstance(outputs, FakeOutputs)
-    assert [json.loads(v)["message_id"] for _, v in outputs.masked] == ["m1"]
-    assert [key for key, _ in outputs.rejected] == [b"m2"]
+    assert [json.loads(record.value)["message_id"] for record in outputs.masked] == ["m1"]
+    assert [record.key for record in outputs.rejected] == [b"m2"]
     assert parts.stats.rejections == {"database refused row: NUL": 1}
     assert (parts.stats.rows_written, parts.stats.rows_already_present) == (1, 0)
 
@@ -201,7 +201,8 @@ def test_each_output_topic_can_be_turned_off(
 
 def test_records_too_large_for_kafka_are_left_off_and_counted() -> None:
     stats = PipelineStats()
-    records = [(b"k", b"x" * 10), (b"k", b"x" * (pipeline.MAX_OUTPUT_RECORD_BYTES + 1))]
+    too_large = b"x" * (pipeline.MAX_OUTPUT_RECORD_BYTES + 1)
+    records = [KeyedRecord(b"k", b"x" * 10), KeyedRecord(b"k", too_large)]
     assert pipeline.fitting(records, stats) == records[:1]
     assert stats.unpublished == 1
 
@@ -224,3 +225,31 @@ def test_an_unexpected_failure_is_that_records_rejection_without_values() -> Non
     assert broken.rejection is not None
     assert broken.rejection.reason == "could not process the message (RuntimeError)"
     assert junk.rejection is not None and junk.rejection.reason == "not JSON"
+
+
+def test_masked_logins_carry_on_only_the_attributes_a_setting_names() -> None:
+    headers = {
+        "sqs_message_id": b"m1",
+        "sqs_attr.trace": b"trace-1",
+        "sqs_attr.weight": b"3.5",
+        "sqs_attr_type.weight": b"Number",
+        "sqs_attr.email": b"someone@example.com",
+    }
+    login = raw("m1")
+    login.headers = headers
+    default = collaborators()
+    run([(login, 0)], default)
+    assert isinstance(default.outputs, FakeOutputs)
+    assert [record.headers for record in default.outputs.masked] == [()]
+
+    naming = collaborators(publishing=Publishing(attributes=("trace", "weight", "absent")))
+    run([(login, 0), (RawLogin("m2", 0, b"not json", headers=headers), 1)], naming)
+    assert isinstance(naming.outputs, FakeOutputs)
+    assert [record.headers for record in naming.outputs.masked] == [
+        (
+            ("sqs_attr.trace", b"trace-1"),
+            ("sqs_attr.weight", b"3.5"),
+            ("sqs_attr_type.weight", b"Number"),
+        )
+    ]
+    assert [record.headers for record in naming.outputs.rejected] == [()]

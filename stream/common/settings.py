@@ -233,6 +233,15 @@ class Settings:
     publish_rejected: bool = field(
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_REJECTED", True)
     )
+    # SQS message attributes (by name) a masked login carries on to logins.masked
+    # as headers; none by default, since an attribute may hold anything.
+    copy_attributes: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            name.strip()
+            for name in _env("MASKSTREAM_COPY_ATTRIBUTES", "").split(",")
+            if name.strip()
+        )
+    )
     worker_web_port: int = field(default_factory=lambda: _env_int("MASKSTREAM_WEB_PORT", 6066))
     # Where the worker's pages (/metrics, /health, /ready) listen: loopback by
     # default; 0.0.0.0 in a container that Prometheus scrapes from outside.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_text
 
 from stream.common.raw_records import (  # noqa: F401  (re-exported for readers of records)
@@ -39,6 +39,9 @@ class RawLogin:
     sent_at_ms: int
     body: bytes
     receive_count: int = 1
+    # The raw record's headers (SQS metadata and message attributes), kept by
+    # reference: a masked login carries on only the attributes a setting names.
+    headers: Mapping[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def from_kafka(
@@ -68,6 +71,7 @@ class RawLogin:
             sent_at_ms=sent if sent is not None else clamp_epoch_ms(timestamp_ms),
             body=body or b"",
             receive_count=receives if receives is not None else 1,
+            headers=headers,
         )
 
 

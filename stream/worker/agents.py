@@ -73,7 +73,11 @@ def collaborators(worker: WorkerApp, writer: BatchWriter) -> Collaborators:
             worker.masked_topic.get_topic_name(),
             worker.rejected_topic.get_topic_name(),
         ),
-        publishing=Publishing(masked=settings.publish_masked, rejected=settings.publish_rejected),
+        publishing=Publishing(
+            masked=settings.publish_masked,
+            rejected=settings.publish_rejected,
+            attributes=settings.copy_attributes,
+        ),
         stats=worker.stats,
         metrics=worker.metrics,
         logins_table=settings.logins_table,

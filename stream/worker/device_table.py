@@ -42,8 +42,9 @@ class DeviceStore:
         resolve once Kafka holds them."""
         groups: dict[int, list[KeyedRecord]] = {}
         for device, entry in entries.items():
-            groups.setdefault(partitions[device], []).append((device.encode(), entry.dumps()))
-        put_entries(self.table, groups)
+            record = KeyedRecord(device.encode(), entry.dumps())
+            groups.setdefault(partitions[device], []).append(record)
+        put_entries(self.table, {p: [r[:2] for r in rs] for p, rs in groups.items()})
         topic = self.table.changelog_topic.get_topic_name()
         deliveries = await send_to_partitions(self.producer(), topic, groups)
         note_delivered(self.table, deliveries)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
+from stream.common.raw_records import HEADER_ATTRIBUTE_PREFIX, HEADER_ATTRIBUTE_TYPE_PREFIX
 from stream.core import batch as core
 from stream.core.batch import Outcome
 from stream.core.masking import Masker
@@ -82,10 +83,12 @@ class BatchMetrics(Protocol):
 
 @dataclass(frozen=True)
 class Publishing:
-    """Which output topics get records (MASKSTREAM_PUBLISH_MASKED / _REJECTED)."""
+    """Which output topics get records (MASKSTREAM_PUBLISH_MASKED / _REJECTED), and
+    which SQS message attributes a masked login carries on (MASKSTREAM_COPY_ATTRIBUTES)."""
 
     masked: bool = True
     rejected: bool = True
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,18 +152,43 @@ async def publish(
     deliveries: Deliveries = []
     if publishing.masked:
         masked = [
-            (login.masked_device_id.encode(), login.dumps()) for login in core.logins(outcomes)
+            KeyedRecord(
+                o.login.masked_device_id.encode(),
+                o.login.dumps(),
+                copied_attributes(o.raw.headers, publishing.attributes),
+            )
+            for o in outcomes
+            if o.login is not None
         ]
         deliveries += await outputs.send_masked(fitting(masked, stats))
     if publishing.rejected:
-        rejected = [(r.message_id.encode(), r.dumps()) for r in core.rejections(outcomes)]
+        rejected = [
+            KeyedRecord(r.message_id.encode(), r.dumps()) for r in core.rejections(outcomes)
+        ]
         deliveries += await outputs.send_rejected(fitting(rejected, stats))
     return deliveries
 
 
+def copied_attributes(
+    headers: Mapping[str, bytes], names: Sequence[str]
+) -> tuple[tuple[str, bytes], ...]:
+    """The raw record's headers of the SQS message attributes *names* (value and, if not
+    String, type), to carry on a masked login. None by default: attributes may hold
+    anything, and the outputs must hold no PII unless an operator says otherwise."""
+    if not names:
+        return ()
+    copied = []
+    for name in names:
+        for prefix in (HEADER_ATTRIBUTE_PREFIX, HEADER_ATTRIBUTE_TYPE_PREFIX):
+            value = headers.get(prefix + name)
+            if value is not None:
+                copied.append((prefix + name, value))
+    return tuple(copied)
+
+
 def fitting(records: list[KeyedRecord], stats: PipelineStats) -> list[KeyedRecord]:
     """*records* without those too large for any Kafka topic (counted)."""
-    kept = [record for record in records if len(record[1]) <= MAX_OUTPUT_RECORD_BYTES]
+    kept = [record for record in records if len(record.value) <= MAX_OUTPUT_RECORD_BYTES]
     if len(kept) < len(records):
         stats.unpublished += len(records) - len(kept)
         log.error(

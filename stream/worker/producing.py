@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -26,7 +26,15 @@ from stream.common.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-KeyedRecord = tuple[bytes, bytes]  # (key, value)
+
+class KeyedRecord(NamedTuple):
+    """One output record: key, value and (rarely) headers."""
+
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
 Deliveries = list[asyncio.Future[Any]]
 
 
@@ -36,7 +44,7 @@ def by_partition(
     """Group *records* by the partition Kafka's default partitioner gives their key."""
     groups: dict[int, list[KeyedRecord]] = {}
     for record in records:
-        partition = partition_for_key(record[0], partitions, partitions)
+        partition = partition_for_key(record.key, partitions, partitions)
         groups.setdefault(partition, []).append(record)
     return groups
 
@@ -61,11 +69,12 @@ async def send_to_partitions(
     deliveries = []
     for partition, group in groups.items():
         batch = producer.create_batch()
-        for key, value in group:
-            if batch.append(key=key, value=value, timestamp=None) is None:
+        for key, value, record_headers in group:
+            headers = list(record_headers)  # aiokafka's C batch builder takes only a list
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 deliveries.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
     return deliveries

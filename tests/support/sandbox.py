@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import ConsumerRecord
 from psycopg import sql
 from psycopg.abc import QueryNoTemplate
 
@@ -414,9 +415,9 @@ class IsolatedPipeline:
 
     def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
         """Every record currently on *topic*, as (key, value)."""
-        return asyncio.run(self._read_topic(topic))
+        return [(record.key, record.value) for record in asyncio.run(self._read_topic(topic))]
 
-    async def _read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+    async def _read_topic(self, topic: str) -> list[ConsumerRecord]:
         consumer = self.kafka.consumer(
             topic, auto_offset_reset="earliest", enable_auto_commit=False
         )
@@ -424,10 +425,10 @@ class IsolatedPipeline:
         try:
             tps = list(consumer.assignment())
             end = await consumer.end_offsets(tps)
-            records: list[tuple[bytes | None, bytes]] = []
+            records: list[ConsumerRecord] = []
             while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
                 for batch in (await consumer.getmany(timeout_ms=2000)).values():
-                    records.extend((r.key, r.value) for r in batch)
+                    records.extend(batch)
             return records
         finally:
             await consumer.stop()
