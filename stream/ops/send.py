@@ -90,13 +90,21 @@ def batches(
 
 
 async def message_size_limit(client: SqsClient, queue_url: str) -> int:
-    """The queue's ``MaximumMessageSize``; the largest SQS allows if the queue won't say."""
+    """The queue's ``MaximumMessageSize``.
+
+    A queue that does not report one is an emulator's (AWS always does):
+    SQS's limit before 2025 then. One whose attributes cannot be read (no
+    ``sqs:GetQueueAttributes``) gets the largest SQS allows, and SQS judges.
+    """
     try:
         attributes = await client.get_queue_attributes(queue_url, ["MaximumMessageSize"])
-        return int(attributes["MaximumMessageSize"])
-    except (SqsRequestError, KeyError, ValueError) as exc:
+    except SqsRequestError as exc:
         log.info("queue size limit unknown (%s); SQS will judge each body", exc)
         return LARGEST_MESSAGE_BYTES
+    try:
+        return int(attributes["MaximumMessageSize"])
+    except (KeyError, ValueError):
+        return DEFAULT_MAX_MESSAGE_BYTES
 
 
 async def send_lines(client: SqsClient, queue_url: str, batch: list[Line]) -> list[LineError]:
