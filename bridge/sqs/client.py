@@ -46,6 +46,7 @@ from bridge.sqs.json_protocol import JsonProtocol
 from bridge.sqs.query_protocol import QueryProtocol
 from bridge.sqs.signing import sign
 from bridge.sqs.wire import HttpAnswer, MalformedAnswer, ServerError, WireProtocol
+from stream.common.settings import Settings
 
 log = logging.getLogger("bridge.sqs")
 
@@ -95,7 +96,7 @@ class SqsClient:
     @classmethod
     def from_settings(
         cls,
-        settings: Any,
+        settings: Settings,
         *,
         queue_url: str | None = None,
         connections: int = 10,
