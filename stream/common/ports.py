@@ -1,8 +1,24 @@
-"""Choose listening ports: the conventional default if it is free, else any free one."""
+"""Choose listening ports: the conventional default if it is free, else any free one.
+
+A port chosen here is usually bound later by another process (a worker's web
+server, a bridge's metrics, a server of the local stack), seconds after the
+check. A port from the kernel's ephemeral range may meanwhile become the
+local end of some outgoing connection (every Kafka, PostgreSQL or SQS client
+on the machine takes one per connection), and the child then fails to bind.
+So free ports are picked below that range, where only listeners go.
+"""
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Listening ports are picked from here up to the start of the ephemeral range.
+LOWEST_PICKED_PORT = 20_000
+# Linux's default ephemeral range, if /proc does not say.
+DEFAULT_EPHEMERAL_START = 32_768
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -15,7 +31,23 @@ def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def ephemeral_range_start() -> int:
+    """The lowest port the kernel hands to outgoing connections."""
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_EPHEMERAL_START
+
+
 def any_free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, outside the ephemeral range when that leaves
+    room (else any port the kernel calls free)."""
+    top = ephemeral_range_start()
+    if top - LOWEST_PICKED_PORT >= 1_000:
+        for _ in range(100):
+            port = random.randrange(LOWEST_PICKED_PORT, top)
+            if is_port_free(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
