@@ -16,7 +16,7 @@ import faust
 
 from stream.common import settings as settings_module
 from stream.worker.faust_patches import transport as kafka_transport
-from stream.worker.faust_patches.internals import take_events
+from stream.worker.faust_patches.batches import take_batches
 from stream.worker.monitor import LeanMonitor
 
 settings = settings_module.load()
@@ -41,6 +41,6 @@ raw_topic = kafka_transport.RawBytesTopic(
 async def count_records(stream: faust.StreamT[bytes]) -> None:
     count_file = Path(os.environ["FLOOR_COUNT_DIR"]) / f"{os.getpid()}.count"
     seen = 0
-    async for events in take_events(stream, settings.batch_size, settings.batch_seconds):
+    async for events in take_batches(stream, settings.batch_size, settings.batch_seconds):
         seen += len(events)
         count_file.write_text(str(seen))

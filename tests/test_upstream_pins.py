@@ -31,6 +31,7 @@ PINS = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.1
 TRANSPORT = "stream/worker/faust_patches/transport.py"
 TABLE_STORE = "stream/worker/faust_patches/table_store.py"
 INTERNALS = "stream/worker/faust_patches/internals.py"
+BATCHES = "stream/worker/faust_patches/batches.py"
 
 # The classes whose methods override upstream ones: every override must be pinned below.
 PATCH_CLASSES = (
@@ -155,10 +156,25 @@ RELIED_ON = {
         "183fea82ef48f3e6",
         f"{TRANSPORT} fetch_position",
     ),
-    "faust.streams:Stream.take_events": (
-        "607d48aead118ba8",
-        f"{INTERNALS} take_events (not on StreamT, the type agents are given)",
+    "faust.streams:Stream._py_aiter": (
+        "3a48ee257a65435b",
+        f"{BATCHES} take_batches (the per-record tracking and skipping it reproduces)",
     ),
+    "faust.topics:Topic.__aiter__": (
+        "838623ae001ec5d1",
+        f"{BATCHES} take_batches (iterating the topic subscribes to it)",
+    ),
+    "faust.types.tuples:Message.ack": ("4751b72c4ed84153", f"{BATCHES} take_batches"),
+    "faust.transport.consumer:Consumer.wait_empty": (
+        "e4662fe24f094819",
+        f"{BATCHES} take_batches (a rebalance waits for the tracked records)",
+    ),
+    "mode.utils.queues:FlowControlQueue.get": (
+        "c14157e5ee641643",
+        f"{BATCHES} take_batches (a get ends the queue's back pressure)",
+    ),
+    "mode.utils.queues:ThrowableQueue.get_nowait": ("d42b1be9219a0e6e", f"{BATCHES} take_batches"),
+    "mode.utils.queues:ThrowableQueue.empty": ("737285dcae32c653", f"{BATCHES} take_batches"),
     "faust.transport.drivers.aiokafka:Producer._ensure_producer": (
         "5592a4bbdf251325",
         f"{INTERNALS} aiokafka_producer",

@@ -3,8 +3,8 @@
 :func:`register_agent` puts the agent on a worker's app. When it starts, it
 builds the collaborators of the steps in :mod:`stream.worker.pipeline`
 (masker, PostgreSQL writer, ``seen_devices`` store, output topics) and runs
-them on each batch of raw records; Faust's ``take_events`` acknowledges the
-raw offsets only once a batch's steps have returned.
+them on each batch of raw records; ``take_batches`` acknowledges the raw
+offsets only once a batch's steps have returned.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from stream.postgres.schema import tables_of
 from stream.postgres.writer import BatchWriter
 from stream.worker.app import WorkerApp
 from stream.worker.device_table import DeviceStore
-from stream.worker.faust_patches.internals import aiokafka_producer, take_events
+from stream.worker.faust_patches.batches import take_batches
+from stream.worker.faust_patches.internals import aiokafka_producer
 from stream.worker.outputs import KafkaOutputs
 from stream.worker.pipeline import Collaborators, Publishing, process_batch
 
@@ -52,7 +53,7 @@ def register_agent(worker: WorkerApp) -> faust.types.AgentT:
         await worker.rejected_topic.maybe_declare()
         parts = collaborators(worker, writer)
         try:
-            async for events in take_events(stream, settings.batch_size, settings.batch_seconds):
+            async for events in take_batches(stream, settings.batch_size, settings.batch_seconds):
                 await process_batch(raw_records(events), parts)
         finally:
             await writer.close()

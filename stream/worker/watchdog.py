@@ -25,7 +25,8 @@ from typing import cast
 import faust
 
 from stream.worker.faust_patches import transport
-from stream.worker.faust_patches.internals import agent_actors, stream_draining
+from stream.worker.faust_patches.batches import is_draining
+from stream.worker.faust_patches.internals import agent_actors
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def report_stopped_agents(agents: Iterable[faust.types.AgentT]) -> list[str]:
     for agent in agents:
         for actor in agent_actors(agent):
             task, stream = actor.actor_task, actor.stream
-            draining = stream_draining(stream)
+            draining = is_draining(stream)
             if (task is not None and task.done()) or not draining:
                 stopped.append(agent.name)
                 log.error(

@@ -7,8 +7,7 @@ and :mod:`stream.worker.faust_patches.transport`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -29,19 +28,6 @@ def agent_actors(agent: faust.types.AgentT) -> list[Any]:
 def recovery_completed(app: faust.types.AppT) -> bool:
     """Whether the tables have recovered from their changelogs since the last rebalance."""
     return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
-
-
-def take_events(
-    stream: faust.types.StreamT, size: int, within: float
-) -> AsyncIterator[Sequence[faust.types.EventT]]:
-    """Batches of up to *size* events (waiting at most *within* seconds):
-    ``Stream.take_events``, which the ``StreamT`` agents are typed with lacks."""
-    return cast(faust.Stream, stream).take_events(size, within=within)
-
-
-def stream_draining(stream: faust.types.StreamT) -> bool:
-    """Whether *stream* is still consumed in the background (``take_events``)."""
-    return bool(stream._passive)  # type: ignore[attr-defined]
 
 
 async def kafka_cluster_id(app: faust.types.AppT) -> str | None:
