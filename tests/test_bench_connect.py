@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from bench import bench_connect
@@ -11,6 +11,7 @@ from stream.core.keyring import new_keyring
 from stream.core.masking import Masker
 from stream.core.records import MaskedLogin
 from stream.devstack import jvm
+from stream.postgres import copy_text
 from stream.postgres.rows import LOGIN_COLUMNS, login_row
 from tests.support.sandbox import IsolatedPipeline
 
@@ -25,12 +26,18 @@ def test_connect_records_carry_the_rows_maskstream_writes() -> None:
     assert list(payload) == list(LOGIN_COLUMNS)
     assert key == payload["masked_device_id"].encode()
     # The row maskstream's worker would write for the same message.
-    row = dict(zip(LOGIN_COLUMNS, login_row(MaskedLogin.loads(masked_json(payload))), strict=True))
+    line = login_row(MaskedLogin.loads(masked_json(payload)))
+    row = dict(zip(LOGIN_COLUMNS, line.removesuffix("\n").split("\t"), strict=True))
     assert payload["sent_at"] == message.sent_at_ms
-    assert datetime.fromtimestamp(payload["sent_at"] / 1000, tz=UTC) == row["sent_at"]
-    assert date(1970, 1, 1) + timedelta(days=payload["create_date"]) == row["create_date"]
+    assert copy_text.timestamp(payload["sent_at"]) == row["sent_at"]
+    assert str(date(1970, 1, 1) + timedelta(days=payload["create_date"])) == row["create_date"]
     others = set(LOGIN_COLUMNS) - {"sent_at", "create_date"}
-    assert {c: payload[c] for c in others} == {c: row[c] for c in others}
+    assert {c: copy_value(payload[c]) for c in others} == {c: row[c] for c in others}
+
+
+def copy_value(value: str | int | None) -> str:
+    """A Connect payload value as the worker's COPY text has it."""
+    return copy_text.text(value) if not isinstance(value, int) else str(value)
 
 
 def masked_json(payload: dict) -> bytes:

@@ -13,7 +13,7 @@ import pytest
 
 from stream.core.batch import Outcome
 from stream.core.records import MaskedLogin, RawLogin, Rejection
-from stream.postgres.rows import insert_logins, logins_spec
+from stream.postgres.rows import insert_logins, login_row, logins_spec
 from stream.postgres.schema import Tables, ensure_schema
 from stream.postgres.sink import create_staging
 from stream.postgres.writer import BatchWriter, Written
@@ -25,22 +25,11 @@ TABLES = Tables()
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def row(device: str, seconds: int = 0, message_id: str | None = None, user: str = "u") -> tuple:
-    sent = START + timedelta(seconds=seconds)
-    return (
-        message_id or str(uuid.uuid4()),
-        user,
-        "android",
-        "masked-ip",
-        device,
-        None,
-        2,
-        "2.3.0",
-        date(2024, 1, 1),
-        sent,
-        None,  # envelope_kind: a bare login
-        None,  # envelope_id
-    )
+def row(device: str, seconds: int = 0, message_id: str | None = None, user: str = "u") -> str:
+    """A login's row as the writer COPYs it."""
+    login = outcome(device, seconds, message_id, user).login
+    assert login is not None
+    return login_row(login)
 
 
 def outcome(
@@ -83,6 +72,43 @@ def test_device_state_counts_only_rows_the_transaction_inserted(pipeline: Isolat
     assert pipeline.device_mismatches() == {}
 
 
+def test_values_with_copy_special_characters_are_stored_exactly(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """The writer formats COPY text itself (stream.postgres.copy_text): every
+    character COPY treats specially, and text that looks like its NULL marker
+    or end-of-data line, comes back as it went in."""
+    tricky = ["tab\there", "new\nline", "back\\slash", "cr\rx", "\\N", "\\.", "é😀 \\t"]
+    batch = []
+    for index, value in enumerate(tricky):
+        sent_ms = 1_700_000_000_123 + index
+        login = MaskedLogin(
+            f"id-{value}",
+            value,
+            value,
+            "masked-ip",
+            "d1",
+            value,
+            2,
+            value,
+            sent_ms,
+            "2023-11-14",
+            envelope_kind=value,
+            envelope_id=value,
+        )
+        batch.append(Outcome(RawLogin(login.message_id, sent_ms, b"{}"), 0, login=login))
+    (written,) = run_writer(pipeline, batch)
+    assert written.new_rows == len(tricky) and not written.refused
+    stored = pipeline.query(
+        "SELECT message_id, user_id, device_type, locale, app_version_full, envelope_kind,"
+        " envelope_id, (extract(epoch FROM sent_at) * 1000)::bigint FROM user_logins"
+        " ORDER BY sent_at"
+    )
+    assert stored == [
+        (f"id-{v}", v, v, v, v, v, v, 1_700_000_000_123 + i) for i, v in enumerate(tricky)
+    ]
+
+
 def test_refused_rows_are_returned_and_the_rest_committed(pipeline: IsolatedPipeline) -> None:
     good = [outcome("d1") for _ in range(6)]
     nul, surrogate = outcome("d2", user="nul\x00inside"), outcome("d3", user="lone \ud800")
@@ -90,7 +116,7 @@ def test_refused_rows_are_returned_and_the_rest_committed(pipeline: IsolatedPipe
     (written,) = run_writer(pipeline, [*good[:3], nul, rejected, *good[3:], surrogate])
     assert written.new_rows == 6
     assert [refused for refused, _ in written.refused] == [nul, surrogate]
-    assert "NUL" in written.refused[0][1]
+    assert "0x00" in written.refused[0][1]
     assert "UTF-8" in written.refused[1][1]
     assert pipeline.query("SELECT message_id, reason FROM rejected_logins") == [("bad", "why")]
     assert pipeline.device_mismatches() == {}

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
 
 from stream.core.records import MaskedLogin, Rejection, SeenDevice
+from stream.postgres import copy_text
+from stream.postgres.copy_text import text, timestamp
 from stream.postgres.schema import Tables
 from stream.postgres.sink import Row, TableSpec, copy_to_staging
 
@@ -40,38 +41,36 @@ def rejections_spec(table: str) -> TableSpec:
     return TableSpec(table, REJECTION_COLUMNS)
 
 
-def from_epoch_ms(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-
-
-# A batch's logins share a few dates: parse each once.
-_date = functools.lru_cache(maxsize=1024)(date.fromisoformat)
-
-
 def login_row(login: MaskedLogin) -> Row:
-    return (
-        login.message_id,
-        login.user_id,
-        login.device_type,
-        login.masked_ip,
-        login.masked_device_id,
-        login.locale,
-        login.app_version,
-        login.app_version_full,
-        _date(login.create_date),
-        from_epoch_ms(login.sent_at_ms),
-        login.envelope_kind,
-        login.envelope_id,
+    """*login*'s row of the logins table, as a line of COPY text (LOGIN_COLUMNS)."""
+    return copy_text.line(
+        (
+            text(login.message_id),
+            text(login.user_id),
+            text(login.device_type),
+            login.masked_ip,  # tokens hold only letters, digits and -_:=
+            login.masked_device_id,
+            text(login.locale),
+            str(login.app_version),
+            text(login.app_version_full),
+            login.create_date,  # ISO, from stream.core.timestamps.utc_date
+            timestamp(login.sent_at_ms),
+            text(login.envelope_kind),
+            text(login.envelope_id),
+        )
     )
 
 
 def rejection_row(rejection: Rejection) -> Row:
-    return (
-        rejection.message_id,
-        from_epoch_ms(rejection.sent_at_ms),
-        from_epoch_ms(rejection.rejected_at_ms),
-        rejection.reason,
-        rejection.body_token,
+    """*rejection*'s row of the rejections table, as a line of COPY text (REJECTION_COLUMNS)."""
+    return copy_text.line(
+        (
+            text(rejection.message_id),
+            timestamp(rejection.sent_at_ms),
+            timestamp(rejection.rejected_at_ms),
+            text(rejection.reason),
+            rejection.body_token,
+        )
     )
 
 

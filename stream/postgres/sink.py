@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -35,7 +35,8 @@ from stream.common.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-Row = tuple[Any, ...]
+# One row in COPY text format, newline included (stream.postgres.copy_text).
+Row = str
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -215,13 +216,14 @@ async def create_staging(conn: psycopg.AsyncConnection, spec: TableSpec) -> None
 
 
 async def copy_to_staging(cur: psycopg.AsyncCursor, spec: TableSpec, rows: Sequence[Row]) -> None:
-    """Replace the staging table's contents with *rows* (COPY: the cheapest way in)."""
+    """Replace the staging table's contents with *rows* (COPY: the cheapest way in),
+    sent as one block. A value UTF-8 cannot encode fails it as a row error."""
     staging = sql.Identifier(spec.staging)
     columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+    block = "".join(rows).encode()
     await cur.execute(sql.SQL("TRUNCATE {}").format(staging))
     async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, columns)) as copier:
-        for row in rows:
-            await copier.write_row(row)
+        await copier.write(block)
 
 
 async def insert_new(conn: psycopg.AsyncConnection, spec: TableSpec, rows: Sequence[Row]) -> int:
