@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from stream.core.keyring import Key, KeyRing, new_keyring, rotate
 from stream.core.masking import (
+    RECENT_TOKENS,
     InvalidFieldError,
     IrreversibleTokenError,
     MalformedTokenError,
@@ -293,3 +294,16 @@ def test_tokens_never_look_like_ips_or_device_ids(
         assert not re.fullmatch(r"[0-9-]+", token)  # device ids look like 593-47-5928
         with pytest.raises(ValueError):
             ipaddress.ip_address(token)
+
+
+def test_recurring_values_get_the_same_tokens_as_mask_before_and_after_eviction() -> None:
+    masker = Masker(new_keyring())
+    values = [f"device-{n % 50}" for n in range(200)]
+    assert [masker.mask_recurring("device_id", v) for v in values] == [
+        masker.mask("device_id", v) for v in values
+    ]
+    assert masker.mask_recurring("ip", "10.0.0.1") == masker.mask("ip", "10.0.0.1")
+    assert masker.mask_recurring("ip", "10.0.0.1") != masker.mask_recurring("device_id", "10.0.0.1")
+    for n in range(RECENT_TOKENS + 10):
+        masker.mask_recurring("device_id", f"d{n}")
+    assert masker.mask_recurring("device_id", "d0") == masker.mask("device_id", "d0")

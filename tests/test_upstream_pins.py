@@ -142,7 +142,8 @@ RELIED_ON = {
     ),
     "faust.transport.consumer:Consumer.ack": (
         "5fcf41cf45153475",
-        f"{TRANSPORT} ForgetfulReadOffsets (no gap acknowledged unprocessed)",
+        f"{TRANSPORT} ForgetfulReadOffsets (no gap acknowledged unprocessed),"
+        " Consumer.ack_many (its bookkeeping, inlined)",
     ),
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._ensure_consumer": (
         "ff4a4c693b7ec63f",
@@ -164,7 +165,10 @@ RELIED_ON = {
         "838623ae001ec5d1",
         f"{BATCHES} take_batches (iterating the topic subscribes to it)",
     ),
-    "faust.types.tuples:Message.ack": ("4751b72c4ed84153", f"{BATCHES} take_batches"),
+    "faust.types.tuples:Message.ack": (
+        "4751b72c4ed84153",
+        f"{TRANSPORT} Consumer.ack_many (its reference count, inlined)",
+    ),
     "faust.transport.consumer:Consumer.wait_empty": (
         "e4662fe24f094819",
         f"{BATCHES} take_batches (a rebalance waits for the tracked records)",

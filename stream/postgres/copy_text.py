@@ -14,6 +14,8 @@ whole, and the sink isolates its row as before (stream.postgres.sink).
 
 from __future__ import annotations
 
+import functools
+
 from stream.core.timestamps import MS_PER_DAY, clamp_epoch_ms, utc_date
 
 NULL = "\\N"
@@ -33,12 +35,17 @@ def text(value: str | None) -> str:
 def timestamp(epoch_ms: int) -> str:
     """*epoch_ms* (clamped as everywhere, stream.core.timestamps) as a UTC
     ``timestamptz`` literal with milliseconds."""
-    epoch_ms = clamp_epoch_ms(epoch_ms)
-    of_day = epoch_ms % MS_PER_DAY
-    seconds, millis = divmod(of_day, 1000)
-    minutes, second = divmod(seconds, 60)
+    seconds, millis = divmod(clamp_epoch_ms(epoch_ms), 1000)
+    return f"{_utc_second(seconds)}.{millis:03d}+00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_second(epoch_seconds: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` of *epoch_seconds*: a batch's logins were sent
+    within a few seconds of each other, so each is formatted once."""
+    minutes, second = divmod(epoch_seconds % (MS_PER_DAY // 1000), 60)
     hour, minute = divmod(minutes, 60)
-    return f"{utc_date(epoch_ms)} {hour:02d}:{minute:02d}:{second:02d}.{millis:03d}+00"
+    return f"{utc_date(epoch_seconds * 1000)} {hour:02d}:{minute:02d}:{second:02d}"
 
 
 def line(fields: tuple[str, ...]) -> str:

@@ -15,7 +15,7 @@ work:
 - each record of a batch is tracked in the consumer's unacknowledged set
   before the agent sees it, so that a rebalance waits for the batch
   (``Consumer.wait_empty``), and acknowledged after the agent has finished
-  it, all under one hold of the ack lock;
+  it, all at once (``transport.Consumer.ack_many``);
 - a record fetched in an earlier consumer generation, or while flow is
   stopped (a rebalance), is left out and not acknowledged: its partition
   has been, or will be, sought back to its committed offset, and it is read
@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from functools import partial
 from typing import cast
 
 import faust
-from faust.types.tuples import ack_lock
 
 # Streams a take_batches generator is draining (read by the watchdog).
 _draining: weakref.WeakSet[faust.types.StreamT] = weakref.WeakSet()
@@ -55,6 +55,8 @@ async def take_batches(
     app = stream.app
     consumer = app.consumer
     unacked = consumer._unacked_messages  # type: ignore[attr-defined]
+    # Our transport's consumer acknowledges a batch at once (transport.Consumer.ack_many).
+    ack_many = getattr(consumer, "ack_many", None) or partial(_ack_each, consumer)
     # Iterating the topic subscribes to it (Topic.__aiter__), as take_events does.
     channel = cast(faust.types.ChannelT, aiter(stream.channel))
     queue = channel.queue
@@ -84,9 +86,7 @@ async def take_batches(
                     message.tracked = True
                     unacked.add(message)
             yield current
-            with ack_lock:  # reentrant: each ack below takes it again cheaply
-                for event in current:
-                    event.message.ack(consumer)
+            ack_many([event.message for event in current])
     finally:
         _draining.discard(stream)
         channel.on_stop_iteration()
@@ -101,3 +101,9 @@ def _current(app: faust.types.AppT, events: list[faust.types.EventT]) -> list[fa
     if all(event.message.generation_id == generation for event in events):
         return events
     return [event for event in events if event.message.generation_id == generation]
+
+
+def _ack_each(consumer: faust.types.ConsumerT, messages: Iterable[faust.types.Message]) -> None:
+    """Acknowledge *messages* one by one (a consumer other than our transport's)."""
+    for message in messages:
+        message.ack(consumer)

@@ -52,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -61,8 +61,10 @@ from aiokafka.errors import IllegalStateError
 from faust.transport import drivers
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP
+from faust.types import TP, Message
+from faust.types.tuples import ack_lock
 from mode import ServiceT
+from mode.utils.futures import notify
 
 from stream.worker.faust_patches.durability import DurableTransport
 
@@ -147,6 +149,39 @@ class Consumer(aiokafka_driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    def ack_many(self, messages: Iterable[Message]) -> None:
+        """Acknowledge *messages* for one stream, as ``Message.ack`` and
+        ``Consumer.ack`` would one by one (the reference count, then the
+        offset bookkeeping commits read), under one hold of the ack lock and
+        with one wake-up of a rebalance waiting for acks: per message, those
+        calls took the lock three times and cost about 2 µs."""
+        acking_topics = self.app.topics._acking_topics  # type: ignore[attr-defined]
+        committed_offsets = self._committed_offset
+        unacked = self._unacked_messages
+        with ack_lock:
+            try:
+                for message in messages:
+                    if message.acked:
+                        continue
+                    message.refcount = max(message.refcount - 1, 0)
+                    if message.refcount:
+                        continue  # another stream still holds it
+                    message.acked = True
+                    if message.topic not in acking_topics:
+                        continue
+                    tp, offset = message.tp, message.offset
+                    committed = committed_offsets[tp]
+                    if committed is not None and offset < committed:
+                        continue
+                    acked_index = self._acked_index[tp]
+                    if offset not in acked_index:
+                        unacked.discard(message)
+                        acked_index.add(offset)
+                        self._acked[tp].append(offset)
+                        self._n_acked += 1
+            finally:
+                notify(self._waiting_for_ack)
 
     def _stream_queues(self, tp: TP) -> tuple[Any, ...]:
         """The queues of the streams that read *tp*'s topic."""
