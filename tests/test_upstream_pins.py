@@ -136,6 +136,14 @@ RELIED_ON = {
         "6a0ee0c2072f534c",
         f"{TRANSPORT} Consumer._drain_messages",
     ),
+    "faust.transport.conductor:Conductor._compile_message_handler": (
+        "9fbc0538097aa4ec",
+        f"{TRANSPORT} Consumer._handlers (its lookup, once a fetch)",
+    ),
+    "faust.transport.conductor:Conductor._update_indices": (
+        "619b3247b96ac7d5",
+        f"{TRANSPORT} Consumer._handlers (the lock it takes while rebuilding)",
+    ),
     "faust.transport.consumer:Consumer._is_changelog_tp": (
         "88867d75cfe9aecf",
         f"{TRANSPORT} Consumer._may_deliver",
