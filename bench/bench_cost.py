@@ -15,7 +15,10 @@ Cost must not grow with history: the target is ``history`` <= 1.25x
 ``fresh`` for the worker and PostgreSQL together. The worker itself must
 spend at most 55 µs a message in both cases, and a do-nothing Faust agent
 (``floor``, bench/faust_floor.py) shows what any Faust hop costs here.
-``python -m bench cost``; BENCH_COST_MESSAGES and BENCH_COST_HISTORY change the sizes.
+``python -m bench cost``; BENCH_COST_MESSAGES, BENCH_COST_HISTORY and
+BENCH_COST_WARM_UP change the sizes (``BENCH_COST_WARM_UP=0
+BENCH_COST_MESSAGES=20000 BENCH_COST_HISTORY=100`` measures as this
+benchmark first did, a worker's start-up included).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ HISTORY_FACTOR = int(os.environ.get("BENCH_COST_HISTORY", "40"))
 # first connections, the schema check, the first fetches) is a fixed cost,
 # which a short run spreads to several µs a message and a run of a million
 # to nothing. What is measured is the steady cost a message adds.
-WARM_UP = MESSAGES // 10
+WARM_UP = int(os.environ.get("BENCH_COST_WARM_UP", str(MESSAGES // 10)))
 SEED = 21
 # Kafka deletes the previous pipeline's topics in the background, and the
 # history setup leaves PostgreSQL busy for a moment: neither is the run's

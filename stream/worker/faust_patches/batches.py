@@ -36,6 +36,7 @@ from functools import partial
 from typing import cast
 
 import faust
+from faust.types import ChannelT
 
 # Streams a take_batches generator is draining (read by the watchdog).
 _draining: weakref.WeakSet[faust.types.StreamT] = weakref.WeakSet()
@@ -58,7 +59,7 @@ async def take_batches(
     # Our transport's consumer acknowledges a batch at once (transport.Consumer.ack_many).
     ack_many = getattr(consumer, "ack_many", None) or partial(_ack_each, consumer)
     # Iterating the topic subscribes to it (Topic.__aiter__), as take_events does.
-    channel = cast(faust.types.ChannelT, aiter(stream.channel))
+    channel = cast(ChannelT, aiter(stream.channel))
     queue = channel.queue
     loop = asyncio.get_running_loop()
     _draining.add(stream)
