@@ -27,6 +27,11 @@ class FakeConsumer:
     _unacked_messages: set[FakeMessage] = field(default_factory=set)
     acked: list[int] = field(default_factory=list)
 
+    def track_many(self, messages: list[FakeMessage]) -> None:
+        for message in messages:
+            message.tracked = True
+            self._unacked_messages.add(message)
+
     def ack_many(self, messages: list[FakeMessage]) -> None:
         for message in messages:
             self._unacked_messages.discard(message)

@@ -11,8 +11,7 @@ import psycopg
 from psycopg import sql
 
 from stream.core.records import MaskedLogin, Rejection, SeenDevice
-from stream.postgres import copy_text
-from stream.postgres.copy_text import text, timestamp
+from stream.postgres.copy_text import line, text, timestamp
 from stream.postgres.schema import Tables
 from stream.postgres.sink import Row, TableSpec, copy_to_staging
 
@@ -43,7 +42,7 @@ def rejections_spec(table: str) -> TableSpec:
 
 def login_row(login: MaskedLogin) -> Row:
     """*login*'s row of the logins table, as a line of COPY text (LOGIN_COLUMNS)."""
-    return copy_text.line(
+    return line(
         (
             text(login.message_id),
             text(login.user_id),
@@ -63,7 +62,7 @@ def login_row(login: MaskedLogin) -> Row:
 
 def rejection_row(rejection: Rejection) -> Row:
     """*rejection*'s row of the rejections table, as a line of COPY text (REJECTION_COLUMNS)."""
-    return copy_text.line(
+    return line(
         (
             text(rejection.message_id),
             timestamp(rejection.sent_at_ms),

@@ -12,10 +12,10 @@ per record. That was about a third of a do-nothing agent's CPU time
 records to, as that iterator would, and keeps what matters of its per-record
 work:
 
-- each record of a batch is tracked in the consumer's unacknowledged set
-  before the agent sees it, so that a rebalance waits for the batch
-  (``Consumer.wait_empty``), and acknowledged after the agent has finished
-  it, all at once (``transport.Consumer.ack_many``);
+- each record of a batch is tracked as unacknowledged before the agent
+  sees it, so that a rebalance waits for the batch (``Consumer.wait_empty``),
+  and acknowledged after the agent has finished it, a batch at a time
+  (``transport.Consumer.track_many`` and ``ack_many``);
 - a record fetched in an earlier consumer generation, or while flow is
   stopped (a rebalance), is left out and not acknowledged: its partition
   has been, or will be, sought back to its committed offset, and it is read
@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Iterable
-from functools import partial
+from collections.abc import AsyncIterator
 from typing import cast
 
 import faust
 from faust.types import ChannelT
+
+from stream.worker.faust_patches import transport
 
 # Streams a take_batches generator is draining (read by the watchdog).
 _draining: weakref.WeakSet[faust.types.StreamT] = weakref.WeakSet()
@@ -54,10 +55,7 @@ async def take_batches(
     latest *within* seconds after its first event; acknowledged once the
     caller asks for the next batch."""
     app = stream.app
-    consumer = app.consumer
-    unacked = consumer._unacked_messages  # type: ignore[attr-defined]
-    # Our transport's consumer acknowledges a batch at once (transport.Consumer.ack_many).
-    ack_many = getattr(consumer, "ack_many", None) or partial(_ack_each, consumer)
+    consumer = cast(transport.Consumer, app.consumer)  # the workers' transport
     # Iterating the topic subscribes to it (Topic.__aiter__), as take_events does.
     channel = cast(ChannelT, aiter(stream.channel))
     queue = channel.queue
@@ -81,13 +79,10 @@ async def take_batches(
             current = _current(app, events)
             if not current:
                 continue
-            for event in current:
-                message = event.message
-                if not message.tracked:
-                    message.tracked = True
-                    unacked.add(message)
+            messages = [event.message for event in current]
+            consumer.track_many(messages)
             yield current
-            ack_many([event.message for event in current])
+            consumer.ack_many(messages)
     finally:
         _draining.discard(stream)
         channel.on_stop_iteration()
@@ -102,9 +97,3 @@ def _current(app: faust.types.AppT, events: list[faust.types.EventT]) -> list[fa
     if all(event.message.generation_id == generation for event in events):
         return events
     return [event for event in events if event.message.generation_id == generation]
-
-
-def _ack_each(consumer: faust.types.ConsumerT, messages: Iterable[faust.types.Message]) -> None:
-    """Acknowledge *messages* one by one (a consumer other than our transport's)."""
-    for message in messages:
-        message.ack(consumer)

@@ -151,6 +151,16 @@ class Consumer(aiokafka_driver.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    def track_many(self, messages: Iterable[Message]) -> None:
+        """Count *messages* as unacknowledged until :meth:`ack_many`, as Faust's
+        stream iterator does one by one: a rebalance waits for them
+        (``Consumer.wait_empty``)."""
+        unacked = self._unacked_messages
+        for message in messages:
+            if not message.tracked:
+                message.tracked = True
+                unacked.add(message)
+
     def ack_many(self, messages: Iterable[Message]) -> None:
         """Acknowledge *messages* for one stream, as ``Message.ack`` and
         ``Consumer.ack`` would one by one (the reference count, then the
@@ -188,8 +198,8 @@ class Consumer(aiokafka_driver.Consumer):
         """The conductor's delivery handler of each of *tps* (those it has).
 
         Faust's consumer hands each record to the conductor's ``on_message``,
-        which takes the conductor's lock to look up the record's handler:
-        about 2 µs a record. The lock only guards the lookup against the map
+        a coroutine that takes the conductor's lock to look up the record's
+        handler. The lock only guards the lookup against the map
         being rebuilt (a subscription change), so the handlers of a fetch are
         looked up under it once. A handler that a rebalance makes stale is
         harmless: records of another generation are held back before it runs.
