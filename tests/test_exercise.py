@@ -97,3 +97,36 @@ def test_status_reads_the_query_only_queue(stack_env: dict[str, str]) -> None:
             },
         )
     assert "messages: 3 visible, 0 in flight, 0 delayed" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("protocol", ["json", "query"])
+def test_a_bridge_stopped_mid_stream_loses_and_duplicates_nothing_on_either_protocol(
+    stack_env: dict[str, str], tmp_path: Path, protocol: str
+) -> None:
+    """Default settings (the protocol found by the client), against the JSON
+    ElasticMQ and the query-only one; the bridge gets SIGTERM a third of the
+    way through and a new one takes over."""
+    env = dict(stack_env)
+    if protocol == "query":
+        env["AWS_ENDPOINT_URL_SQS"] = stack_env["STACK_SQS_QUERY_ENDPOINT"]
+    with IsolatedPipeline(env, tmp_path, partitions=2) as pipe:
+        pipe.create_queue()
+        lines = [line.encode() for line in Generator(seed=11, devices=300).lines(4000)]
+        valid = count_valid(lines)
+        assert pipe.send_to_sqs([line + b"\n" for line in lines]) == len(lines)
+
+        pipe.launcher.start_worker("worker")
+        pipe.launcher.start_bridge("bridge")
+        pipe.wait_for_outcomes(len(lines) // 3, timeout=180)
+        assert pipe.launcher.stop("bridge") == 0  # SIGTERM: finishes what it holds
+        again = pipe.launcher.start_bridge("bridge-again", "--exit-when-idle", "5")
+        pipe.wait_for_outcomes(len(lines), timeout=240)
+
+        assert again.wait(timeout=60) == 0
+        assert f"speaks the {protocol} protocol" in pipe.launcher.log("bridge-again")
+        assert pipe.queue_depth() == 0
+        assert pipe.query("SELECT count(*), count(DISTINCT message_id) FROM user_logins") == [
+            (valid, valid)
+        ]
+        assert pipe.query("SELECT count(*) FROM rejected_logins") == [(len(lines) - valid,)]
+        assert pipe.device_mismatches() == {}
