@@ -44,9 +44,11 @@ def outcome(
     return Outcome(RawLogin(message_id, sent_ms, b"{}"), 0, login=login)
 
 
-def run_writer(pipe: IsolatedPipeline, *batches: list[Outcome]) -> list[Written]:
+def run_writer(
+    pipe: IsolatedPipeline, *batches: list[Outcome], database_url: str = ""
+) -> list[Written]:
     async def write_all() -> list[Written]:
-        writer = BatchWriter(pipe.database_url, TABLES)
+        writer = BatchWriter(database_url or pipe.database_url, TABLES)
         try:
             return [await writer.write(batch) for batch in batches]
         finally:
@@ -107,6 +109,35 @@ def test_values_with_copy_special_characters_are_stored_exactly(
     assert stored == [
         (f"id-{v}", v, v, v, v, v, v, 1_700_000_000_123 + i) for i, v in enumerate(tricky)
     ]
+
+
+def test_a_database_in_another_encoding_gets_text_exactly_or_refuses_the_row(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """The writer speaks UTF-8 to every database, whatever its encoding and
+    the URL's client_encoding say: a LATIN1 database stores "José" as four
+    characters (not the UTF-8 bytes read as LATIN1), and refuses only the row
+    holding a character LATIN1 lacks, with the server's reason."""
+    pipeline.drop_database()
+    pipeline.create_database(encoding="LATIN1")
+    accented, rocket, plain = (
+        outcome("d1", 1, user="José"),
+        outcome("d1", 2, user="rocket 🚀"),
+        outcome("d1", 3, user="plain"),
+    )
+    (written,) = run_writer(
+        pipeline,
+        [accented, rocket, plain],
+        database_url=pipeline.database_url + "?client_encoding=LATIN1",
+    )
+    assert written.new_rows == 2
+    ((refused, reason),) = written.refused
+    assert refused is rocket and "LATIN1" in reason
+    assert pipeline.query("SELECT user_id, length(user_id) FROM user_logins ORDER BY 1") == [
+        ("José", 4),
+        ("plain", 5),
+    ]
+    assert pipeline.device_mismatches() == {}
 
 
 def test_refused_rows_are_returned_and_the_rest_committed(pipeline: IsolatedPipeline) -> None:

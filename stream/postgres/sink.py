@@ -125,7 +125,12 @@ class PostgresSink:
     async def connection(self) -> psycopg.AsyncConnection:
         """The open connection, created (and prepared) on first use."""
         if self._conn is None or self._conn.closed:
-            conn = await psycopg.AsyncConnection.connect(self.database_url, connect_timeout=5)
+            # UTF8 whatever the database's encoding or the URL say: the rows are
+            # COPY text encoded as UTF-8 (copy_text), and the server converts them to
+            # its own encoding, refusing, row by row, a character it has no room for.
+            conn = await psycopg.AsyncConnection.connect(
+                self.database_url, connect_timeout=5, client_encoding="UTF8"
+            )
             try:
                 await self.prepare(conn)
                 await conn.commit()
@@ -217,7 +222,9 @@ async def create_staging(conn: psycopg.AsyncConnection, spec: TableSpec) -> None
 
 async def copy_to_staging(cur: psycopg.AsyncCursor, spec: TableSpec, rows: Sequence[Row]) -> None:
     """Replace the staging table's contents with *rows* (COPY: the cheapest way in),
-    sent as one block. A value UTF-8 cannot encode fails it as a row error."""
+    sent as one block encoded as UTF-8 (the sink's connections speak UTF8 whatever the
+    database's encoding). A value UTF-8 cannot encode, or the database's encoding
+    cannot hold, fails it as a row error."""
     staging = sql.Identifier(spec.staging)
     columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
     block = "".join(rows).encode()

@@ -118,9 +118,15 @@ class IsolatedPipeline:
 
     # -- database ---------------------------------------------------------------
 
-    def create_database(self) -> None:
+    def create_database(self, encoding: str | None = None) -> None:
+        """The pipeline's database; in *encoding* (from template0, C locale) if given."""
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name))
+        if encoding is not None:
+            statement += sql.SQL(
+                " ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+            ).format(sql.Literal(encoding))
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+            conn.execute(statement)
 
     def drop_database(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
