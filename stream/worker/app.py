@@ -13,13 +13,16 @@ A worker refuses to start without a masking key: :func:`build_app` raises
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
+from typing import Any
 
 import faust
 
 from stream.common import logs
-from stream.common.kafka_security import KafkaSecurity
+from stream.common.kafka_security import KafkaClients, KafkaSecurity
 from stream.common.partitioning import partition_for_key
 from stream.common.ports import choose_port
 from stream.common.settings import Settings
@@ -32,6 +35,7 @@ from stream.worker.faust_patches.stack_dump import Worker
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.monitor import LeanMonitor
 from stream.worker.stats import PipelineStats
+from stream.worker.table_partitions import align_changelog
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,19 @@ def build_app(settings: Settings) -> WorkerApp:
     """The app, topics and table *settings* describe (raises without a key ring
     or with an unusable Kafka security setting)."""
     load_keyring(settings)
-    app = faust_app(settings, KafkaSecurity.from_settings(settings))
+    security = KafkaSecurity.from_settings(settings)
+    app = faust_app(settings, security)
     raw_topic, masked_topic, rejected_topic = topics(app, settings)
+    seen_devices = seen_devices_table(app, settings)
+    app.before_start.append(
+        partial(
+            align_changelog,
+            KafkaClients(settings.kafka_bootstrap_servers, security),
+            seen_devices,
+            settings.topics.raw,
+            settings.topics.partitions,
+        )
+    )
     stats = PipelineStats()
     return WorkerApp(
         settings=settings,
@@ -64,18 +79,33 @@ def build_app(settings: Settings) -> WorkerApp:
         raw_topic=raw_topic,
         masked_topic=masked_topic,
         rejected_topic=rejected_topic,
-        seen_devices=seen_devices_table(app, settings),
+        seen_devices=seen_devices,
         stats=stats,
         metrics=WorkerMetrics(app, stats),
         dependencies=Dependencies(),
     )
 
 
-def faust_app(settings: Settings, kafka_security: KafkaSecurity) -> faust.App:
+class WorkerFaustApp(faust.App):
+    """Faust's app, with steps that run before any of its services starts."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Awaited in order when the app first starts, before its consumer,
+        #: producer and tables (so before Faust declares any topic).
+        self.before_start: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_first_start(self) -> None:
+        for step in self.before_start:
+            await step()
+        await super().on_first_start()
+
+
+def faust_app(settings: Settings, kafka_security: KafkaSecurity) -> WorkerFaustApp:
     """The Faust app, on our transport and table store (registered here)."""
     kafka_transport.register(settings.topics.replication_factor)
     table_store.register()
-    return faust.App(
+    return WorkerFaustApp(
         settings.app_id,
         broker=[
             f"{kafka_transport.SCHEME}://{server}"

@@ -16,6 +16,7 @@ with the one worker that updates it and moves with it on a rebalance.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 import faust
@@ -25,6 +26,8 @@ from stream.core.records import SeenDevice
 from stream.worker.faust_patches.table_store import note_delivered, put_entries
 from stream.worker.producing import Deliveries, KeyedRecord, send_to_partitions
 
+log = logging.getLogger(__name__)
+
 
 class DeviceStore:
     """The one entry point that stores a batch's device states: in the
@@ -33,6 +36,7 @@ class DeviceStore:
     def __init__(self, table: faust.types.TableT, producer: Callable[[], AIOKafkaProducer]) -> None:
         self.table = table
         self.producer = producer  # looked up per batch, as Faust may replace it
+        self._warned_missing: set[int] = set()
 
     async def store(
         self, entries: Mapping[str, SeenDevice], partitions: Mapping[str, int]
@@ -44,8 +48,30 @@ class DeviceStore:
         for device, entry in entries.items():
             record = KeyedRecord(device.encode(), entry.dumps())
             groups.setdefault(partitions[device], []).append(record)
-        put_entries(self.table, {p: [r[:2] for r in rs] for p, rs in groups.items()})
+        producer = self.producer()
         topic = self.table.changelog_topic.get_topic_name()
-        deliveries = await send_to_partitions(self.producer(), topic, groups)
+        changelog_partitions = await producer.partitions_for(topic)
+        if not groups.keys() <= changelog_partitions:
+            groups = self._without_missing(groups, changelog_partitions, topic)
+        put_entries(self.table, {p: [r[:2] for r in rs] for p, rs in groups.items()})
+        deliveries = await send_to_partitions(producer, topic, groups)
         note_delivered(self.table, deliveries)
         return deliveries
+
+    def _without_missing(
+        self, groups: dict[int, list[KeyedRecord]], existing: set[int], topic: str
+    ) -> dict[int, list[KeyedRecord]]:
+        """*groups* without the raw partitions *topic* has no partition for: the
+        raw topic gained partitions while this worker ran (see
+        stream.worker.table_partitions). Their entries stay in PostgreSQL only
+        until the workers restart and recreate the changelog."""
+        missing = groups.keys() - existing
+        if not missing <= self._warned_missing:
+            self._warned_missing |= missing
+            log.warning(
+                "%s has no partition %s: the raw topic gained partitions; their devices' "
+                "seen_devices entries are kept in PostgreSQL only until the workers restart",
+                topic,
+                ", ".join(map(str, sorted(missing))),
+            )
+        return {p: records for p, records in groups.items() if p in existing}

@@ -25,6 +25,7 @@ from stream.worker.dependencies import probe_forever
 from stream.worker.faust_patches.internals import recovery_completed
 from stream.worker.faust_patches.table_store import local_entry
 from stream.worker.metrics import HealthCollector
+from stream.worker.table_partitions import co_partitioned
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,19 @@ def register_pages(worker: WorkerApp, agent: faust.types.AgentT) -> None:
 
         From this worker's table if it holds the device's partition, otherwise
         from PostgreSQL, where the entry is written in the transaction of the
-        device's rows: exact either way, and any worker can answer.
+        device's rows: exact either way, and any worker can answer. While the
+        raw topic and the changelog differ in partitions (the raw topic gained
+        some since the workers started), always from PostgreSQL.
         """
 
         async def get(self, request: Request, device: str) -> Response:
             entry, source = None, "table"
-            local = local_entry(seen_devices, device.encode())
+            local = None
+            if co_partitioned(
+                app.consumer.topic_partitions(worker.raw_topic.get_topic_name()),
+                app.consumer.topic_partitions(seen_devices.changelog_topic.get_topic_name()),
+            ):
+                local = local_entry(seen_devices, device.encode())
             if local is not None:
                 entry = SeenDevice.loads(local)
             else:
