@@ -17,7 +17,12 @@ import pytest
 from aiokafka.admin import NewPartitions
 
 from stream.common.topic_admin import TopicSpec, ensure_topics
-from stream.worker.table_partitions import ChangelogPlan, co_partitioned, plan_changelog
+from stream.worker.table_partitions import (
+    CHANGELOG_CONFIGS,
+    ChangelogPlan,
+    co_partitioned,
+    plan_changelog,
+)
 from tests.support.sandbox import IsolatedPipeline
 from tests.test_local_state import logins, rows_per_device, run, table_entry
 
@@ -78,7 +83,7 @@ def test_a_raw_topic_made_with_another_count_gets_a_changelog_of_its_count(
 
         async def leave_a_changelog_of_four() -> None:
             async with pipeline.kafka.admin_session() as admin:
-                spec = TopicSpec(changelog_of(pipeline), 4, {"cleanup.policy": "compact"})
+                spec = TopicSpec(changelog_of(pipeline), 4, CHANGELOG_CONFIGS)
                 await ensure_topics(admin, [spec], 1)
 
         asyncio.run(leave_a_changelog_of_four())

@@ -70,6 +70,7 @@ def build_app(settings: Settings) -> WorkerApp:
             seen_devices,
             settings.topics.raw,
             settings.topics.partitions,
+            settings.topics.replication_factor,
         )
     )
     stats = PipelineStats()

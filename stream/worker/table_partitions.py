@@ -45,9 +45,12 @@ from aiokafka.errors import (
 
 from stream.common.kafka_security import KafkaClients
 from stream.common.retry import Backoff
+from stream.common.topic_admin import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
+# A changelog as Faust creates one for a table that is not windowed.
+CHANGELOG_CONFIGS = {"cleanup.policy": "compact"}
 # How long a deleted changelog may take to disappear from the cluster's metadata.
 DELETION_TIMEOUT_SECONDS = 60.0
 
@@ -77,7 +80,11 @@ async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
 
 
 async def align_changelog(
-    clients: KafkaClients, table: faust.types.TableT, raw_topic: str, configured: int
+    clients: KafkaClients,
+    table: faust.types.TableT,
+    raw_topic: str,
+    configured: int,
+    replication_setting: int,
 ) -> None:
     """Give *table* and its changelog the partition count of *raw_topic*,
     recreating a changelog of another count. Waits while Kafka is unreachable;
@@ -87,7 +94,7 @@ async def align_changelog(
     backoff, attempt = Backoff(), 0
     while True:
         try:
-            plan = await _apply_plan(clients, raw_topic, changelog, configured)
+            plan = await _apply_plan(clients, raw_topic, changelog, configured, replication_setting)
             break
         except (TimeoutError, KafkaError, OSError) as exc:
             if isinstance(exc, KafkaError) and not _unavailable(exc):
@@ -119,7 +126,11 @@ def _unavailable(exc: KafkaError) -> bool:
 
 
 async def _apply_plan(
-    clients: KafkaClients, raw_topic: str, changelog: str, configured: int
+    clients: KafkaClients,
+    raw_topic: str,
+    changelog: str,
+    configured: int,
+    replication_setting: int,
 ) -> ChangelogPlan:
     async with clients.admin_session() as admin:
         counts = await partition_counts(admin, [raw_topic, changelog])
@@ -137,6 +148,10 @@ async def _apply_plan(
                 plan.partitions,
             )
             await _delete_and_wait(admin, changelog)
+            # At once, as Faust would (compacted): before a producer's metadata
+            # request can have the broker auto-create it with its default count.
+            spec = TopicSpec(changelog, plan.partitions, CHANGELOG_CONFIGS)
+            await ensure_topics(admin, [spec], replication_setting)
     return plan
 
 
