@@ -108,7 +108,8 @@ def test_a_raw_topic_that_gains_partitions_while_the_worker_runs(
 ) -> None:
     """Partitions added to the raw topic under a running worker: it processes
     the new partitions too (PostgreSQL exact, lookups from PostgreSQL), and
-    after a restart the changelog has the new count and the table is exact."""
+    after a restart the changelog has the new count, the worker's databases
+    of the old changelog are set aside, and the table is exact."""
     run(pipeline, logins(range(30), 2))
 
     async def add_partitions() -> None:
@@ -131,6 +132,8 @@ def test_a_raw_topic_that_gains_partitions_while_the_worker_runs(
     run(pipeline, logins(range(90), 1))
     assert partition_count(pipeline, changelog_of(pipeline)) == 6
     assert worker_log_lines(pipeline, RECREATED)
+    # Its databases were built from the changelog of 4: set aside, not reused.
+    assert worker_log_lines(pipeline, "changelog of 4 partitions, this one has 6")
     assert set(rows_per_device(pipeline).values()) == {3}
     assert pipeline.device_mismatches() == {}
     assert pipeline.changelog_mismatches() == {}

@@ -93,14 +93,33 @@ def test_the_store_is_chosen_by_setting() -> None:
 
 def test_state_is_stale_from_another_cluster_or_beyond_the_changelogs_end() -> None:
     here = table_store.Changelog("cluster-a", end_offset=100)
-    assert table_store.stale_reason("cluster-a", 99, here) is None
+    a, b = table_store.Origin("cluster-a"), table_store.Origin("cluster-b")
+    assert table_store.stale_reason(a, 99, here) is None
     assert table_store.stale_reason(None, None, here) is None  # a fresh database
     assert table_store.stale_reason(None, 99, here) is None  # made before clusters were kept
-    assert "cluster-b" in (table_store.stale_reason("cluster-b", 5, here) or "")
-    assert "beyond the changelog's end" in (table_store.stale_reason("cluster-a", 100, here) or "")
+    assert "cluster-b" in (table_store.stale_reason(b, 5, here) or "")
+    assert "beyond the changelog's end" in (table_store.stale_reason(a, 100, here) or "")
     empty = table_store.Changelog("cluster-a", end_offset=0)  # recreated: -1 in Faust's words
     assert table_store.stale_reason(None, 5147, empty) is not None
-    assert table_store.stale_reason("cluster-a", 3, table_store.Changelog("x", None)) is not None
+    assert table_store.stale_reason(a, 3, table_store.Changelog("x", None)) is not None
+
+
+def test_state_from_a_changelog_of_another_partition_count_is_stale() -> None:
+    """A changelog recreated with the raw topic's new count and written past
+    the database's offset before this worker returns: the count tells."""
+    six = table_store.Changelog("cluster-a", end_offset=900, partitions=6)
+    of_four = table_store.Origin("cluster-a", partitions=4)
+    assert "4 partitions, this one has 6" in (table_store.stale_reason(of_four, 500, six) or "")
+    assert table_store.stale_reason(table_store.Origin("cluster-a", 6), 500, six) is None
+    assert table_store.stale_reason(table_store.Origin("cluster-a"), 500, six) is None  # unknown
+    assert table_store.stale_reason(of_four, 500, table_store.Changelog("cluster-a", 900)) is None
+
+
+def test_the_origin_file_reads_what_it_wrote_and_the_older_one_line_form() -> None:
+    for origin in (table_store.Origin("c-1", 6), table_store.Origin("c-1")):
+        assert table_store.Origin.parse(origin.text()) == origin
+    assert table_store.Origin.parse("c-1\n") == table_store.Origin("c-1")
+    assert table_store.Origin.parse("") is None
 
 
 def _held_state(table: faust.Table, partition: int, offset: int) -> table_store.PartitionStore:

@@ -40,13 +40,15 @@ entries are absolute values.
   nothing in this changelog: a data directory kept while the stack was
   recreated, a changelog topic deleted and recreated, Kafka restored from a
   backup, a worker moved to another cluster. Each database records the
-  Kafka cluster id it was built from (:data:`ORIGIN_FILE`, inside the
-  database's directory so it moves with it); when a partition is assigned,
-  a database from another cluster, or whose persisted offset lies at or
-  beyond the changelog's end, is moved aside in the same way and rebuilt
+  Kafka cluster id it was built from and the changelog's partition count
+  (:data:`ORIGIN_FILE`, inside the database's directory so it moves with
+  it); when a partition is assigned, a database from another cluster or
+  another count, or whose persisted offset lies at or beyond the
+  changelog's end, is moved aside in the same way and rebuilt
   (:func:`stale_reason`). aiokafka 0.14 does not read Kafka's topic ids, so
-  a changelog recreated *and* written past the persisted offset before this
-  worker comes back is not recognised; see docs/operations.md.
+  a changelog recreated by hand with the same count *and* written past the
+  persisted offset before this worker comes back is not recognised; see
+  docs/design.md.
 
 A store left by ``kill -9`` needs nothing of us: RocksDB replays its
 write-ahead log on open and the kernel released the lock with the process;
@@ -89,7 +91,8 @@ ROCKSDB_OPTIONS: Mapping[str, int] = {
 
 
 #: The file, inside a partition's database directory, naming the Kafka
-#: cluster whose changelog the database was built from.
+#: cluster whose changelog the database was built from (first line) and the
+#: changelog's partition count (a line ``partitions N``, where known).
 ORIGIN_FILE = "MASKSTREAM-CLUSTER-ID"
 
 
@@ -99,18 +102,58 @@ class Changelog:
 
     cluster_id: str
     end_offset: int | None  # the offset the next record will get
+    partitions: int | None = None  # the changelog topic's partition count
 
 
-def stale_reason(recorded_cluster: str | None, persisted: int | None, now: Changelog) -> str | None:
-    """Why a database whose state came from *recorded_cluster* up to changelog
+@dataclass(frozen=True)
+class Origin:
+    """What a database records of the changelog it was built from."""
+
+    cluster_id: str
+    partitions: int | None = None
+
+    @classmethod
+    def of(cls, changelog: Changelog) -> Origin:
+        return cls(changelog.cluster_id, changelog.partitions)
+
+    @classmethod
+    def parse(cls, text: str) -> Origin | None:
+        lines = text.split()
+        if not lines:
+            return None
+        partitions = None
+        if len(lines) == 3 and lines[1] == "partitions" and lines[2].isdigit():
+            partitions = int(lines[2])
+        return cls(lines[0], partitions)
+
+    def text(self) -> str:
+        if self.partitions is None:
+            return self.cluster_id + "\n"
+        return f"{self.cluster_id}\npartitions {self.partitions}\n"
+
+
+def stale_reason(recorded: Origin | None, persisted: int | None, now: Changelog) -> str | None:
+    """Why a database built from the changelog *recorded* up to changelog
     offset *persisted* cannot go on from the changelog as it is *now*, or None.
 
     A database with no recorded cluster (made before clusters were recorded,
     or a crash between its creation and the recording) is judged on its
-    offset alone.
+    offset alone; one with no recorded partition count, on cluster and offset.
+    A changelog of another partition count is another changelog: the worker
+    recreates it when ``logins.raw``'s count changes (stream.worker.table_partitions).
     """
-    if recorded_cluster is not None and recorded_cluster != now.cluster_id:
-        return f"its state came from Kafka cluster {recorded_cluster}, this is {now.cluster_id}"
+    if recorded is not None and recorded.cluster_id != now.cluster_id:
+        return f"its state came from Kafka cluster {recorded.cluster_id}, this is {now.cluster_id}"
+    if (
+        recorded is not None
+        and recorded.partitions is not None
+        and now.partitions is not None
+        and recorded.partitions != now.partitions
+    ):
+        return (
+            f"its state came from a changelog of {recorded.partitions} partitions, this one "
+            f"has {now.partitions}: the changelog topic was recreated"
+        )
     if persisted is not None and now.end_offset is not None and persisted >= now.end_offset:
         return (
             f"its persisted changelog offset {persisted} is beyond the changelog's end "
@@ -151,7 +194,12 @@ class PartitionStore(rocksdb.Store):
             return {}
         if cluster is None:
             return {}
-        return {tp.partition: Changelog(cluster, ends.get(tp)) for tp in tps}
+        return {
+            tp.partition: Changelog(
+                cluster, ends.get(tp), self.app.consumer.topic_partitions(tp.topic)
+            )
+            for tp in tps
+        }
 
     def persisted_offset(self, tp: TP) -> int | None:
         now = self._unchecked.pop(tp.partition, None)
@@ -164,15 +212,15 @@ class PartitionStore(rocksdb.Store):
         then record the cluster it is built from."""
         db = self._db_for_partition(partition)
         origin = Path(self.partition_path(partition)) / ORIGIN_FILE
-        recorded = origin.read_text().strip() if origin.exists() else None
+        recorded = Origin.parse(origin.read_text()) if origin.exists() else None
         offset = db.get(self.offset_key)
         reason = stale_reason(recorded, None if offset is None else int(offset), now)
         if reason is not None:
             self._close(partition)
             self._set_aside(partition, reason, "stale")
             self._db_for_partition(partition)
-        if recorded != now.cluster_id or reason is not None:
-            origin.write_text(now.cluster_id + "\n")
+        if recorded != Origin.of(now) or reason is not None:
+            origin.write_text(Origin.of(now).text())
 
     def revoke_partitions(self, table: faust.types.CollectionT, tps: set[TP]) -> None:
         for tp in tps:
