@@ -10,12 +10,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from stream.common.retry import Backoff
 from stream.core.batch import Outcome
 from stream.core.records import MaskedLogin, RawLogin, Rejection
 from stream.postgres.rows import insert_logins, login_row, logins_spec
 from stream.postgres.schema import Tables, ensure_schema
-from stream.postgres.sink import create_staging
+from stream.postgres.sink import REPEATS_BEFORE_ISOLATING, create_staging
 from stream.postgres.writer import BatchWriter, Written
 from tests.support.sandbox import IsolatedPipeline
 
@@ -137,6 +139,103 @@ def test_a_database_in_another_encoding_gets_text_exactly_or_refuses_the_row(
         ("José", 4),
         ("plain", 5),
     ]
+    assert pipeline.device_mismatches() == {}
+
+
+def test_a_revoked_grant_is_waited_out_not_taken_for_bad_rows(
+    pipeline: IsolatedPipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer's role loses INSERT on user_logins (an operator's mistake;
+    a read-only standby after a failover is alike): every attempt fails with
+    one error, again and again, past the repeats after which an unknown error
+    is taken for a poison row. It is the server's state, never the rows': the
+    batch waits and is written whole once the grant is back, no row refused."""
+    role = f"{pipeline.name}_writer"
+    admin = sql.SQL
+    with psycopg.connect(pipeline.admin_url, autocommit=True) as conn:
+        conn.execute(admin("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            admin("GRANT ALL ON DATABASE {} TO {}").format(
+                sql.Identifier(pipeline.name), sql.Identifier(role)
+            )
+        )
+    with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+        conn.execute(admin("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    as_role = pipeline.database_url.replace("://postgres@", f"://{role}@")
+    assert as_role != pipeline.database_url
+    run_writer(pipeline, [outcome("d0")], database_url=as_role)  # its own tables
+
+    def grant(statement: str) -> None:
+        with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+            conn.execute(admin(statement).format(sql.Identifier(role)))
+
+    def retries_logged() -> int:
+        return sum("permission denied" in r.getMessage() for r in caplog.records)
+
+    batch = [outcome(f"d{n % 3}", n) for n in range(10)]
+
+    async def write_through_a_revoked_grant() -> Written:
+        writer = BatchWriter(as_role, TABLES)
+        writer.sink.backoff = Backoff(base=0.05, cap=0.2)
+        try:
+            await writer.sink.connection()  # prepared while the grant holds
+            grant("REVOKE INSERT ON user_logins FROM {}")
+            write = asyncio.create_task(writer.write(batch))
+            while retries_logged() < 2 * REPEATS_BEFORE_ISOLATING and not write.done():
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(grant, "GRANT INSERT ON user_logins TO {}")
+            return await write
+        finally:
+            await writer.close()
+
+    try:
+        written = asyncio.run(write_through_a_revoked_grant())
+    finally:
+        with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+            conn.execute(admin("REASSIGN OWNED BY {} TO postgres").format(sql.Identifier(role)))
+            conn.execute(admin("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(pipeline.admin_url, autocommit=True) as conn:
+            conn.execute(
+                admin("REVOKE ALL ON DATABASE {} FROM {}").format(
+                    sql.Identifier(pipeline.name), sql.Identifier(role)
+                )
+            )
+            conn.execute(admin("DROP ROLE {}").format(sql.Identifier(role)))
+    assert retries_logged() >= 2 * REPEATS_BEFORE_ISOLATING
+    assert written.new_rows == len(batch) and not written.refused
+    assert pipeline.query("SELECT count(*) FROM rejected_logins") == [(0,)]
+    assert pipeline.device_mismatches() == {}
+
+
+def test_an_unknown_error_of_one_row_refuses_that_row_after_a_few_repeats(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """An error neither about the server's state nor a known row error (here a
+    trigger of the user's that raises for one row) fails the whole batch
+    identically a few times; then the batch is bisected and that row alone
+    refused, with the database's reason, so it cannot hold a partition."""
+    run_writer(pipeline, [outcome("d0")])  # the schema in place
+    pipeline.execute(
+        "CREATE FUNCTION refuse_cursed() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.user_id = 'cursed' THEN RAISE EXCEPTION 'cursed row'; END IF;"
+        " RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse_cursed BEFORE INSERT ON user_logins"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_cursed()"
+    )
+    cursed = outcome("d1", 1, user="cursed")
+    batch = [outcome("d1", 2), cursed, outcome("d2", 3)]
+
+    async def write() -> Written:
+        writer = BatchWriter(pipeline.database_url, TABLES)
+        writer.sink.backoff = Backoff(base=0.05, cap=0.2)
+        try:
+            return await writer.write(batch)
+        finally:
+            await writer.close()
+
+    written = asyncio.run(write())
+    assert written.new_rows == 2
+    assert written.refused == [(cursed, "database refused row: cursed row")]
     assert pipeline.device_mismatches() == {}
 
 

@@ -8,10 +8,11 @@ redelivered or replayed message adds no row. Failures are split in two kinds:
   long): the rows are bisected inside savepoints until each refused row
   stands alone; it is reported with the database's reason and the rest is
   written in the same transaction;
-* anything else (connection lost, server restarting): the whole transaction
-  is retried with capped exponential backoff until it commits. The caller's
-  Kafka offsets do not advance meanwhile, so nothing is lost. An error that
-  is neither an availability error nor a known row error, and that repeats
+* anything else (connection lost, server restarting, a read-only standby,
+  a revoked grant): the whole transaction is retried with capped exponential
+  backoff until it commits. The caller's Kafka offsets do not advance
+  meanwhile, so nothing is lost. An error that is neither about the server's
+  state (:func:`is_server_error`) nor a known row error, and that repeats
   identically, is the batch's own doing: the next attempt isolates rows on
   any such error, so one poison row cannot hold a partition forever.
 
@@ -42,9 +43,12 @@ R = TypeVar("R")
 
 # Errors about particular rows' contents: isolate the row instead of retrying.
 # UnicodeError: psycopg cannot encode a value (a lone surrogate) for the server.
+# ProgramLimitExceeded (SQLSTATE class 54, a value too large for an index, say)
+# is an OperationalError to psycopg, but it is the row's fault.
 ROW_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.errors.DataError,
     psycopg.errors.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,
     UnicodeError,
 )
 # The server or the connection is unavailable: never the rows' fault.
@@ -54,6 +58,31 @@ AVAILABILITY_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+# SQLSTATE classes that speak of the database's state or its schema, never of
+# a row: 08 connection, 25 a read-only transaction (a primary turned standby
+# in a failover), 28 and 42 rights and schema (a revoked grant, a dropped
+# table), 3D/3F no such database or schema, 40 rollbacks, 53 resources, 55
+# object state, 57 operator action, 58 system errors, XX internal. However
+# often they repeat, they are retried and the batch waits: isolating would
+# turn every valid login of the batch into a rejection.
+SERVER_STATE_CLASSES = frozenset(
+    {"08", "25", "28", "3D", "3F", "40", "42", "53", "55", "57", "58", "XX"}
+)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """The error names a row's contents: that row is refused, the rest written."""
+    return isinstance(exc, ROW_ERRORS)
+
+
+def is_server_error(exc: BaseException) -> bool:
+    """The database or the connection is the problem, not any row: retry."""
+    if is_row_error(exc):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, AVAILABILITY_ERRORS) or sqlstate[:2] in SERVER_STATE_CLASSES
+
+
 # An unknown error seen this many times in a row, identically, is not transient.
 REPEATS_BEFORE_ISOLATING = 3
 
@@ -165,7 +194,7 @@ class PostgresSink:
             except Exception as exc:
                 attempt += 1
                 signature = error_signature(exc)
-                unknown = not isinstance(exc, AVAILABILITY_ERRORS)
+                unknown = not is_server_error(exc)
                 repeats = repeats + 1 if unknown and signature == last else int(unknown)
                 last = signature
                 if self.failing_since is None:
@@ -196,13 +225,12 @@ async def insert_isolating(
     savepoints until each refused row stands alone. Must run in a transaction."""
     if not rows:
         return Isolated()
-    isolating = Exception if isolate_any else ROW_ERRORS
     try:
         async with conn.transaction():  # a savepoint inside the caller's transaction
             return Isolated(results=[await insert(conn, rows)])
-    except AVAILABILITY_ERRORS:
-        raise
-    except isolating as exc:
+    except Exception as exc:
+        if is_server_error(exc) or not (isolate_any or is_row_error(exc)):
+            raise
         if len(rows) == 1:
             return Isolated(refused=[(offset, refusal_reason(exc))])
     middle = len(rows) // 2
