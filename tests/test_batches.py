@@ -52,9 +52,21 @@ class FakeApp:
     consumer_generation_id: int = 1
 
 
+class StoppableQueue(asyncio.Queue[FakeEvent]):
+    """Raises StopAsyncIteration from get once stopped, as Faust's channel
+    queue does when Faust stops the agent."""
+
+    stopping = False
+
+    async def get(self) -> FakeEvent:
+        if self.stopping:
+            raise StopAsyncIteration
+        return await super().get()
+
+
 class FakeChannel:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[FakeEvent] = asyncio.Queue()
+        self.queue = StoppableQueue()
         self.stopped = False
 
     def __aiter__(self) -> FakeChannel:
@@ -121,5 +133,22 @@ def test_records_of_an_earlier_generation_or_while_flow_stops_are_left_out_unack
         assert stream.app.consumer.acked == [2]
         assert [m.offset for m in stream.app.consumer._unacked_messages] == [6]
         await batches.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_batches_end_quietly_when_faust_stops_the_agent() -> None:
+    """The last batch is acknowledged and the generator ends; before, the
+    StopAsyncIteration left it as a RuntimeError, a crash logged at every stop."""
+
+    async def scenario() -> None:
+        stream = FakeStream(FakeApp(), FakeChannel())
+        put(stream, 0)
+        batches = take_batches(stream, 2, 0.01)  # type: ignore[arg-type]
+        assert offsets(await anext(batches)) == [0]
+        stream.channel.queue.stopping = True
+        assert [offsets(b) async for b in batches] == []
+        assert stream.app.consumer.acked == [0]
+        assert stream.channel.stopped and not is_draining(stream)  # type: ignore[arg-type]
 
     asyncio.run(scenario())

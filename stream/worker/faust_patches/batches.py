@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 import faust
 from faust.types import ChannelT
@@ -63,19 +63,13 @@ async def take_batches(
     _draining.add(stream)
     try:
         while True:
-            events = [await queue.get()]
-            deadline = loop.time() + within
-            while len(events) < size:
-                if not queue.empty():
-                    events.append(queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    events.append(await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
-                    break
+            try:
+                events = await _next_events(queue, size, loop.time, within)
+            except StopAsyncIteration:
+                # Faust throws this into the queue when it stops the agent: the
+                # end of the batches (raised out of an async generator, Python
+                # would turn it into a RuntimeError and log a crash at every stop).
+                return
             current = _current(app, events)
             if not current:
                 continue
@@ -86,6 +80,27 @@ async def take_batches(
     finally:
         _draining.discard(stream)
         channel.on_stop_iteration()
+
+
+async def _next_events(
+    queue: Any, size: int, clock: Callable[[], float], within: float
+) -> list[faust.types.EventT]:
+    """Up to *size* events from *queue*: waits for the first, then at most
+    *within* seconds for the rest."""
+    events = [await queue.get()]
+    deadline = clock() + within
+    while len(events) < size:
+        if not queue.empty():
+            events.append(queue.get_nowait())
+            continue
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        try:
+            events.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            break
+    return events
 
 
 def _current(app: faust.types.AppT, events: list[faust.types.EventT]) -> list[faust.types.EventT]:
