@@ -262,6 +262,7 @@ def test_a_killed_worker_restarts_on_its_volume_with_exact_counts(
         query(project, "SELECT masked_device_id, count(*) FROM user_logins GROUP BY 1")
     )
     from_table = wait_for_own_partitions(project, worker, list(per_device))
+    assert from_table, "the restarted worker answered no device from its own table"
     assert from_table == {device: per_device[device] for device in from_table}
 
 

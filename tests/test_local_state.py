@@ -51,9 +51,9 @@ def run(pipeline: IsolatedPipeline, messages: list[RawMessage]) -> None:
     pipeline.wait_for_outcomes(done + len(messages))
 
 
-def table_entry(pipeline: IsolatedPipeline, device: str) -> dict | None:
-    """The worker's web view of *device* (None: seen nowhere)."""
-    port = pipeline.launcher.web_ports["worker"]
+def table_entry(pipeline: IsolatedPipeline, device: str, worker: str = "worker") -> dict | None:
+    """*worker*'s web view of *device* (None: seen nowhere)."""
+    port = pipeline.launcher.web_ports[worker]
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/seen-devices/{device}/") as answer:
             return json.load(answer)

@@ -11,6 +11,7 @@ consuming). Pure rules first, then the real Kafka, PostgreSQL and workers.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from stream.worker.table_partitions import (
 )
 from tests.support.sandbox import IsolatedPipeline
 from tests.test_local_state import logins, rows_per_device, run, table_entry
+from tests.test_readiness import wait_for
 
 RECREATED = "to create it again with"
 
@@ -71,6 +73,23 @@ def worker_log_lines(pipeline: IsolatedPipeline, text: str, worker: str = "worke
     return [line for line in pipeline.launcher.log(worker).splitlines() if text in line]
 
 
+def answers_from_both(pipeline: IsolatedPipeline, worker: str, timeout: float = 60.0) -> bool:
+    """Whether *worker*, once Ready and holding partitions, answers every
+    device with its count, some from its table and the rest from PostgreSQL."""
+    port = pipeline.launcher.web_ports[worker]
+    wait_for(f"http://127.0.0.1:{port}/ready", 200, timeout, f"http://127.0.0.1:{port}/health")
+    deadline = time.monotonic() + timeout
+    while True:
+        sources = set()
+        for device, rows in rows_per_device(pipeline).items():
+            entry = table_entry(pipeline, device, worker)
+            assert entry is not None and entry["login_count"] == rows
+            sources.add(entry["source"])
+        if sources == {"table", "database"} or time.monotonic() > deadline:
+            return sources == {"table", "database"}
+        time.sleep(1)  # a rebalance may still be handing out partitions
+
+
 @pytest.mark.services
 def test_a_raw_topic_made_with_another_count_gets_a_changelog_of_its_count(
     stack_env: dict[str, str], tmp_path: Path
@@ -100,9 +119,10 @@ def test_a_raw_topic_made_with_another_count_gets_a_changelog_of_its_count(
         assert len(rows_per_device(pipeline)) == 40
         assert pipeline.device_mismatches() == {}
         assert pipeline.changelog_mismatches() == {}
-        for device in rows_per_device(pipeline):
-            entry = table_entry(pipeline, device)
-            assert entry is not None and entry["login_count"] == 3
+        for worker in ("worker", "worker-2"):
+            # Each answers its own partitions' devices from its table (the
+            # group's leader and the other alike), the rest from PostgreSQL.
+            assert answers_from_both(pipeline, worker), worker
         assert pipeline.launcher.children["worker"].poll() is None
         assert pipeline.launcher.children["worker-2"].poll() is None
 

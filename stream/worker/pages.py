@@ -22,7 +22,7 @@ from stream.postgres.rows import device_entry
 from stream.worker import watchdog
 from stream.worker.app import WorkerApp
 from stream.worker.dependencies import probe_forever
-from stream.worker.faust_patches.internals import recovery_completed
+from stream.worker.faust_patches.internals import partition_count, recovery_completed
 from stream.worker.faust_patches.table_store import local_entry
 from stream.worker.metrics import HealthCollector
 from stream.worker.table_partitions import co_partitioned
@@ -77,8 +77,8 @@ def register_pages(worker: WorkerApp, agent: faust.types.AgentT) -> None:
             entry, source = None, "table"
             local = None
             if co_partitioned(
-                app.consumer.topic_partitions(worker.raw_topic.get_topic_name()),
-                app.consumer.topic_partitions(seen_devices.changelog_topic.get_topic_name()),
+                partition_count(app, worker.raw_topic.get_topic_name()),
+                partition_count(app, seen_devices.changelog_topic.get_topic_name()),
             ):
                 local = local_entry(seen_devices, device.encode())
             if local is not None:

@@ -25,6 +25,16 @@ def agent_actors(agent: faust.types.AgentT) -> list[Any]:
     return list(agent._actors)  # type: ignore[attr-defined]
 
 
+def partition_count(app: faust.types.AppT, topic: str) -> int | None:
+    """How many partitions *topic* has in the worker's consumer metadata
+    (refreshed every few seconds), None while unknown. Faust's public
+    ``consumer.topic_partitions`` reads the group's subscription snapshot,
+    which only the group's leader keeps: None on every other worker."""
+    consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+    partitions = consumer.partitions_for_topic(topic)
+    return len(partitions) if partitions else None
+
+
 def recovery_completed(app: faust.types.AppT) -> bool:
     """Whether the tables have recovered from their changelogs since the last rebalance."""
     return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]

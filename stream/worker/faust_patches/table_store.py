@@ -69,7 +69,7 @@ import faust
 from faust.stores import STORES, rocksdb
 from faust.types import TP
 
-from stream.worker.faust_patches.internals import kafka_cluster_id
+from stream.worker.faust_patches.internals import kafka_cluster_id, partition_count
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +195,7 @@ class PartitionStore(rocksdb.Store):
         if cluster is None:
             return {}
         return {
-            tp.partition: Changelog(
-                cluster, ends.get(tp), self.app.consumer.topic_partitions(tp.topic)
-            )
+            tp.partition: Changelog(cluster, ends.get(tp), partition_count(self.app, tp.topic))
             for tp in tps
         }
 
