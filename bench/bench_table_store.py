@@ -217,7 +217,7 @@ def run() -> list[Result]:
     stack = Stack.from_settings()
     stack_env = read_env_file(stack.env_file)
     with IsolatedPipeline(stack_env, Path(stack.dir) / "bench", partitions=PARTITIONS) as pipe:
-        changelog = f"{pipe.name}-seen_devices-changelog"
+        changelog = pipe.changelog_topic()
         print(f"  filling {changelog} with {DEVICES:,} devices", flush=True)
         fill_seconds = timed(lambda: asyncio.run(fill_changelog(pipe, changelog, DEVICES)))
         print(f"  filled in {fill_seconds:.0f} s", flush=True)

@@ -42,7 +42,7 @@ from stream.common.raw_records import (
     MAX_RAW_RECORD_BYTES,
 )
 from stream.common.settings import Settings
-from stream.common.topic_admin import TopicSpec, ensure_topics
+from stream.common.topic_admin import ensure_topics, raw_topic_spec
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +146,15 @@ async def ensure_topic(settings: Settings) -> bool:
     changing partitions, replicas or retention of a live topic is an
     operator's decision, not a side effect of starting a bridge.
     """
-    topics = settings.topics
-    raw = TopicSpec(
-        topics.raw,
-        topics.partitions,
-        {
-            "retention.ms": str(topics.raw_retention_hours * 3_600_000),
-            "max.message.bytes": str(MAX_REQUEST_BYTES),
-        },
-    )
     kafka = KafkaClients.from_settings(settings)
     async with kafka.admin_session(
         client_id="maskstream-bridge-admin", request_timeout_ms=15_000
     ) as admin:
-        return bool(await ensure_topics(admin, [raw], topics.replication_factor))
+        return bool(
+            await ensure_topics(
+                admin, [raw_topic_spec(settings.topics)], settings.topics.replication_factor
+            )
+        )
 
 
 Listener = Callable[[list[Any], BaseException | None], None]

@@ -155,7 +155,7 @@ def test_nothing_lost_or_duplicated_on_three_brokers_when(
         pipe.raw_topic,
         pipe.masked_topic,
         pipe.rejected_topic,
-        f"{pipe.name}-seen_devices-changelog",
+        pipe.changelog_topic(),
         f"{pipe.name}-__assignor-__leader",
     ]
     # Every topic of the pipeline, Faust's own included, keeps three copies

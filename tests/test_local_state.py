@@ -113,7 +113,7 @@ def test_state_beyond_a_recreated_changelog_is_rebuilt(pipeline: IsolatedPipelin
     first = logins(range(8), 3)
     run(pipeline, first)
     pipeline.launcher.stop("worker")
-    pipeline.delete_topics([f"{pipeline.name}-seen_devices-changelog"], wait=True)
+    pipeline.delete_topics([pipeline.changelog_topic()], wait=True)
 
     run(pipeline, logins(range(4, 12), 2))  # the worker creates the changelog again
 

@@ -115,8 +115,28 @@ def test_state_from_a_changelog_of_another_partition_count_is_stale() -> None:
     assert table_store.stale_reason(of_four, 500, table_store.Changelog("cluster-a", 900)) is None
 
 
+def test_state_from_a_changelog_of_another_name_is_stale() -> None:
+    """The database's directory is named after the table, not the changelog:
+    state from another changelog of the same count (the unnamed one of earlier
+    versions, say) is set aside; an origin that names no topic is judged on
+    what it records."""
+    now = table_store.Changelog(
+        "c", end_offset=900, partitions=6, topic="m-seen_devices-p6-changelog"
+    )
+    older = table_store.Origin("c", 6, "m-seen_devices-changelog")
+    assert "came from changelog m-seen_devices-changelog" in (
+        table_store.stale_reason(older, 500, now) or ""
+    )
+    assert table_store.stale_reason(table_store.Origin.of(now), 500, now) is None
+    assert table_store.stale_reason(table_store.Origin("c", 6), 500, now) is None
+
+
 def test_the_origin_file_reads_what_it_wrote_and_the_older_one_line_form() -> None:
-    for origin in (table_store.Origin("c-1", 6), table_store.Origin("c-1")):
+    for origin in (
+        table_store.Origin("c-1", 6, "m-seen_devices-p6-changelog"),
+        table_store.Origin("c-1", 6),
+        table_store.Origin("c-1"),
+    ):
         assert table_store.Origin.parse(origin.text()) == origin
     assert table_store.Origin.parse("c-1\n") == table_store.Origin("c-1")
     assert table_store.Origin.parse("") is None

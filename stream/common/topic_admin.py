@@ -19,7 +19,9 @@ from typing import Any
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from stream.common.raw_records import MAX_RAW_RECORD_BYTES
 from stream.common.replication import replication_factor, topic_configs, under_replicated_warning
+from stream.common.settings import Topics
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,19 @@ class TopicSpec:
     name: str
     partitions: int
     configs: Mapping[str, str] = field(default_factory=dict)
+
+
+def raw_topic_spec(topics: Topics) -> TopicSpec:
+    """``logins.raw`` as the bridge and the workers create it: every body SQS
+    accepts fits, and records older than the retention setting go."""
+    return TopicSpec(
+        topics.raw,
+        topics.partitions,
+        {
+            "retention.ms": str(topics.raw_retention_hours * 3_600_000),
+            "max.message.bytes": str(MAX_RAW_RECORD_BYTES),
+        },
+    )
 
 
 async def ensure_topics(admin: Any, specs: Sequence[TopicSpec], setting: int) -> list[str]:

@@ -35,7 +35,7 @@ from stream.worker.faust_patches.stack_dump import Worker
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.monitor import LeanMonitor
 from stream.worker.stats import PipelineStats
-from stream.worker.table_partitions import align_changelog
+from stream.worker.table_partitions import CountedChangelogTable, align_changelog
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,7 @@ def build_app(settings: Settings) -> WorkerApp:
             align_changelog,
             KafkaClients(settings.kafka_bootstrap_servers, security),
             seen_devices,
-            settings.topics.raw,
-            settings.topics.partitions,
-            settings.topics.replication_factor,
+            settings.topics,
         )
     )
     stats = PipelineStats()
@@ -190,10 +188,15 @@ def seen_devices_table(app: faust.App, settings: Settings) -> faust.types.TableT
     # Keys are masked device ids as bytes. An entry's changelog partition is the
     # raw partition of its device's logins (stream.worker.device_table writes it there), so each
     # entry lives with, and moves with, the raw partition that updates it.
-    return app.Table(
-        "seen_devices",
+    # Its changelog's name carries its partition count: stream.worker.table_partitions.
+    table = CountedChangelogTable(
+        app,
+        name="seen_devices",
+        beacon=app.tables.beacon,
         key_type=bytes,
         value_type=bytes,  # SeenDevice JSON, stored raw: see stream.core.records
         partitions=settings.topics.partitions,
         options=table_store.table_options(settings.table_store),
     )
+    app.tables.add(table)
+    return table

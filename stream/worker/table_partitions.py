@@ -9,21 +9,31 @@ or one that gained partitions, would otherwise leave raw partitions without
 a table partition (the agent could not store their devices' entries, and
 stalled) or put table partitions on workers that never write them.
 
-So, before Faust declares the changelog, a worker reads both counts
-(:func:`align_changelog`; the decision is :func:`plan_changelog`):
+So the changelog's name carries its partition count
+(``<app id>-seen_devices-p6-changelog`` for a raw topic of 6), and before
+Faust declares any topic a worker (:func:`align_changelog`):
 
-- no raw topic: both get ``MASKSTREAM_PARTITIONS`` (the worker creates them);
-- no changelog: it is created with the raw topic's count;
-- another count: the changelog is deleted and created again with the raw
-  topic's. It is a cache of PostgreSQL's ``seen_devices``: each device's
-  entry comes back with its next login, lookups read PostgreSQL meanwhile,
-  and a worker's local state of the old changelog is set aside
-  (:mod:`stream.worker.faust_patches.table_store`).
+1. creates the raw topic unless it exists, then reads its count: every
+   worker reads the same count, whoever created the topic (another worker,
+   the bridge, or a broker's auto-creation with its own default);
+2. creates the changelog of that count unless it exists, and uses it.
+
+No topic is ever deleted, so nothing can race: workers starting together
+all pick the same name, and whichever creates it first creates it with the
+right count. A broker that auto-creates topics (``auto.create.topics.enable``)
+cannot make it with its default count either, because no client names the
+topic before a worker has created it. A worker whose raw topic's count
+changed simply moves to the changelog of the new count: the entries come
+back with each device's next login, lookups read PostgreSQL meanwhile, and
+its local state of the old changelog is set aside
+(:mod:`stream.worker.faust_patches.table_store`). Changelogs of other counts
+are left for an operator to delete (a worker of the old count may still be
+stopping); the worker names them in one log line.
 
 A raw topic that gains partitions while workers run cannot be matched
-without that step: until the workers restart, :func:`co_partitioned` is
-false, the web view answers from PostgreSQL, and entries of raw partitions
-the changelog lacks are left out of the table (PostgreSQL has them; see
+without a restart: until then :func:`co_partitioned` is false, the web view
+answers from PostgreSQL, and entries of raw partitions the changelog lacks
+are left out of the table (PostgreSQL has them; see
 :class:`stream.worker.device_table.DeviceStore`).
 """
 
@@ -31,43 +41,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import re
 from typing import Any
 
 import faust
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    UnknownTopicOrPartitionError,
-    for_code,
-)
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from stream.common.kafka_security import KafkaClients
 from stream.common.retry import Backoff
-from stream.common.topic_admin import TopicSpec, ensure_topics
+from stream.common.settings import Topics
+from stream.common.topic_admin import (
+    TopicSpec,
+    describe_with_partitions,
+    ensure_topics,
+    raw_topic_spec,
+)
+from stream.worker.faust_patches.internals import rebuild_changelog_topic
 
 log = logging.getLogger(__name__)
 
 # A changelog as Faust creates one for a table that is not windowed.
 CHANGELOG_CONFIGS = {"cleanup.policy": "compact"}
-# How long a deleted changelog may take to disappear from the cluster's metadata.
-DELETION_TIMEOUT_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
-class ChangelogPlan:
-    """The changelog's partition count, and whether the existing one must go first."""
-
-    partitions: int
-    recreate: bool = False
+def changelog_name(app_id: str, table: str, partitions: int) -> str:
+    """The changelog of *table* for a raw topic of *partitions* partitions."""
+    return f"{app_id}-{table}-p{partitions}-changelog"
 
 
-def plan_changelog(raw: int | None, changelog: int | None, configured: int) -> ChangelogPlan:
-    """What the changelog must be, given the partition counts of the raw topic
-    and the changelog (None: the topic does not exist) and the configured count."""
-    partitions = raw if raw else configured
-    return ChangelogPlan(partitions, recreate=bool(changelog) and changelog != partitions)
+class CountedChangelogTable(faust.Table):
+    """A Faust table whose changelog's name carries its partition count."""
+
+    def _changelog_topic_name(self) -> str:
+        partitions = self.partitions or self.app.conf.topic_partitions
+        return changelog_name(self.app.conf.id, self.name, partitions)
+
+
+def use_partitions(table: faust.types.TableT, partitions: int) -> None:
+    """Give *table* (not yet started) *partitions* partitions, and the changelog of that count."""
+    table.partitions = partitions
+    rebuild_changelog_topic(table)
+
+
+def other_changelogs(topics: set[str], app_id: str, table: str, current: str) -> list[str]:
+    """The changelogs of *table* among *topics* other than *current*: those of
+    other partition counts, and the one of earlier versions without a count."""
+    pattern = re.compile(rf"{re.escape(app_id)}-{re.escape(table)}(-p\d+)?-changelog")
+    return sorted(t for t in topics if t != current and pattern.fullmatch(t))
 
 
 async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
@@ -75,49 +95,40 @@ async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
     existing = set(await admin.list_topics()) & set(topics)
     if not existing:
         return {}
-    described = await admin.describe_topics(sorted(existing))
-    return {d["topic"]: len(d["partitions"]) for d in described if d.get("partitions")}
+    described = await describe_with_partitions(admin, sorted(existing))
+    return {d["topic"]: len(d["partitions"]) for d in described}
 
 
-async def align_changelog(
-    clients: KafkaClients,
-    table: faust.types.TableT,
-    raw_topic: str,
-    configured: int,
-    replication_setting: int,
-) -> None:
-    """Give *table* and its changelog the partition count of *raw_topic*,
-    recreating a changelog of another count. Waits while Kafka is unreachable;
-    a refusal (no right to delete topics, say) is logged and the worker runs on
-    as it would with a raw topic that gained partitions."""
-    changelog = table.changelog_topic.get_topic_name()
+async def align_changelog(clients: KafkaClients, table: faust.types.TableT, topics: Topics) -> None:
+    """Give *table* the changelog of ``logins.raw``'s partition count (see the
+    module docstring). Waits while Kafka is unreachable; a refusal (no right
+    to create topics, say) is logged and the worker runs on with the
+    configured count, as it would with a raw topic that gained partitions."""
+    app_id = table.app.conf.id
     backoff, attempt = Backoff(), 0
     while True:
         try:
-            plan = await _apply_plan(clients, raw_topic, changelog, configured, replication_setting)
+            partitions = await _changelog_partitions(clients, app_id, table.name, topics)
             break
         except (TimeoutError, KafkaError, OSError) as exc:
             if isinstance(exc, KafkaError) and not _unavailable(exc):
                 log.error(
-                    "cannot give %s the partition count of %s (%r): lookups read PostgreSQL "
-                    "while the two differ",
-                    changelog,
-                    raw_topic,
+                    "cannot give seen_devices' changelog the partition count of %s (%r): "
+                    "lookups read PostgreSQL while the two differ",
+                    topics.raw,
                     exc,
                 )
                 return
             attempt += 1
             delay = backoff.delay(attempt)
             log.warning(
-                "cannot read the partition counts of %s and %s yet (%r); again in %.1f s",
-                raw_topic,
-                changelog,
+                "cannot read the partition count of %s yet (%r); again in %.1f s",
+                topics.raw,
                 exc,
                 delay,
             )
             await asyncio.sleep(delay)
-    table.partitions = plan.partitions
-    table.changelog_topic.partitions = plan.partitions
+    use_partitions(table, partitions)
 
 
 def _unavailable(exc: KafkaError) -> bool:
@@ -125,48 +136,51 @@ def _unavailable(exc: KafkaError) -> bool:
     return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)) or bool(exc.retriable)
 
 
-async def _apply_plan(
-    clients: KafkaClients,
-    raw_topic: str,
-    changelog: str,
-    configured: int,
-    replication_setting: int,
-) -> ChangelogPlan:
+async def _changelog_partitions(
+    clients: KafkaClients, app_id: str, table: str, topics: Topics
+) -> int:
+    """Create the raw topic and the changelog of its count unless they exist;
+    return that count."""
     async with clients.admin_session() as admin:
-        counts = await partition_counts(admin, [raw_topic, changelog])
-        plan = plan_changelog(counts.get(raw_topic), counts.get(changelog), configured)
-        if plan.recreate:
-            log.warning(
-                "%s has %d partitions and %s has (or gets) %d: deleting %s to create it "
-                "again with %d (seen_devices entries come back with each device's next "
-                "login; lookups read PostgreSQL meanwhile)",
+        raw = await _count_creating(admin, raw_topic_spec(topics), topics.replication_factor)
+        changelog = changelog_name(app_id, table, raw)
+        spec = TopicSpec(changelog, raw, CHANGELOG_CONFIGS)
+        count = await _count_creating(admin, spec, topics.replication_factor)
+        if count != raw:
+            # Only a client that named it before any worker created it (say a
+            # consumer subscribed by hand, on a broker that auto-creates).
+            log.error(
+                "%s has %d partitions, not %s's %d: delete it while no worker runs; "
+                "until then lookups read PostgreSQL",
                 changelog,
-                counts[changelog],
-                raw_topic,
-                plan.partitions,
-                changelog,
-                plan.partitions,
+                count,
+                topics.raw,
+                raw,
             )
-            await _delete_and_wait(admin, changelog)
-            # At once, as Faust would (compacted): before a producer's metadata
-            # request can have the broker auto-create it with its default count.
-            spec = TopicSpec(changelog, plan.partitions, CHANGELOG_CONFIGS)
-            await ensure_topics(admin, [spec], replication_setting)
-    return plan
+        left = other_changelogs(set(await admin.list_topics()), app_id, table, changelog)
+        if left:
+            log.info(
+                "seen_devices uses %s (%s has %d partitions); %s no worker of this "
+                "version reads: delete once no older worker runs",
+                changelog,
+                topics.raw,
+                raw,
+                ", ".join(left),
+            )
+        return raw
 
 
-async def _delete_and_wait(admin: Any, topic: str) -> None:
-    response = await admin.delete_topics([topic])
-    for _topic, code in response.topic_error_codes:
-        if code and code != UnknownTopicOrPartitionError.errno:  # unknown: deleted already
-            raise for_code(code)(f"cannot delete {topic}")
-    deadline = asyncio.get_running_loop().time() + DELETION_TIMEOUT_SECONDS
-    while topic in await admin.list_topics():
-        if asyncio.get_running_loop().time() > deadline:
-            raise KafkaTimeoutError(
-                f"{topic} still listed {DELETION_TIMEOUT_SECONDS:.0f} s after deletion"
-            )
-        await asyncio.sleep(0.5)
+async def _count_creating(admin: Any, spec: TopicSpec, replication_setting: int) -> int:
+    """The partition count of *spec*'s topic, created first unless it exists
+    (an existing topic needs no right to create topics). Whoever creates it,
+    every worker reads the same count."""
+    counts = await partition_counts(admin, [spec.name])
+    if spec.name not in counts:
+        await ensure_topics(admin, [spec], replication_setting)
+        counts = await partition_counts(admin, [spec.name])
+    if spec.name not in counts:
+        raise KafkaTimeoutError(f"{spec.name} not yet described with its partitions")
+    return counts[spec.name]
 
 
 def co_partitioned(raw: int | None, changelog: int | None) -> bool:

@@ -42,6 +42,7 @@ from stream.ops.outcomes import (
     outcome_counts,
     wait_for_outcomes,
 )
+from stream.worker.table_partitions import changelog_name
 from tests.support.sqs import SqsServer
 
 # A record as another producer might write it: key, value and maybe headers.
@@ -172,6 +173,23 @@ class IsolatedPipeline:
         )
         return {device: (stored, n or 0) for device, stored, n in rows}
 
+    def changelog_topic(self, partitions: int | None = None) -> str:
+        """``seen_devices``' changelog for a raw topic of *partitions* (by default
+        the raw topic's count as Kafka has it now, else the sandbox's own)."""
+        return changelog_name(self.name, "seen_devices", partitions or self.raw_partitions())
+
+    def raw_partitions(self) -> int:
+        """The raw topic's partition count (the sandbox's own if it does not exist)."""
+
+        async def count() -> int:
+            async with self.kafka.admin_session() as admin:
+                if self.raw_topic not in await admin.list_topics():
+                    return self.partitions
+                (described,) = await admin.describe_topics([self.raw_topic])
+                return len(described["partitions"]) or self.partitions
+
+        return asyncio.run(count())
+
     def changelog_mismatches(self, timeout: float = 60.0) -> dict[str, tuple[int | None, int]]:
         """Devices whose ``seen_devices`` entry, as a recovering worker would
         restore it from the table's changelog, differs from their rows:
@@ -180,7 +198,7 @@ class IsolatedPipeline:
         per_device = dict(
             self.query("SELECT masked_device_id, count(*) FROM user_logins GROUP BY 1")
         )
-        changelog = f"{self.name}-seen_devices-changelog"
+        changelog = self.changelog_topic()
         deadline = time.monotonic() + timeout
         while True:
             latest: dict[str, int] = {}

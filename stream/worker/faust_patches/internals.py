@@ -46,3 +46,13 @@ async def kafka_cluster_id(app: faust.types.AppT) -> str | None:
     client = aiokafka_producer(app).client
     response = await client.send(client.get_random_node(), MetadataRequest([]))
     return getattr(response, "cluster_id", None)
+
+
+def rebuild_changelog_topic(table: faust.types.TableT) -> None:
+    """Have *table*, before the app starts, build its changelog topic again
+    (from its name and partitions now), and Faust's table manager, which
+    registered the first one by name, know it by the new one."""
+    changelogs = table.app.tables._changelogs  # type: ignore[attr-defined]
+    changelogs.pop(table.changelog_topic.get_topic_name(), None)
+    table._changelog_topic = None  # type: ignore[attr-defined]  # built on next access
+    changelogs[table.changelog_topic.get_topic_name()] = table

@@ -91,8 +91,9 @@ ROCKSDB_OPTIONS: Mapping[str, int] = {
 
 
 #: The file, inside a partition's database directory, naming the Kafka
-#: cluster whose changelog the database was built from (first line) and the
-#: changelog's partition count (a line ``partitions N``, where known).
+#: cluster whose changelog the database was built from (first line), then the
+#: changelog's partition count (``partitions N``) and topic (``topic NAME``),
+#: where known.
 ORIGIN_FILE = "MASKSTREAM-CLUSTER-ID"
 
 
@@ -103,6 +104,7 @@ class Changelog:
     cluster_id: str
     end_offset: int | None  # the offset the next record will get
     partitions: int | None = None  # the changelog topic's partition count
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,25 +113,32 @@ class Origin:
 
     cluster_id: str
     partitions: int | None = None
+    topic: str | None = None
 
     @classmethod
     def of(cls, changelog: Changelog) -> Origin:
-        return cls(changelog.cluster_id, changelog.partitions)
+        return cls(changelog.cluster_id, changelog.partitions, changelog.topic)
 
     @classmethod
     def parse(cls, text: str) -> Origin | None:
-        lines = text.split()
-        if not lines:
+        lines = text.splitlines()
+        if not lines or not lines[0].strip():
             return None
-        partitions = None
-        if len(lines) == 3 and lines[1] == "partitions" and lines[2].isdigit():
-            partitions = int(lines[2])
-        return cls(lines[0], partitions)
+        fields = dict(line.partition(" ")[::2] for line in lines[1:])
+        partitions = fields.get("partitions", "")
+        return cls(
+            lines[0].strip(),
+            int(partitions) if partitions.isdigit() else None,
+            fields.get("topic") or None,
+        )
 
     def text(self) -> str:
-        if self.partitions is None:
-            return self.cluster_id + "\n"
-        return f"{self.cluster_id}\npartitions {self.partitions}\n"
+        lines = [self.cluster_id]
+        if self.partitions is not None:
+            lines.append(f"partitions {self.partitions}")
+        if self.topic is not None:
+            lines.append(f"topic {self.topic}")
+        return "\n".join(lines) + "\n"
 
 
 def stale_reason(recorded: Origin | None, persisted: int | None, now: Changelog) -> str | None:
@@ -138,9 +147,10 @@ def stale_reason(recorded: Origin | None, persisted: int | None, now: Changelog)
 
     A database with no recorded cluster (made before clusters were recorded,
     or a crash between its creation and the recording) is judged on its
-    offset alone; one with no recorded partition count, on cluster and offset.
-    A changelog of another partition count is another changelog: the worker
-    recreates it when ``logins.raw``'s count changes (stream.worker.table_partitions).
+    offset alone; one with no recorded partition count or topic, on what it
+    records. A changelog of another partition count or name is another
+    changelog: the worker moves to the changelog of ``logins.raw``'s count
+    when that count changes (stream.worker.table_partitions).
     """
     if recorded is not None and recorded.cluster_id != now.cluster_id:
         return f"its state came from Kafka cluster {recorded.cluster_id}, this is {now.cluster_id}"
@@ -152,8 +162,10 @@ def stale_reason(recorded: Origin | None, persisted: int | None, now: Changelog)
     ):
         return (
             f"its state came from a changelog of {recorded.partitions} partitions, this one "
-            f"has {now.partitions}: the changelog topic was recreated"
+            f"has {now.partitions}: the raw topic's partition count changed"
         )
+    if recorded is not None and recorded.topic and now.topic and recorded.topic != now.topic:
+        return f"its state came from changelog {recorded.topic}, this one is {now.topic}"
     if persisted is not None and now.end_offset is not None and persisted >= now.end_offset:
         return (
             f"its persisted changelog offset {persisted} is beyond the changelog's end "
@@ -195,7 +207,9 @@ class PartitionStore(rocksdb.Store):
         if cluster is None:
             return {}
         return {
-            tp.partition: Changelog(cluster, ends.get(tp), partition_count(self.app, tp.topic))
+            tp.partition: Changelog(
+                cluster, ends.get(tp), partition_count(self.app, tp.topic), tp.topic
+            )
             for tp in tps
         }
 
