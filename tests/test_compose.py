@@ -391,6 +391,38 @@ def test_every_service_says_how_long_it_may_take_to_stop() -> None:
     assert grace["bridge"] > settings_module.Settings().bridge_shutdown_timeout
 
 
+def docker_compose() -> str | None:
+    """The real Docker Compose client, if this machine has one: $DOCKER_COMPOSE
+    or `docker-compose` on PATH (docs/operations.md says how to build it)."""
+    return os.environ.get("DOCKER_COMPOSE") or shutil.which("docker-compose")
+
+
+def test_docker_compose_reads_the_health_checks_and_grace_periods_as_written() -> None:
+    """What the schema cannot show: the real client keeps each check's argv and
+    each grace period as this file states them when it renders the project
+    for an engine (`docker compose config`, no engine needed)."""
+    client = docker_compose()
+    if client is None:
+        pytest.skip("no Docker Compose client (set DOCKER_COMPOSE or put docker-compose on PATH)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
+    rendered = subprocess.run(
+        [client, "--file", str(COMPOSE_FILE), "config", "--format", "json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    services = json.loads(rendered.stdout)["services"]
+    for name, spec in compose()["services"].items():
+        if "profiles" in spec:
+            continue  # `config` leaves out services of profiles not enabled
+        if "healthcheck" in spec:
+            assert services[name]["healthcheck"]["test"] == health_command(name), name
+        assert seconds(services[name]["stop_grace_period"]) == seconds(spec["stop_grace_period"])
+
+
 # --------------------------------------------------------------------------- compose: secret, scale
 
 
