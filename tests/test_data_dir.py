@@ -134,6 +134,15 @@ def test_prepare_refuses_a_path_under_a_file(tmp_path: Path) -> None:
         prepare(tmp_path / "volume" / "worker-1")
 
 
+def test_prepare_reports_what_it_cannot_classify_in_one_line(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(
+        DataDirError, match=r"cannot be created: Too many levels of symbolic links$"
+    ):
+        prepare(loop / "worker-1")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_prepare_refuses_a_parent_it_cannot_write(tmp_path: Path) -> None:
     locked = tmp_path / "locked"

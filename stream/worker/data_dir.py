@@ -102,13 +102,14 @@ def _kind(mode: int) -> Kind:
 def prepare(path: Path) -> None:
     """Make *path* a directory the worker can write, parents included, or
     raise :class:`DataDirError` saying why not (I/O)."""
-    problem = refusal(survey(path))
-    if problem:
-        raise DataDirError(problem)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        problem = refusal(survey(path))
+        if problem is None:
+            path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        # What the survey cannot foresee: a read-only file system, a full
-        # disk, a quota, another process racing us.
+        # What the survey cannot foresee or classify: a read-only file system,
+        # a full disk, a quota, a symbolic-link loop, another process racing us.
         reason = exc.strerror or type(exc).__name__
         raise DataDirError(f"{VARIABLE}={path} cannot be created: {reason}") from None
+    if problem:
+        raise DataDirError(problem)
