@@ -48,6 +48,19 @@ def missing_codec(name: str) -> str | None:
     return f"compression {name!r} needs its Python library; install it or use --compression none"
 
 
+def kafka_security_problem(settings: Settings) -> str | None:
+    """Why the Kafka security settings cannot be used (contradictory, or a TLS
+    file missing, unreadable or not PEM), or None: checked before the bridge
+    runs, so a bad path is one line rather than a traceback from the producer."""
+    from stream.common.kafka_security import KafkaSecurity, KafkaSecurityError
+
+    try:
+        KafkaSecurity.from_settings(settings).ssl_context()
+    except KafkaSecurityError as exc:
+        return str(exc)
+    return None
+
+
 class RepeatThrottle(logging.Filter):
     """Pass each distinct message of a library at most once per *interval* seconds.
 

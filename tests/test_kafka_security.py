@@ -92,6 +92,73 @@ def test_contradictory_settings_are_refused(changes: dict[str, str], message: st
         security(**changes)
 
 
+def tls_files(folder: Path) -> dict[str, Path]:
+    """A missing file, a directory and a file that is not PEM, in *folder*."""
+    (folder / "not-pem.txt").write_text("not a certificate\n")
+    return {"missing": folder / "ca.pem", "directory": folder, "not PEM": folder / "not-pem.txt"}
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("missing", "No such file or directory"),
+        ("directory", "Is a directory"),
+        ("not PEM", "no certificate"),
+    ],
+)
+def test_a_ca_file_that_cannot_be_used_is_named_in_one_line(
+    tmp_path: Path, case: str, reason: str
+) -> None:
+    path = tls_files(tmp_path)[case]
+    tls = security(kafka_security_protocol="SSL", kafka_ssl_cafile=str(path))
+    with pytest.raises(KafkaSecurityError) as refused:
+        tls.ssl_context()
+    message = str(refused.value)
+    assert message.startswith(f"KAFKA_SSL_CAFILE={path}: ") and reason in message
+    assert "\n" not in message
+
+
+def test_a_client_certificate_that_cannot_be_loaded_names_both_variables(tmp_path: Path) -> None:
+    not_pem = tls_files(tmp_path)["not PEM"]
+    tls = security(
+        kafka_security_protocol="SSL",
+        kafka_ssl_certfile=str(not_pem),
+        kafka_ssl_keyfile=str(tmp_path / "key.pem"),
+    )
+    with pytest.raises(KafkaSecurityError, match=r"^KAFKA_SSL_CERTFILE=.*, KAFKA_SSL_KEYFILE="):
+        tls.ssl_context()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [("-m", "bridge"), ("-m", "faust", "-A", "stream.app", "worker")],
+    ids=["bridge", "worker"],
+)
+def test_bridge_and_worker_refuse_a_missing_ca_file_in_one_line_before_kafka(
+    tmp_path: Path, entry: tuple[str, ...]
+) -> None:
+    keyring = tmp_path / "keyring.json"
+    subprocess.run([sys.executable, "-m", "stream.cli", "keygen", str(keyring)], check=True)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "KAFKA_SECURITY_PROTOCOL": "SSL",
+        "KAFKA_SSL_CAFILE": str(tmp_path / "ca.pem"),
+        "MASKSTREAM_KEYRING_FILE": str(keyring),
+        "MASKSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "SQS_QUEUE_URL": "http://127.0.0.1:1/000000000000/q",
+    }
+    env.pop("MASKSTREAM_KEYRING", None)
+    done = subprocess.run(
+        [sys.executable, *entry], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"KAFKA_SSL_CAFILE={tmp_path / 'ca.pem'}: No such file or directory"
+    ), lines
+
+
 def sasl_env(stack_env: dict[str, str], password: str | None = None) -> dict[str, str]:
     return {
         "KAFKA_BOOTSTRAP_SERVERS": stack_env["STACK_KAFKA_SASL_BOOTSTRAP_SERVERS"],

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from stream.common.errors import one_line
 from stream.common.settings import Settings
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -30,6 +31,17 @@ MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 class KafkaSecurityError(ValueError):
     """The security settings contradict each other; the message says how."""
+
+
+@contextlib.contextmanager
+def _naming_the_files(settings: str) -> Iterator[None]:
+    """A TLS file that is missing, unreadable or not PEM: one line naming the
+    *settings* that point at it (the caller prints it and exits 2), not
+    ssl's bare traceback."""
+    try:
+        yield
+    except OSError as exc:  # ssl.SSLError included
+        raise KafkaSecurityError(f"{settings}: {exc.strerror or one_line(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -86,9 +98,12 @@ class KafkaSecurity:
         """A verifying TLS context (CA file or system roots, optional client cert)."""
         if not self.uses_tls:
             return None
-        context = ssl.create_default_context(cafile=self.cafile or None)
+        with _naming_the_files(f"KAFKA_SSL_CAFILE={self.cafile}"):
+            context = ssl.create_default_context(cafile=self.cafile or None)
         if self.certfile:
-            context.load_cert_chain(self.certfile, self.keyfile)
+            pair = f"KAFKA_SSL_CERTFILE={self.certfile}, KAFKA_SSL_KEYFILE={self.keyfile}"
+            with _naming_the_files(pair):
+                context.load_cert_chain(self.certfile, self.keyfile)
         return context
 
     def aiokafka_options(self) -> dict[str, Any]:
