@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from stream.worker import monitor
-from stream.worker.faust_patches import durability, stack_dump, table_store, transport
+from stream.worker.app import WorkerFaustApp
+from stream.worker.faust_patches import durability, table_store, transport, worker_process
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -32,6 +33,7 @@ TRANSPORT = "stream/worker/faust_patches/transport.py"
 TABLE_STORE = "stream/worker/faust_patches/table_store.py"
 INTERNALS = "stream/worker/faust_patches/internals.py"
 BATCHES = "stream/worker/faust_patches/batches.py"
+APP = "stream/worker/app.py"
 
 # The classes whose methods override upstream ones: every override must be pinned below.
 PATCH_CLASSES = (
@@ -40,8 +42,9 @@ PATCH_CLASSES = (
     table_store.PartitionStore,
     durability.Producer,
     durability.DurableTransport,
-    stack_dump.Worker,
+    worker_process.Worker,
     monitor.LeanMonitor,
+    WorkerFaustApp,
 )
 
 # Upstream method overridden -> (sha256 of its source, first 16 hex digits; the override).
@@ -100,9 +103,22 @@ OVERRIDDEN = {
         "a4c7bc41b6382223",
         "stream/worker/faust_patches/durability.py Producer._settings_extra",
     ),
+    "mode.worker:Worker.execute_from_commandline": (
+        "212e98f635d7a69b",
+        "stream/worker/faust_patches/worker_process.py Worker.execute_from_commandline",
+    ),
+    "faust.app.base:App.__init__": ("698e2bf236c67369", f"{APP} WorkerFaustApp.__init__"),
+    "faust.app.base:App.on_first_start": (
+        "ec655d9c223403cc",
+        f"{APP} WorkerFaustApp.on_first_start (runs before_start first)",
+    ),
+    "faust.app.base:App._on_agent_error": (
+        "bdd12f286de64429",
+        f"{APP} WorkerFaustApp._on_agent_error (a crashed agent stops the worker)",
+    ),
     "mode.worker:Worker._cry": (
         "635733b9ee29cd07",
-        "stream/worker/faust_patches/stack_dump.py Worker._cry",
+        "stream/worker/faust_patches/worker_process.py Worker._cry",
     ),
     **{
         f"faust.sensors.monitor:Monitor.{name}": (

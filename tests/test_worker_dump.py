@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 
-from stream.worker.faust_patches.stack_dump import dump_stacks
+from stream.worker.faust_patches.worker_process import dump_stacks
 
 RAW_BODY = '{"ip": "203.0.113.9", "device_id": "593-47-5928"}'
 

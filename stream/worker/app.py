@@ -13,6 +13,10 @@ A worker refuses to start without a masking key: :func:`build_app` raises
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,11 +35,17 @@ from stream.core.records import MAX_RAW_RECORD_BYTES
 from stream.worker.dependencies import Dependencies
 from stream.worker.faust_patches import table_store
 from stream.worker.faust_patches import transport as kafka_transport
-from stream.worker.faust_patches.stack_dump import Worker
+from stream.worker.faust_patches.internals import forget_unacked
+from stream.worker.faust_patches.worker_process import CRASH_EXIT_STATUS, Worker
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.monitor import LeanMonitor
 from stream.worker.stats import PipelineStats
 from stream.worker.table_partitions import CountedChangelogTable, align_changelog
+
+log = logging.getLogger(__name__)
+
+# A worker stopping after an agent crashed exits by then, stopped or not.
+CRASH_STOP_DEADLINE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -86,18 +96,47 @@ def build_app(settings: Settings) -> WorkerApp:
 
 
 class WorkerFaustApp(faust.App):
-    """Faust's app, with steps that run before any of its services starts."""
+    """Faust's app, with steps that run before any of its services starts,
+    and a worker that stops when an agent crashes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Awaited in order when the app first starts, before its consumer,
         #: producer and tables (so before Faust declares any topic).
         self.before_start: list[Callable[[], Awaitable[None]]] = []
+        #: The agent whose crash stopped the worker (it then exits non-zero).
+        self.crashed_agent: str | None = None
 
     async def on_first_start(self) -> None:
         for step in self.before_start:
             await step()
         await super().on_first_start()
+
+    async def _on_agent_error(self, agent: faust.types.AgentT, exc: BaseException) -> None:
+        await super()._on_agent_error(agent, exc)
+        self.on_agent_crash(agent.name, exc)
+
+    def on_agent_crash(self, agent: str, exc: BaseException) -> None:
+        """Stop the worker as SIGTERM does (acknowledged offsets committed, the
+        group left at once), to exit with ``CRASH_EXIT_STATUS`` (see
+        stream.worker.faust_patches.worker_process); a stop that still hangs
+        ends the process after ``CRASH_STOP_DEADLINE_SECONDS``. Logs the
+        exception's type only: its message may quote a login."""
+        if self.crashed_agent is not None:
+            return
+        self.crashed_agent = agent
+        log.error(
+            "agent %s crashed (%s): stopping this worker, to exit with status %d so that "
+            "its supervisor starts it again; its partitions go to the other workers meanwhile",
+            agent,
+            type(exc).__name__,
+            CRASH_EXIT_STATUS,
+        )
+        forget_unacked(self)  # the crashed agent's records: read again by the next owner
+        deadline = threading.Timer(CRASH_STOP_DEADLINE_SECONDS, os._exit, [CRASH_EXIT_STATUS])
+        deadline.daemon = True
+        deadline.start()
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def faust_app(settings: Settings, kafka_security: KafkaSecurity) -> WorkerFaustApp:

@@ -230,7 +230,8 @@ class IsolatedPipeline:
             raise AssertionError(f"children exited: {exc.exited}") from None
         except OutcomesTimedOut as exc:
             # Workers answer SIGUSR1 with every thread's and task's stack
-            # in their logs (stream/worker/faust_patches/stack_dump.py): where a stalled one waits.
+            # in their logs (stream/worker/faust_patches/worker_process.py): where a
+            # stalled one waits.
             self.launcher.signal_workers(signal.SIGUSR1)
             time.sleep(2)
             raise AssertionError(

@@ -56,3 +56,13 @@ def rebuild_changelog_topic(table: faust.types.TableT) -> None:
     changelogs.pop(table.changelog_topic.get_topic_name(), None)
     table._changelog_topic = None  # type: ignore[attr-defined]  # built on next access
     changelogs[table.changelog_topic.get_topic_name()] = table
+
+
+def forget_unacked(app: faust.types.AppT) -> None:
+    """Stop waiting for the records agents took and have not acknowledged.
+
+    A stopping worker waits for them (``Consumer.wait_empty``), and a crashed
+    agent's never come: its exception keeps them alive. Forgetting them acks
+    nothing, so no offset is committed past them; the next owner of their
+    partitions reads them again."""
+    app.consumer._unacked_messages.clear()  # type: ignore[attr-defined]
