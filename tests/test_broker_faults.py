@@ -28,7 +28,9 @@ import pytest
 from stream.common.kafka_security import KafkaClients
 from stream.common.topic_admin import TopicSpec, ensure_topics
 from stream.devstack.envfile import read_env_file
+from stream.devstack.manager import Stack
 from tests.support.brokers import BROKERS, Cluster
+from tests.support.nemesis import FAULT_KINDS, Nemesis, run_schedule, schedule
 from tests.support.sandbox import IsolatedPipeline
 from tests.test_faults import FaultRun
 from tests.test_stack import maskstream
@@ -184,3 +186,54 @@ def test_an_existing_under_replicated_topic_is_used_as_is_with_a_warning(
         first, again = asyncio.run(scenario())
     assert (first, again) == ([name], [])
     assert f"topic {name!r} exists with replication factor 1, below the 3 wanted" in caplog.text
+
+
+# The short nemesis of `make test`; `make chaos` runs a long one (docs/fault-suite.md).
+NEMESIS_SEED = int(os.environ.get("NEMESIS_SEED", "31"))
+NEMESIS_FAULTS = int(os.environ.get("NEMESIS_FAULTS", "6"))
+NEMESIS_SECONDS = float(os.environ.get("NEMESIS_SECONDS", "60"))
+NEMESIS_MESSAGES = int(os.environ.get("NEMESIS_MESSAGES", "3000"))
+
+
+def test_the_schedule_is_seeded_ordered_and_strikes_every_kind() -> None:
+    strikes = schedule(7, 8, 100.0)
+    assert strikes == schedule(7, 8, 100.0)
+    assert strikes != schedule(8, 8, 100.0)
+    assert [s.at for s in strikes] == sorted(s.at for s in strikes)
+    assert all(0 <= s.at <= 100 for s in strikes)
+    assert {s.kind for s in strikes} == set(FAULT_KINDS)
+
+
+def test_nothing_lost_or_duplicated_under_a_random_fault_schedule(
+    run: FaultRun, cluster: Cluster, brokers_stack: dict[str, str]
+) -> None:
+    """A seeded random schedule of kill -9 of workers, the bridge and a
+    broker, SIGSTOP of a worker and an immediate PostgreSQL restart, struck
+    while messages keep arriving on SQS: rows, rejections and seen_devices
+    exact, the queue empty. NEMESIS_SEED replays a schedule."""
+    strikes = schedule(NEMESIS_SEED, NEMESIS_FAULTS, NEMESIS_SECONDS)
+    postgres = Stack(Path(brokers_stack["MASKSTREAM_STACK_DIR"])).service("postgres")
+    nemesis = Nemesis(run, cluster, postgres, NEMESIS_SEED)
+    chunk, pace = max(1, NEMESIS_MESSAGES // 20), NEMESIS_SECONDS / 20
+    chunks = iter(range(20))
+    next_chunk_at = time.monotonic()
+
+    def send_a_chunk_when_due() -> None:
+        """The stream keeps arriving while faults strike: a chunk each *pace* s."""
+        nonlocal next_chunk_at
+        if time.monotonic() >= next_chunk_at and (n := next(chunks, None)) is not None:
+            run.send(chunk, seed=NEMESIS_SEED * 100 + n)
+            next_chunk_at += pace
+
+    send_a_chunk_when_due()
+    run.start(workers=3)
+    done = list(run_schedule(nemesis, strikes, send_a_chunk_when_due))
+    for n in chunks:
+        run.send(chunk, seed=NEMESIS_SEED * 100 + n)
+    cluster.heal()
+    run.finish_and_check(timeout=600)
+    deadline = time.monotonic() + 60
+    while run.pipe.queue_depth():
+        assert time.monotonic() < deadline, "messages left in the queue"
+        time.sleep(1)
+    print(f"\nnemesis seed {NEMESIS_SEED}: {run.sent} sent\n" + "\n".join(done))
