@@ -16,8 +16,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import NewPartitions
+from aiokafka.errors import (
+    InvalidPartitionsError,
+    KafkaConnectionError,
+    NodeNotReadyError,
+    TopicAuthorizationFailedError,
+)
 
-from stream.common.topic_admin import TopicSpec, ensure_topics
+from stream.common.topic_admin import TopicSpec, ensure_topics, kafka_unavailable
 from stream.worker.table_partitions import (
     CHANGELOG_CONFIGS,
     changelog_name,
@@ -48,6 +54,13 @@ def test_other_changelogs_are_those_of_other_counts_and_the_unnumbered_one() -> 
         "m-seen_devices-changelog",
         "m-seen_devices-p4-changelog",
     ]
+
+
+def test_kafka_starting_or_down_is_waited_for_and_a_refusal_is_not() -> None:
+    for waited in (NodeNotReadyError(), KafkaConnectionError(), TimeoutError(), OSError()):
+        assert kafka_unavailable(waited), waited
+    for refused in (TopicAuthorizationFailedError(), InvalidPartitionsError(), ValueError()):
+        assert not kafka_unavailable(refused), refused
 
 
 def test_co_partitioned_only_with_equal_known_counts() -> None:

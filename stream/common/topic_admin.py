@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 from stream.common.raw_records import MAX_RAW_RECORD_BYTES
 from stream.common.replication import replication_factor, topic_configs, under_replicated_warning
@@ -33,6 +39,14 @@ class TopicSpec:
     name: str
     partitions: int
     configs: Mapping[str, str] = field(default_factory=dict)
+
+
+def kafka_unavailable(exc: BaseException) -> bool:
+    """Is *exc* Kafka being down, starting or busy (worth waiting for),
+    rather than a refusal (no right, an invalid request)?"""
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, TimeoutError, OSError)):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
 
 
 def raw_topic_spec(topics: Topics) -> TopicSpec:

@@ -45,7 +45,7 @@ import re
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from stream.common.kafka_security import KafkaClients
 from stream.common.retry import Backoff
@@ -54,6 +54,7 @@ from stream.common.topic_admin import (
     TopicSpec,
     describe_with_partitions,
     ensure_topics,
+    kafka_unavailable,
     raw_topic_spec,
 )
 from stream.worker.faust_patches.internals import rebuild_changelog_topic
@@ -111,7 +112,7 @@ async def align_changelog(clients: KafkaClients, table: faust.types.TableT, topi
             partitions = await _changelog_partitions(clients, app_id, table.name, topics)
             break
         except (TimeoutError, KafkaError, OSError) as exc:
-            if isinstance(exc, KafkaError) and not _unavailable(exc):
+            if not kafka_unavailable(exc):
                 log.error(
                     "cannot give seen_devices' changelog the partition count of %s (%r): "
                     "lookups read PostgreSQL while the two differ",
@@ -129,11 +130,6 @@ async def align_changelog(clients: KafkaClients, table: faust.types.TableT, topi
             )
             await asyncio.sleep(delay)
     use_partitions(table, partitions)
-
-
-def _unavailable(exc: KafkaError) -> bool:
-    """Kafka is down or busy, rather than refusing the request."""
-    return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)) or bool(exc.retriable)
 
 
 async def _changelog_partitions(

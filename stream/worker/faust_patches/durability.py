@@ -15,11 +15,14 @@ and ours is ``topic_replication_factor``, 1 by default, with no
 broker's disk does. Here every topic a worker creates gets the pipeline's
 replication (``MASKSTREAM_REPLICATION_FACTOR``, by default min(3, brokers))
 and ``min.insync.replicas`` one less; an existing topic is used as it is,
-with a warning when it keeps fewer copies.
+with a warning when it keeps fewer copies. (3) A creation that meets a
+broker not ready yet (a cluster starting with the workers) is tried again;
+upstream's error stopped the worker at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +30,8 @@ from typing import Any
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from stream.common.replication import replication_factor, topic_configs, under_replicated_warning
+from stream.common.retry import Backoff
+from stream.common.topic_admin import kafka_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,28 @@ class DurableTransport(aiokafka_driver.Transport):
         replication: int,
         *,
         config: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        backoff, attempt = Backoff(cap=5.0), 0
+        while True:
+            try:
+                await self._create_replicated(owner, client, topic, partitions, config, **kwargs)
+                return
+            except Exception as exc:
+                if not kafka_unavailable(exc) or owner.should_stop:
+                    raise
+                attempt += 1
+                delay = backoff.delay(attempt)
+                log.warning("cannot create topic %s yet (%r); again in %.1f s", topic, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _create_replicated(
+        self,
+        owner: Any,
+        client: Any,
+        topic: str,
+        partitions: int,
+        config: Mapping[str, Any] | None,
         **kwargs: Any,
     ) -> None:
         wanted = replication_factor(self.replication_setting, len(client.cluster.brokers()))
