@@ -23,6 +23,9 @@ LISTEN_STATE = "0A"
 # ("bind: address already in use") and asyncio/aiohttp ("[Errno 98] ... address
 # already in use") print it.
 PORT_IN_USE = re.compile(r"address already in use", re.IGNORECASE)
+#: Starts of one server (a stack's, a launched bridge or worker) before giving
+#: up on finding it a port nobody takes first.
+BIND_ATTEMPTS = 5
 
 
 def listening_inodes(table: str, port: int) -> set[int]:

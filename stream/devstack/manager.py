@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stream.common import settings as settings_module
+from stream.common.listeners import BIND_ATTEMPTS
 from stream.common.ports import choose_port, fresh_port, is_port_free
 from stream.devstack import kafka, prerequisites
 from stream.devstack.elasticmq import ElasticMQ, QueryOnlyElasticMQ
@@ -25,12 +26,7 @@ from stream.devstack.envfile import write_env_file
 from stream.devstack.kafka import Kafka
 from stream.devstack.postgres import Postgres, Postgres10
 from stream.devstack.prometheus import Prometheus
-from stream.devstack.restarts import (
-    MAX_ATTEMPTS,
-    give_up_message,
-    ports_to_repick,
-    services_to_restart,
-)
+from stream.devstack.restarts import give_up_message, ports_to_repick, services_to_restart
 from stream.devstack.service import Service, Startup
 
 DEFAULT_PORTS = {
@@ -180,7 +176,7 @@ class Stack:
         start again, on other ports, those that lost one (and their group)."""
         waiting = services
         groups = {service.name: service.restart_group for service in services}
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for attempt in range(1, BIND_ATTEMPTS + 1):
             lost = set()
             for service in to_start:
                 # Recorded before it can fail: its pid file is written as it starts.
@@ -190,7 +186,7 @@ class Stack:
             lost |= self._await_startup(waiting, lost, groups)
             if not lost:
                 return
-            if attempt == MAX_ATTEMPTS:
+            if attempt == BIND_ATTEMPTS:
                 first = next(s for s in services if s.name in lost)
                 raise RuntimeError(give_up_message(first.name, first.log_file))
             again = services_to_restart(lost, groups)

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
-#: Starts of one service in one `up` before giving up on finding it a port.
-MAX_ATTEMPTS = 5
+from stream.common.listeners import BIND_ATTEMPTS
 
 
 def services_to_restart(port_taken: Collection[str], groups: Mapping[str, str]) -> set[str]:
@@ -35,6 +34,6 @@ def ports_to_repick(
 
 def give_up_message(name: str, log_file: Path) -> str:
     return (
-        f"{name} could not bind its ports in {MAX_ATTEMPTS} attempts (each taken by "
+        f"{name} could not bind its ports in {BIND_ATTEMPTS} attempts (each taken by "
         f"another process before it started); see its log: {log_file}"
     )
