@@ -17,6 +17,7 @@ import pytest
 
 from stream.common.listeners import listens_on
 from stream.common.ports import any_free_port
+from stream.devstack import manager
 from stream.devstack.envfile import read_env_file
 from stream.devstack.manager import Stack
 from stream.devstack.processes import read_pid
@@ -97,6 +98,34 @@ def test_services_whose_ports_are_taken_after_choosing_come_up_on_others(
                 assert "address already in use" in log.lower(), name
         finally:
             stack.down()
+
+
+def test_a_failed_up_names_the_service_and_its_log_and_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_database_env: None
+) -> None:
+    """PostgreSQL's port is taken at every attempt: `up` gives up after the
+    last one, in one line naming it and its log, and stops Kafka and ElasticMQ,
+    which it had started and which were answering."""
+    stack = Stack(tmp_path / "stack")
+    assign = Stack._assign_ports
+    with ExitStack() as thieves:
+
+        def assign_then_take(self: Stack, running: set[str]) -> None:
+            assign(self, running)
+            thieves.enter_context(occupy(self.ports["postgres"]))
+
+        monkeypatch.setattr(Stack, "_assign_ports", assign_then_take)
+        # Every new port handed out is the one someone holds.
+        monkeypatch.setattr(manager, "fresh_port", lambda taken: stack.ports["postgres"])
+        with pytest.raises(RuntimeError) as failure:
+            stack.up()
+    message = str(failure.value)
+    assert message.startswith("postgres could not bind its ports in 5 attempts"), message
+    log = Path(message.rpartition("; see its log: ")[2])
+    assert log.resolve() == stack.service("postgres").log_file.resolve(), message
+    assert "\n" not in message
+    assert not any(stack.status().values()), stack.status()
+    assert stack.down() == []
 
 
 def free_ports(count: int) -> list[int]:
