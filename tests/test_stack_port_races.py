@@ -17,7 +17,7 @@ import pytest
 
 from stream.common.listeners import listens_on
 from stream.common.ports import any_free_port
-from stream.devstack import manager
+from stream.devstack import kafka, manager
 from stream.devstack.envfile import read_env_file
 from stream.devstack.manager import Stack
 from stream.devstack.processes import read_pid
@@ -96,6 +96,38 @@ def test_services_whose_ports_are_taken_after_choosing_come_up_on_others(
             for name in ("kafka", "elasticmq", "postgres"):
                 log = stack.service(name).log_file.read_text(errors="replace")
                 assert "address already in use" in log.lower(), name
+        finally:
+            stack.down()
+
+
+@pytest.mark.faults
+def test_a_cluster_node_that_lost_its_controller_port_restarts_the_cluster_on_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """The issue's case: the third of three Kafka nodes cannot bind. Every
+    node's config names its controller port, so the whole cluster starts again
+    with the new one, before any client is told where it is."""
+    stack = Stack(tmp_path / "stack", external_database_url=database_url, brokers=3)
+    key = kafka.port_key(3, "controller")
+    assign = Stack._assign_ports
+    with ExitStack() as thieves:
+
+        def assign_then_take(self: Stack, running: set[str]) -> None:
+            assign(self, running)
+            thieves.enter_context(occupy(self.ports[key]))
+            taken.append(self.ports[key])
+
+        taken: list[int] = []
+        monkeypatch.setattr(Stack, "_assign_ports", assign_then_take)
+        try:
+            stack.up()
+            assert stack.ports[key] != taken[0]
+            assert_serves_on_its_own_ports(stack)
+            voter = f"3@127.0.0.1:{stack.ports[key]}"
+            for node in stack.kafka_nodes():
+                assert voter in (node.dir / "server.properties").read_text(), node.name
+            servers = read_env_file(stack.env_file)["KAFKA_BOOTSTRAP_SERVERS"]
+            assert servers == ",".join(node.bootstrap for node in stack.kafka_nodes())
         finally:
             stack.down()
 

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from stream.common import settings as settings_module
@@ -164,8 +165,7 @@ class Stack:
         try:
             self._start(services, [s for s in services if s.name not in running], started)
         except BaseException:
-            for service in reversed(started):
-                service.stop()
+            stop_together(started)
             raise
         return self.write_environment()
 
@@ -191,8 +191,8 @@ class Stack:
                 raise RuntimeError(give_up_message(first.name, first.log_file))
             again = services_to_restart(lost, groups)
             to_start = waiting = [s for s in services if s.name in again]
+            stop_together(to_start)
             for service in to_start:
-                service.stop()
                 service.prepare_restart()
             self._repick_ports([s for s in services if s.name in lost])
             self._write_state()
@@ -292,6 +292,14 @@ class Stack:
         variables["MASKSTREAM_STACK_DIR"] = str(self.dir)
         write_env_file(self.env_file, variables)
         return variables
+
+
+def stop_together(services: list[Service]) -> None:
+    """Stop *services* at once: a Kafka node stopped after its peers waits for
+    a controller quorum that has gone (20 s, then SIGKILL); together, they
+    shut down while the quorum still answers."""
+    with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+        list(pool.map(lambda service: service.stop(), services))
 
 
 def external_database_url_from_environment(stack: Stack) -> str | None:
