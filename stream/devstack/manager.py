@@ -180,7 +180,8 @@ class Stack:
             lost = set()
             for service in to_start:
                 # Recorded before it can fail: its pid file is written as it starts.
-                started.append(service)
+                if service not in started:
+                    started.append(service)
                 if self._launch(service) is Startup.PORT_TAKEN:
                     lost.add(service.name)
             lost |= self._await_startup(waiting, lost, groups)
