@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,6 +55,16 @@ def assert_serves_on_its_own_ports(stack: Stack) -> None:
         assert pid is not None and listens_on(pid, ports), (service.name, ports)
 
 
+def take_down(stack_dir: Path) -> list[str]:
+    """``down``, then remove the PostgreSQL data that a stack under a private
+    temporary directory keeps in /var/lib/maskstream (see postgres.py)."""
+    stopped = Stack(stack_dir).down()
+    for link in stack_dir.glob("postgres*"):
+        if link.is_symlink():
+            shutil.rmtree(link.resolve(), ignore_errors=True)
+    return stopped
+
+
 def used_ports(stack: Stack) -> set[int]:
     return {stack.ports[key] for service in stack.services() for key in service.port_keys()}
 
@@ -97,7 +108,7 @@ def test_services_whose_ports_are_taken_after_choosing_come_up_on_others(
                 log = stack.service(name).log_file.read_text(errors="replace")
                 assert "address already in use" in log.lower(), name
         finally:
-            stack.down()
+            take_down(stack.dir)
 
 
 @pytest.mark.faults
@@ -129,7 +140,7 @@ def test_a_cluster_node_that_lost_its_controller_port_restarts_the_cluster_on_a_
             servers = read_env_file(stack.env_file)["KAFKA_BOOTSTRAP_SERVERS"]
             assert servers == ",".join(node.bootstrap for node in stack.kafka_nodes())
         finally:
-            stack.down()
+            take_down(stack.dir)
 
 
 def test_a_failed_up_names_the_service_and_its_log_and_leaves_nothing_running(
@@ -157,7 +168,7 @@ def test_a_failed_up_names_the_service_and_its_log_and_leaves_nothing_running(
     assert log.resolve() == stack.service("postgres").log_file.resolve(), message
     assert "\n" not in message
     assert not any(stack.status().values()), stack.status()
-    assert stack.down() == []
+    assert take_down(stack.dir) == []
 
 
 def free_ports(count: int) -> list[int]:
@@ -201,7 +212,7 @@ def test_two_stacks_started_at_once_wanting_the_same_ports_both_come_up(
             assert all(env_port(variables, key) == stack.ports[key] for key in ENV_PORTS)
         assert not used_ports(stacks[0]) & used_ports(stacks[1])
     finally:
-        downs = [Stack(stack_dir).down() for stack_dir in dirs]
+        downs = [take_down(stack_dir) for stack_dir in dirs]
     assert all(downs)
     for stack in (Stack(stack_dir) for stack_dir in dirs):
         assert not any(stack.status().values())
