@@ -58,6 +58,12 @@ def choose_port(preferred: int, taken: set[int]) -> int:
     if preferred not in taken and is_port_free(preferred):
         taken.add(preferred)
         return preferred
+    return fresh_port(taken)
+
+
+def fresh_port(taken: set[int]) -> int:
+    """A free port not in *taken* (which it joins): for a server that lost its
+    port to another process, where the conventional default is the contended one."""
     while True:
         port = any_free_port()
         if port not in taken:

@@ -53,9 +53,12 @@ class ElasticMQ(Service):
         super().__init__(stack_dir, ports)
         self.max_receive_count = max_receive_count
 
+    def port_keys(self) -> list[str]:
+        return [self.name.replace("-", "_")]
+
     @property
     def port(self) -> int:
-        return self.ports[self.name.replace("-", "_")]
+        return self.ports[self.port_keys()[0]]
 
     @property
     def endpoint(self) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import secrets
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -97,7 +98,17 @@ class Kafka(Service):
         self.node_id = node_id
         self.brokers = brokers
         self.stack_dir = stack_dir.resolve()
+        #: Whether this object formatted the storage (so it holds no data yet).
+        self.formatted_here = False
         super().__init__(stack_dir, ports)
+
+    def port_keys(self) -> list[str]:
+        return [port_key(self.node_id, role) for role in BASE_PORTS]
+
+    @property
+    def restart_group(self) -> str:
+        # Every node's config names every node's controller port.
+        return "kafka"
 
     @property
     def marker(self) -> str:
@@ -231,6 +242,15 @@ class Kafka(Service):
         result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"formatting Kafka's storage failed: {result.stderr[-2000:]}")
+        self.formatted_here = True
+
+    def prepare_restart(self) -> None:
+        """Storage formatted moments ago for a port that was then taken is
+        formatted again: a one-node quorum records its controller's address
+        there, which must be the new one. Storage holding data is kept."""
+        if self.formatted_here:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.formatted_here = False
 
     def cluster_id(self) -> str:
         """The id every node of the stack's cluster is formatted with, made once."""

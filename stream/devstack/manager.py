@@ -2,26 +2,33 @@
 
 `up` is idempotent: services already answering are left alone, ports recorded
 by an earlier `up` are reused so clients keep working across restarts, and a
-default port held by something else is replaced by a free one. `down` stops
-only the processes this stack directory started.
+default port held by something else is replaced by a free one. A port taken
+between that choice and the server binding it (another stack starting at the
+same moment) gets the server started again on another port (see
+:mod:`restarts`). A failed `up` stops what it started. `down` stops only the
+processes this stack directory started.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from stream.common import settings as settings_module
-from stream.common.ports import choose_port, is_port_free
+from stream.common.listeners import BIND_ATTEMPTS
+from stream.common.ports import choose_port, fresh_port, is_port_free
 from stream.devstack import kafka, prerequisites
 from stream.devstack.elasticmq import ElasticMQ, QueryOnlyElasticMQ
 from stream.devstack.envfile import write_env_file
 from stream.devstack.kafka import Kafka
 from stream.devstack.postgres import Postgres, Postgres10
 from stream.devstack.prometheus import Prometheus
-from stream.devstack.service import Service
+from stream.devstack.restarts import give_up_message, ports_to_repick, services_to_restart
+from stream.devstack.service import Service, Startup
 
 DEFAULT_PORTS = {
     "elasticmq": 9324,
@@ -151,12 +158,89 @@ class Stack:
         running = {s.name for s in self.services() if s.is_running()}
         self._assign_ports(running)
         self._write_state()
-        for service in self.services():
-            if service.name not in running:
-                service.start()
-        for service in self.services():
-            service.wait_ready()
+        # One object per service for the whole `up`: each knows where its log
+        # stood when it started and whether it formatted its storage.
+        services = list(self.services())
+        started: list[Service] = []
+        try:
+            self._start(services, [s for s in services if s.name not in running], started)
+        except BaseException:
+            stop_together(started)
+            raise
         return self.write_environment()
+
+    def _start(
+        self, services: list[Service], to_start: list[Service], started: list[Service]
+    ) -> None:
+        """Start *to_start* and wait until every one of *services* answers;
+        start again, on other ports, those that lost one (and their group)."""
+        waiting = services
+        groups = {service.name: service.restart_group for service in services}
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            lost = set()
+            for service in to_start:
+                # Recorded before it can fail: its pid file is written as it starts.
+                if service not in started:
+                    started.append(service)
+                if self._launch(service) is Startup.PORT_TAKEN:
+                    lost.add(service.name)
+            lost |= self._await_startup(waiting, lost, groups)
+            if not lost:
+                return
+            if attempt == BIND_ATTEMPTS:
+                first = next(s for s in services if s.name in lost)
+                raise RuntimeError(give_up_message(first.name, first.log_file))
+            again = services_to_restart(lost, groups)
+            to_start = waiting = [s for s in services if s.name in again]
+            stop_together(to_start)
+            for service in to_start:
+                service.prepare_restart()
+            self._repick_ports([s for s in services if s.name in lost])
+            self._write_state()
+
+    @staticmethod
+    def _launch(service: Service) -> Startup:
+        try:
+            return service.launch()
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"{service.name} failed to start; see its log: {service.log_file}\n{exc}"
+            ) from None
+
+    @staticmethod
+    def _await_startup(services: list[Service], lost: set[str], groups: dict[str, str]) -> set[str]:
+        """Poll every starting service at once (one node's failure can keep the
+        others from ever being ready) until each answers or lost a port;
+        return the names of those that lost one (with *lost*, known already)."""
+        lost = set(lost)
+        now = time.monotonic()
+        deadlines = {service.name: now + service.ready_timeout for service in services}
+        pending = list(services)
+        while pending:
+            for service in list(pending):
+                if groups[service.name] in {groups[name] for name in lost}:
+                    pending.remove(service)  # it restarts with its group anyway
+                    continue
+                state = service.startup()
+                if state is not Startup.STARTING:
+                    pending.remove(service)
+                    if state is Startup.PORT_TAKEN:
+                        lost.add(service.name)
+                elif time.monotonic() > deadlines[service.name]:
+                    raise TimeoutError(
+                        f"{service.name} did not become ready within "
+                        f"{service.ready_timeout:.0f} s; see its log: {service.log_file}"
+                    )
+            if pending:
+                time.sleep(0.25)
+        return lost
+
+    def _repick_ports(self, services: list[Service]) -> None:
+        """New ports for those of *services* that something else now holds."""
+        taken = set(self.ports.values())
+        for service in services:
+            for key in ports_to_repick(service.port_keys(), self.ports, is_port_free):
+                self.ports[key] = fresh_port(taken)
 
     def down(self) -> list[str]:
         """Stop every service of this stack that runs; return the names stopped.
@@ -209,6 +293,14 @@ class Stack:
         variables["MASKSTREAM_STACK_DIR"] = str(self.dir)
         write_env_file(self.env_file, variables)
         return variables
+
+
+def stop_together(services: list[Service]) -> None:
+    """Stop *services* at once: a Kafka node stopped after its peers waits for
+    a controller quorum that has gone (20 s, then SIGKILL); together, they
+    shut down while the quorum still answers."""
+    with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+        list(pool.map(lambda service: service.stop(), services))
 
 
 def external_database_url_from_environment(stack: Stack) -> str | None:

@@ -35,6 +35,9 @@ class Postgres(Service):
         self.data_dir = self.dir / "data"
         self.socket_dir = self.dir / "socket"
 
+    def port_keys(self) -> list[str]:
+        return [self.port_key]
+
     @property
     def url(self) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.ports[self.port_key]}/postgres"
@@ -133,24 +136,34 @@ class Postgres(Service):
             ]
         )
         log = str(self.log_file.resolve())
-        self._run(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                data,
-                "-o",
-                options,
-                "-l",
-                log,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            "pg_ctl start",
-        )
-        # The postmaster's pid is the first line of postmaster.pid.
-        pid = (self.data_dir / "postmaster.pid").read_text().split()[0]
+        try:
+            self._run(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    data,
+                    "-o",
+                    options,
+                    "-l",
+                    log,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+                "pg_ctl start",
+            )
+        finally:
+            # Recorded even when pg_ctl gave up waiting on a postmaster that
+            # still runs, so `down` (or a failed `up`) can stop it.
+            self._record_postmaster_pid()
+
+    def _record_postmaster_pid(self) -> None:
+        """The postmaster's pid is the first line of postmaster.pid."""
+        try:
+            pid = (self.data_dir / "postmaster.pid").read_text().split()[0]
+        except (OSError, IndexError):
+            return
         self.pid_file.write_text(pid)
 
     def _run(self, argv: list[str], what: str) -> None:

@@ -47,6 +47,9 @@ class Prometheus(Service):
     name = "prometheus"
     ready_timeout = 60.0
 
+    def port_keys(self) -> list[str]:
+        return ["prometheus"]
+
     @property
     def port(self) -> int:
         return self.ports["prometheus"]

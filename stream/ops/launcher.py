@@ -6,6 +6,11 @@ SIGKILL only after a timeout. When the environment names a scrape targets
 directory (``MASKSTREAM_SCRAPE_TARGETS_DIR``, set by ``stack up --prometheus``),
 each bridge and worker is registered there for the stack's Prometheus while
 it runs.
+
+A bridge's or worker's port is checked free here and bound by the child a
+second or more later; another process may take it in between. The launcher
+waits until the child listens there itself (or exits, or gives up waiting),
+and starts a child that lost its port again on another one.
 """
 
 from __future__ import annotations
@@ -15,16 +20,23 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream.common import settings as settings_module
+from stream.common.listeners import BIND_ATTEMPTS, listens_on, says_port_in_use
 from stream.common.ports import any_free_port
 
 # Prometheus job of each kind of child (the compose file's jobs too).
 WORKER_JOB = "maskstream-worker"
 BRIDGE_JOB = "maskstream-bridge"
+# How long to watch a child for losing its port. A worker binds its web port
+# once its Kafka producer has started; one that waits longer (Kafka down on
+# purpose in a fault case) is left to the caller, listening or not.
+BIND_WATCH_SECONDS = 30.0
+BIND_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -36,6 +48,8 @@ class Launcher:
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
     web_ports: dict[str, int] = field(default_factory=dict)
     workers: set[str] = field(default_factory=set)
+    #: Picks a child's port; tests replace it to hand out a port taken meanwhile.
+    pick_port: Callable[[], int] = any_free_port
 
     def _start(
         self, name: str, argv: list[str], extra_env: Mapping[str, str] | None
@@ -59,32 +73,67 @@ class Launcher:
         self, name: str, extra_env: Mapping[str, str] | None = None, app: str = "stream.app"
     ) -> subprocess.Popen:
         """``faust -A <app> worker`` with its own web port and data directory."""
-        port = self.web_ports[name] = any_free_port()
         data_dir = self.log_dir / f"{name}-data"
-        argv = [
-            sys.executable,
-            "-m",
-            "faust",
-            "-A",
-            app,
-            "worker",
-            "-l",
-            "info",
-            "--web-port",
-            str(port),
-        ]
+        env = {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})}
         self.workers.add(name)
-        child = self._start(name, argv, {"MASKSTREAM_DATA_DIR": str(data_dir), **(extra_env or {})})
-        self._register_target(name, WORKER_JOB, port)
-        return child
+
+        def argv(port: int) -> list[str]:
+            worker = ["-A", app, "worker", "-l", "info", "--web-port", str(port)]
+            return [sys.executable, "-m", "faust", *worker]
+
+        return self._start_on_a_port(name, WORKER_JOB, lambda port: (argv(port), env))
 
     def start_bridge(self, name: str = "bridge", *args: str) -> subprocess.Popen:
         """``python -m bridge`` with its metrics on a free port of its own."""
-        port = self.web_ports[name] = any_free_port()
         argv = [sys.executable, "-m", "bridge", *args]
-        child = self._start(name, argv, {"MASKSTREAM_BRIDGE_METRICS_PORT": str(port)})
-        self._register_target(name, BRIDGE_JOB, port)
+        return self._start_on_a_port(
+            name, BRIDGE_JOB, lambda port: (argv, {"MASKSTREAM_BRIDGE_METRICS_PORT": str(port)})
+        )
+
+    def _start_on_a_port(
+        self,
+        name: str,
+        job: str,
+        command: Callable[[int], tuple[list[str], dict[str, str]]],
+    ) -> subprocess.Popen:
+        """Start *command* (argv and extra environment for a port) on a free
+        port; again on another one, up to BIND_ATTEMPTS times, if the child
+        lost it (a worker exits: aiohttp's errno 98; a bridge logs it and runs
+        on without metrics)."""
+        for _ in range(BIND_ATTEMPTS):
+            port = self.web_ports[name] = self.pick_port()
+            log_offset = self._log_size(name)
+            argv, extra_env = command(port)
+            child = self._start(name, argv, extra_env)
+            self._register_target(name, job, port)
+            if not self._lost_port(name, child, port, log_offset):
+                break
+            self.stop(name)
         return child
+
+    def _lost_port(self, name: str, child: subprocess.Popen, port: int, log_offset: int) -> bool:
+        """Watch *child* until it listens on *port* itself (False), says the
+        port was in use (True), exits otherwise, or the watch ends (False)."""
+        deadline = time.monotonic() + BIND_WATCH_SECONDS
+        while time.monotonic() < deadline:
+            exited = child.poll() is not None
+            if says_port_in_use(self._log_since(name, log_offset)):
+                return True
+            if exited or listens_on(child.pid, [port]):
+                return False
+            time.sleep(BIND_POLL_SECONDS)
+        return False
+
+    def _log_size(self, name: str) -> int:
+        try:
+            return (self.log_dir / f"{name}.log").stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, name: str, offset: int) -> str:
+        with open(self.log_dir / f"{name}.log", "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def _target_file(self, name: str, job: str) -> Path | None:
         directory = settings_module.load({**os.environ, **self.env}).scrape_targets_dir
