@@ -12,7 +12,7 @@ TEST_STACK_DIR ?= .stack-test
 # `make test-quick` leaves it out, `make test-faults` runs only it.
 PYTEST_ARGS ?=
 
-.PHONY: install test test-quick test-faults lint demo bench soak stack-up stack-down clean image
+.PHONY: install test test-quick test-faults chaos lint demo bench soak stack-up stack-down clean image
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test-quick:
 
 test-faults:
 	$(MAKE) test PYTEST_ARGS='-m faults'
+
+# The random fault schedule at length: 30 faults over 5 minutes, 30,000
+# messages, on three brokers (docs/fault-suite.md). NEMESIS_SEED=n replays one.
+chaos:
+	NEMESIS_FAULTS=$${NEMESIS_FAULTS:-30} NEMESIS_SECONDS=$${NEMESIS_SECONDS:-300} \
+	NEMESIS_MESSAGES=$${NEMESIS_MESSAGES:-30000} \
+	$(MAKE) test PYTEST_ARGS='-s tests/test_broker_faults.py -k random_fault_schedule'
 
 demo: install
 	$(PY) -m stream.cli demo
