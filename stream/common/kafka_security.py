@@ -20,13 +20,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.common.errors import one_line
+from stream.common.kafka_oauth import (
+    AWS_MSK_IAM,
+    TokenProviderError,
+    check_provider_setting,
+    token_provider,
+)
 from stream.common.settings import Settings
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM")
+#: Mechanisms whose secret is a token from a provider, not a password.
+TOKEN_MECHANISMS = ("OAUTHBEARER", "AWS_MSK_IAM")
 
 
 class KafkaSecurityError(ValueError):
@@ -53,6 +62,10 @@ class KafkaSecurity:
     cafile: str = ""
     certfile: str = ""
     keyfile: str = ""
+    # OAUTHBEARER: which provider makes tokens (see stream.common.kafka_oauth).
+    token_provider: str = ""
+    token_lifetime: float = 3600.0
+    region: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaSecurity:
@@ -64,6 +77,9 @@ class KafkaSecurity:
             cafile=settings.kafka_ssl_cafile,
             certfile=settings.kafka_ssl_certfile,
             keyfile=settings.kafka_ssl_keyfile,
+            token_provider=settings.kafka_sasl_oauth_token_provider,
+            token_lifetime=settings.kafka_sasl_oauth_token_lifetime_seconds,
+            region=settings.aws_region,
         )
         security.check()
         return security
@@ -87,12 +103,34 @@ class KafkaSecurity:
                 f"KAFKA_SASL_MECHANISM must be one of {', '.join(MECHANISMS)}, "
                 f"got {self.mechanism!r}"
             )
-        if self.uses_sasl and not (self.username and self.password):
+        if self.uses_tokens:
+            try:
+                check_provider_setting(self.provider_setting, self.region)
+            except TokenProviderError as exc:
+                raise KafkaSecurityError(str(exc)) from None
+        elif self.uses_sasl and not (self.username and self.password):
             raise KafkaSecurityError(
                 f"{self.protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
             )
         if bool(self.certfile) != bool(self.keyfile):
             raise KafkaSecurityError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+
+    @property
+    def uses_tokens(self) -> bool:
+        return self.uses_sasl and self.mechanism in TOKEN_MECHANISMS
+
+    @property
+    def provider_setting(self) -> str:
+        """The token provider: AWS_MSK_IAM means AWS's signer."""
+        if self.mechanism == "AWS_MSK_IAM":
+            return self.token_provider or AWS_MSK_IAM
+        return self.token_provider
+
+    def oauth_provider(self) -> AbstractTokenProvider:
+        """The process's token provider for these settings (shared by its clients)."""
+        return token_provider(
+            self.provider_setting, self.username, self.region, self.token_lifetime
+        )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A verifying TLS context (CA file or system roots, optional client cert)."""
@@ -111,7 +149,11 @@ class KafkaSecurity:
         options: dict[str, Any] = {"security_protocol": self.protocol}
         if self.uses_tls:
             options["ssl_context"] = self.ssl_context()
-        if self.uses_sasl:
+        if self.uses_tokens:
+            options.update(
+                sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=self.oauth_provider()
+            )
+        elif self.uses_sasl:
             options.update(
                 sasl_mechanism=self.mechanism,
                 sasl_plain_username=self.username,
@@ -123,6 +165,10 @@ class KafkaSecurity:
         """Faust's ``broker_credentials`` (``None`` for plaintext)."""
         import faust
 
+        if self.uses_tokens:
+            return faust.OAuthCredentials(
+                oauth_cb=self.oauth_provider(), ssl_context=self.ssl_context()
+            )
         if self.uses_sasl:
             return faust.SASLCredentials(
                 username=self.username,

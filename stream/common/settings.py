@@ -120,6 +120,13 @@ class Settings:
     kafka_sasl_password: str = field(
         default_factory=lambda: _env("KAFKA_SASL_PASSWORD", ""), repr=False
     )
+    # OAUTHBEARER / AWS_MSK_IAM: where tokens come from (stream/common/kafka_oauth.py).
+    kafka_sasl_oauth_token_provider: str = field(
+        default_factory=lambda: _env("KAFKA_SASL_OAUTH_TOKEN_PROVIDER", "")
+    )
+    kafka_sasl_oauth_token_lifetime_seconds: float = field(
+        default_factory=lambda: _env_float("KAFKA_SASL_OAUTH_TOKEN_LIFETIME_SECONDS", 3600.0)
+    )
     kafka_ssl_cafile: str = field(default_factory=lambda: _env("KAFKA_SSL_CAFILE", ""))
     kafka_ssl_certfile: str = field(default_factory=lambda: _env("KAFKA_SSL_CERTFILE", ""))
     kafka_ssl_keyfile: str = field(default_factory=lambda: _env("KAFKA_SSL_KEYFILE", ""))

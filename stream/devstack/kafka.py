@@ -193,12 +193,20 @@ class Kafka(Service):
             "listener.security.protocol.map": (
                 "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
             ),
-            # A SASL/PLAIN listener so clients' security settings can be tried here.
-            "sasl.enabled.mechanisms": "PLAIN",
+            # A SASL listener so clients' security settings can be tried here:
+            # PLAIN, and OAUTHBEARER with Kafka's unsecured tokens (its default
+            # validator), each session bounded by its token's lifetime (KIP-368),
+            # so a client whose token expires must come back with a fresh one.
+            "sasl.enabled.mechanisms": "PLAIN,OAUTHBEARER",
             "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
                 "org.apache.kafka.common.security.plain.PlainLoginModule required "
                 f'username="{user}" password="{password}" user_{user}="{password}";'
             ),
+            "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config": (
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+                f'unsecuredLoginStringClaim_sub="{user}";'
+            ),
+            "listener.name.sasl_plaintext.oauthbearer.connections.max.reauth.ms": "3600000",
             "log.dirs": str(self.data_dir),
             "num.partitions": "8",
             **self._replication(),
