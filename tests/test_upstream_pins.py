@@ -65,6 +65,10 @@ OVERRIDDEN = {
         "d04b7ae72c6fc206",
         f"{TRANSPORT} Consumer.on_partitions_revoked",
     ),
+    "faust.transport.drivers.aiokafka:Consumer._commit": (
+        "a20eec84e4b2ed50",
+        f"{TRANSPORT} Consumer._commit (bookkeeping only while transactions commit offsets)",
+    ),
     "faust.transport.consumer:Consumer._new_offset": (
         "1d2c7ea89a7ad4f1",
         f"{TRANSPORT} Consumer._new_offset",

@@ -25,6 +25,7 @@ from stream.worker import pipeline
 from stream.worker.pipeline import Collaborators, Publishing
 from stream.worker.producing import Deliveries, KeyedRecord
 from stream.worker.stats import PipelineStats
+from stream.worker.transactions import PartitionShare
 
 MASKER = Masker(new_keyring("siv"))
 
@@ -68,8 +69,8 @@ class FakeWriter:
                 devices[device] = DeviceState(device, entry, added)
         return Written(devices, refused, new_rows=sum(s.new_logins for s in devices.values()))
 
-    async def store_rejections(self, rejections: Sequence[Rejection]) -> None:
-        self.stored_rejections.extend(rejections)
+    async def store_rejections(self, rejections: Sequence[tuple[Rejection, str]]) -> None:
+        self.stored_rejections.extend(rejection for rejection, _position in rejections)
 
 
 @dataclass
@@ -86,15 +87,22 @@ class FakeDevices:
 
 @dataclass
 class FakeOutputs:
+    """Publishes every partition from *floor* on, but those in *lost*."""
+
     masked: list[KeyedRecord] = field(default_factory=list)
     rejected: list[KeyedRecord] = field(default_factory=list)
+    shares: list[PartitionShare] = field(default_factory=list)
+    floor: int = 0
+    lost: set[int] = field(default_factory=set)
 
-    async def send_masked(self, records: Sequence[KeyedRecord]) -> Deliveries:
-        self.masked.extend(records)
-        return []
+    async def floors(self, partitions: set[int]) -> dict[int, int | None]:
+        return {p: None if p in self.lost else self.floor for p in partitions}
 
-    async def send_rejected(self, records: Sequence[KeyedRecord]) -> Deliveries:
-        self.rejected.extend(records)
+    async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
+        self.shares.extend(shares)
+        for share in shares:
+            self.masked.extend(share.masked)
+            self.rejected.extend(share.rejected)
         return []
 
 
@@ -253,3 +261,59 @@ def test_masked_logins_carry_on_only_the_attributes_a_setting_names() -> None:
         )
     ]
     assert [record.headers for record in naming.outputs.rejected] == [()]
+
+
+def at(record: RawLogin, partition: int, offset: int) -> RawLogin:
+    record.position, record.offset = f"raw:{partition}:{offset}", offset
+    return record
+
+
+def test_a_copy_of_a_message_another_record_wrote_publishes_nothing() -> None:
+    """Two copies of one SQS message (a bridge that died before deleting it):
+    only the record whose row it is publishes."""
+    first, copy = at(raw("m1"), 0, 10), at(raw("m1"), 0, 11)
+    outcomes = core.outcomes([(first, 0), (copy, 0), (at(raw("m2"), 0, 12), 0)], MASKER)
+    written = Written({}, [], new_rows=2, writers={("m1", "raw:0:10"), ("m2", "raw:0:12")})
+    outputs = FakeOutputs()
+    asyncio.run(pipeline.publish(outcomes, written, outputs, Publishing(), PipelineStats()))
+    assert [json.loads(r.value)["message_id"] for r in outputs.masked] == ["m1", "m2"]
+    assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 13)]
+
+
+def test_a_batch_processed_again_publishes_what_its_records_wrote() -> None:
+    """Nothing new inserted (the batch was committed before its outputs): the
+    rows say these very records wrote them, so they are published again."""
+    records = [(at(raw(f"m{n}"), 1, n), 1) for n in range(3)]
+    outcomes = core.outcomes(records, MASKER)
+    writers = {(r.message_id, r.position) for r, _ in records}
+    written = Written({}, [], new_rows=0, writers=writers)
+    outputs = FakeOutputs()
+    asyncio.run(pipeline.publish(outcomes, written, outputs, Publishing(), PipelineStats()))
+    assert len(outputs.masked) == 3
+
+
+def test_records_below_the_floor_or_of_a_lost_partition_are_left_out() -> None:
+    """Below the committed offset found when the partition was taken over,
+    the outputs are published already; a partition lost to another worker
+    publishes nothing, and commits nothing."""
+    records = [(at(raw(f"m{n}"), 0, n), 0) for n in range(5)]
+    records += [(at(raw("m9", device="dev-9"), 2, 7), 2)]
+    outcomes = core.outcomes(records, MASKER)
+    outputs = FakeOutputs(floor=3, lost={2})
+    asyncio.run(
+        pipeline.publish(outcomes, Written({}, [], 6), outputs, Publishing(), PipelineStats())
+    )
+    assert [json.loads(r.value)["message_id"] for r in outputs.masked] == ["m3", "m4"]
+    assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 5)]
+
+
+def test_a_share_never_commits_below_its_floor() -> None:
+    """A stale batch (fetched before the previous owner's last commit) moves
+    no offset back."""
+    outcomes = core.outcomes([(at(raw("m1"), 0, 2), 0)], MASKER)
+    outputs = FakeOutputs(floor=40)
+    asyncio.run(
+        pipeline.publish(outcomes, Written({}, [], 1), outputs, Publishing(), PipelineStats())
+    )
+    assert outputs.masked == []
+    assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 40)]

@@ -234,6 +234,9 @@ class Settings:
         default_factory=lambda: _env_float("MASKSTREAM_BATCH_SECONDS", 0.25)
     )
     # The output topics for downstream consumers; either can be turned off.
+    # Each SQS message at most once on the output topics, exactly once once
+    # its row is committed (Kafka transactions; stream/worker/transactions.py).
+    exactly_once: bool = field(default_factory=lambda: _env_bool("MASKSTREAM_EXACTLY_ONCE", True))
     publish_masked: bool = field(
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_MASKED", True)
     )

@@ -42,6 +42,11 @@ class RawLogin:
     # The raw record's headers (SQS metadata and message attributes), kept by
     # reference: a masked login carries on only the attributes a setting names.
     headers: Mapping[str, bytes] = field(default_factory=dict)
+    # Where the raw record is (``topic:partition:offset``): its row records it,
+    # so that a batch processed again publishes what it wrote, and a second
+    # copy of the same SQS message publishes nothing.
+    position: str = ""
+    offset: int = -1  # the raw record's offset in its partition (-1: unknown)
 
     @classmethod
     def from_kafka(
@@ -51,6 +56,7 @@ class RawLogin:
         key: bytes | None,
         timestamp_ms: int,
         position: str,
+        offset: int = -1,
     ) -> RawLogin:
         """Build from a Kafka record; fall back to the key and the record's own
         timestamp when a producer other than the bridge left headers out.
@@ -72,6 +78,8 @@ class RawLogin:
             body=body or b"",
             receive_count=receives if receives is not None else 1,
             headers=headers,
+            position=position,
+            offset=offset,
         )
 
 

@@ -28,8 +28,9 @@ LOGIN_COLUMNS = (
     "sent_at",
     "envelope_kind",
     "envelope_id",
+    "raw_position",
 )
-REJECTION_COLUMNS = ("message_id", "sent_at", "rejected_at", "reason", "body_token")
+REJECTION_COLUMNS = ("message_id", "sent_at", "rejected_at", "reason", "body_token", "raw_position")
 
 
 def logins_spec(table: str) -> TableSpec:
@@ -40,8 +41,9 @@ def rejections_spec(table: str) -> TableSpec:
     return TableSpec(table, REJECTION_COLUMNS)
 
 
-def login_row(login: MaskedLogin) -> Row:
-    """*login*'s row of the logins table, as a line of COPY text (LOGIN_COLUMNS)."""
+def login_row(login: MaskedLogin, position: str = "") -> Row:
+    """*login*'s row of the logins table, as a line of COPY text (LOGIN_COLUMNS);
+    *position* is where its raw record is (empty: unknown)."""
     return line(
         (
             text(login.message_id),
@@ -56,12 +58,14 @@ def login_row(login: MaskedLogin) -> Row:
             timestamp(login.sent_at_ms),
             text(login.envelope_kind),
             text(login.envelope_id),
+            text(position or None),
         )
     )
 
 
-def rejection_row(rejection: Rejection) -> Row:
-    """*rejection*'s row of the rejections table, as a line of COPY text (REJECTION_COLUMNS)."""
+def rejection_row(rejection: Rejection, position: str = "") -> Row:
+    """*rejection*'s row of the rejections table, as a line of COPY text
+    (REJECTION_COLUMNS); *position* as for :func:`login_row`."""
     return line(
         (
             text(rejection.message_id),
@@ -69,6 +73,7 @@ def rejection_row(rejection: Rejection) -> Row:
             timestamp(rejection.rejected_at_ms),
             text(rejection.reason),
             rejection.body_token,
+            text(position or None),
         )
     )
 
@@ -164,3 +169,19 @@ async def device_entry(conn: psycopg.AsyncConnection, table: str, device: str) -
         return None
     first, last, count = found
     return SeenDevice(to_epoch_ms(first), to_epoch_ms(last), count)
+
+
+async def row_writers(
+    conn: psycopg.AsyncConnection, table: str, message_ids: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(message id, raw position) of the rows of *table* holding *message_ids*:
+    which raw record wrote each (rows written before positions were recorded
+    have none, and are left out). One index lookup per id."""
+    cursor = await conn.execute(
+        sql.SQL(
+            "SELECT message_id, raw_position FROM {} WHERE message_id = ANY(%s)"
+            " AND raw_position IS NOT NULL"
+        ).format(sql.Identifier(table)),
+        (list(message_ids),),
+    )
+    return [(message_id, position) for message_id, position in await cursor.fetchall()]

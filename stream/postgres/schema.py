@@ -72,6 +72,12 @@ SCHEMA_TEMPLATES: tuple[str, ...] = (
         reason      text NOT NULL,
         body_token  text
     )""",
+    # The raw record (topic:partition:offset) that wrote each row: a batch
+    # processed again publishes exactly the rows it wrote the first time,
+    # and nothing for another copy of the same SQS message
+    # (stream/worker/transactions.py). NULL for rows written before.
+    "ALTER TABLE {logins} ADD COLUMN IF NOT EXISTS raw_position varchar(300)",
+    "ALTER TABLE {rejections} ADD COLUMN IF NOT EXISTS raw_position varchar(300)",
     # first_seen and last_seen are NULL only for a device whose rows predate
     # their sent_at column and had none to offer.
     """CREATE TABLE IF NOT EXISTS {devices}(

@@ -34,11 +34,16 @@ from stream.postgres.rows import (
     logins_spec,
     rejection_row,
     rejections_spec,
+    row_writers,
 )
 from stream.postgres.schema import Tables, ensure_schema_async
 from stream.postgres.sink import PostgresSink, Row, create_staging, insert_isolating, insert_new
 
 log = logging.getLogger(__name__)
+
+
+#: A record as its row remembers it: (message id, raw position).
+RecordId = tuple[str, str]
 
 
 @dataclass
@@ -48,6 +53,17 @@ class Written:
     devices: dict[str, DeviceState]  # every device of the batch, as it now stands
     refused: list[tuple[Outcome, str]]  # logins whose row the database refused, and why
     new_rows: int  # rows not present before (the rest were redeliveries)
+    # The records of the batch whose row (login or rejection) they wrote
+    # themselves, now or when the batch was processed before; None when every
+    # record of the batch inserted its row now (nothing else to ask). The
+    # others are other copies of an SQS message some other record wrote.
+    writers: set[RecordId] | None = None
+
+    def wrote(self, outcome: Outcome) -> bool:
+        """Did *outcome*'s own record write its row (so it may be published)?"""
+        return self.writers is None or (outcome.raw.message_id, outcome.raw.position) in (
+            self.writers
+        )
 
 
 def latest_states(results: Sequence[list[DeviceState]]) -> dict[str, DeviceState]:
@@ -78,7 +94,7 @@ def login_rows(
         if login is None:
             continue
         try:
-            rows.append(login_row(login))
+            rows.append(login_row(login, outcome.raw.position))
         except Exception as exc:  # one login's failure is its own
             unbuildable.append((outcome, failure_reason(exc)))
             continue
@@ -105,7 +121,7 @@ class BatchWriter:
         """Commit *batch*'s logins and rejections; return only once they are
         committed, with the logins whose row the database refused."""
         rows, of_rows, unbuildable = login_rows(batch)
-        rejections = [o.rejection for o in batch if o.rejection is not None]
+        rejections = [(o.rejection, o.raw.position) for o in batch if o.rejection is not None]
         what = f"writing a batch of {len(rows)} rows and {len(rejections)} rejections"
         written = await self.sink.retrying(
             partial(self._transaction, rows, of_rows, rejections), what
@@ -113,8 +129,9 @@ class BatchWriter:
         written.refused[:0] = unbuildable
         return written
 
-    async def store_rejections(self, rejections: Sequence[Rejection]) -> None:
-        """Commit *rejections* (those of refused rows) in a transaction of their own."""
+    async def store_rejections(self, rejections: Sequence[tuple[Rejection, str]]) -> None:
+        """Commit *rejections* (those of refused rows, each with its raw
+        position) in a transaction of their own."""
         what = f"storing {len(rejections)} rejections of refused rows"
         await self.sink.retrying(partial(self._rejections_transaction, rejections), what)
 
@@ -122,37 +139,68 @@ class BatchWriter:
         self,
         rows: Sequence[Row],
         of_rows: Sequence[Outcome],
-        rejections: Sequence[Rejection],
+        rejections: Sequence[tuple[Rejection, str]],
         conn: psycopg.AsyncConnection,
         isolate_any: bool,
     ) -> Written:
         async with conn.transaction():
             logins = await insert_isolating(conn, rows, self._insert_logins, isolate_any)
-            await self._insert_rejections(conn, rejections, isolate_any)
-        devices = latest_states(logins.results)
+            new_rejections = await self._insert_rejections(conn, rejections, isolate_any)
+            devices = latest_states(logins.results)
+            new_rows = sum(state.new_logins for state in devices.values())
+            writers = None
+            if new_rows < len(rows) - len(logins.refused) or new_rejections < len(rejections):
+                # Some rows were there before: ask who wrote them.
+                writers = await self._writers(conn, of_rows, rejections)
         return Written(
             devices=devices,
             refused=[(of_rows[index], reason) for index, reason in logins.refused],
-            new_rows=sum(state.new_logins for state in devices.values()),
+            new_rows=new_rows,
+            writers=writers,
         )
 
+    async def _writers(
+        self,
+        conn: psycopg.AsyncConnection,
+        logins: Sequence[Outcome],
+        rejections: Sequence[tuple[Rejection, str]],
+    ) -> set[RecordId]:
+        """The (message id, raw position) that each row of *logins* and
+        *rejections* records: the record that wrote it."""
+        found: set[RecordId] = set()
+        for table, ids in (
+            (self.tables.logins, [o.raw.message_id for o in logins]),
+            (self.tables.rejections, [r.message_id for r, _ in rejections]),
+        ):
+            if ids:
+                found.update(await row_writers(conn, table, ids))
+        return found
+
     async def _rejections_transaction(
-        self, rejections: Sequence[Rejection], conn: psycopg.AsyncConnection, isolate_any: bool
+        self,
+        rejections: Sequence[tuple[Rejection, str]],
+        conn: psycopg.AsyncConnection,
+        isolate_any: bool,
     ) -> None:
         async with conn.transaction():
             await self._insert_rejections(conn, rejections, isolate_any)
 
     async def _insert_rejections(
-        self, conn: psycopg.AsyncConnection, rejections: Sequence[Rejection], isolate_any: bool
-    ) -> None:
-        rows = [rejection_row(r) for r in rejections]
+        self,
+        conn: psycopg.AsyncConnection,
+        rejections: Sequence[tuple[Rejection, str]],
+        isolate_any: bool,
+    ) -> int:
+        """Insert the rejections not yet present; how many that was."""
+        rows = [rejection_row(r, position) for r, position in rejections]
         outcome = await insert_isolating(conn, rows, self._insert_rejection_rows, isolate_any)
         for index, reason in outcome.refused:
             # Rejections hold only ids, reasons and tokens; if one is refused
             # all the same, its message id says which (never the body).
             log.error(
-                "rejection of message %r not stored: %s", rejections[index].message_id, reason
+                "rejection of message %r not stored: %s", rejections[index][0].message_id, reason
             )
+        return sum(outcome.results) + len(outcome.refused)
 
     async def _insert_logins(
         self, conn: psycopg.AsyncConnection, rows: Sequence[Row]

@@ -12,9 +12,12 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Sequence
 from functools import partial
+from typing import Any, cast
 
 import faust
+from faust.types import TP
 
+from stream.common.kafka_security import KafkaClients
 from stream.core.keyring import load_keyring
 from stream.core.masking import Masker
 from stream.core.records import RawLogin
@@ -22,10 +25,12 @@ from stream.postgres.schema import tables_of
 from stream.postgres.writer import BatchWriter
 from stream.worker.app import WorkerApp
 from stream.worker.device_table import DeviceStore
+from stream.worker.faust_patches import transport
 from stream.worker.faust_patches.batches import take_batches
 from stream.worker.faust_patches.internals import aiokafka_producer
 from stream.worker.outputs import KafkaOutputs
 from stream.worker.pipeline import Collaborators, Publishing, process_batch
+from stream.worker.transactions import TransactionalOutputs
 
 # The agent's name as Faust (and the watchdog's reports) know it.
 AGENT_NAME = "stream.worker.agents.process_logins"
@@ -51,17 +56,50 @@ def register_agent(worker: WorkerApp) -> faust.types.AgentT:
         # ours go through aiokafka batches, so create the outputs up front.
         await worker.masked_topic.maybe_declare()
         await worker.rejected_topic.maybe_declare()
-        parts = collaborators(worker, writer)
+        outputs = output_topics(worker)
+        parts = collaborators(worker, writer, outputs)
         try:
             async for events in take_batches(stream, settings.batch_size, settings.batch_seconds):
                 await process_batch(raw_records(events), parts)
         finally:
             await writer.close()
+            if isinstance(outputs, TransactionalOutputs):
+                await outputs.close()
 
     return worker.app.agent(worker.raw_topic, name=AGENT_NAME)(process_logins)
 
 
-def collaborators(worker: WorkerApp, writer: BatchWriter) -> Collaborators:
+def output_topics(worker: WorkerApp) -> KafkaOutputs | TransactionalOutputs:
+    """The output topics, published in transactions that commit the raw
+    offsets (then Faust's own commits are bookkeeping only), unless
+    MASKSTREAM_EXACTLY_ONCE is off or nothing is published."""
+    settings, app = worker.settings, worker.app
+    masked, rejected = worker.masked_topic.get_topic_name(), worker.rejected_topic.get_topic_name()
+    if not settings.exactly_once or not (settings.publish_masked or settings.publish_rejected):
+        return KafkaOutputs(partial(aiokafka_producer, app), masked, rejected)
+    raw_topic = worker.raw_topic.get_topic_name()
+    outputs = TransactionalOutputs(
+        KafkaClients.from_settings(settings),
+        app.conf.id,
+        raw_topic,
+        masked,
+        rejected,
+        lambda: {tp.partition for tp in app.consumer.assignment() if tp.topic == raw_topic},
+    )
+    consumer = cast(transport.Consumer, app.consumer)
+    consumer.offsets_in_transactions = True
+
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0]
+        await outputs.revoke({tp.partition for tp in revoked if tp.topic == raw_topic})
+
+    app.on_partitions_revoked.connect(on_revoked)
+    return outputs
+
+
+def collaborators(
+    worker: WorkerApp, writer: BatchWriter, outputs: KafkaOutputs | TransactionalOutputs
+) -> Collaborators:
     """The real collaborators of the agent's steps."""
     settings = worker.settings
     producer = partial(aiokafka_producer, worker.app)
@@ -69,11 +107,7 @@ def collaborators(worker: WorkerApp, writer: BatchWriter) -> Collaborators:
         masker=Masker(load_keyring(settings)),
         writer=writer,
         devices=DeviceStore(worker.seen_devices, producer),
-        outputs=KafkaOutputs(
-            producer,
-            worker.masked_topic.get_topic_name(),
-            worker.rejected_topic.get_topic_name(),
-        ),
+        outputs=outputs,
         publishing=Publishing(
             masked=settings.publish_masked,
             rejected=settings.publish_rejected,
@@ -97,6 +131,7 @@ def raw_records(events: Sequence[faust.types.EventT]) -> Iterator[tuple[RawLogin
                 key=message.key,
                 timestamp_ms=int(message.timestamp * 1000),
                 position=f"{message.topic}:{message.partition}:{message.offset}",
+                offset=message.offset,
             ),
             message.partition,
         )

@@ -10,7 +10,9 @@ Per batch of raw records (:func:`process_batch`):
 3. :func:`store_device_states`: those states go to the Faust table
    ``seen_devices`` and its changelog, at the raw partition of the device;
 4. :func:`publish`: masked logins to ``logins.masked``, rejections to
-   ``logins.rejected``, for downstream consumers (each can be turned off);
+   ``logins.rejected``, for downstream consumers (each can be turned off),
+   in one Kafka transaction a raw partition that also commits its offset
+   (stream.worker.transactions): each SQS message once;
 5. :func:`count`: the counters of the periodic log line and the metrics.
 
 Steps 3 and 4 are retried together until Kafka holds everything; only then
@@ -40,6 +42,7 @@ from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.postgres.writer import Written
 from stream.worker.producing import Deliveries, KeyedRecord, until_delivered
 from stream.worker.stats import PipelineStats
+from stream.worker.transactions import PartitionShare
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class Writer(Protocol):
 
     async def write(self, batch: Sequence[Outcome]) -> Written: ...
 
-    async def store_rejections(self, rejections: Sequence[Rejection]) -> None: ...
+    async def store_rejections(self, rejections: Sequence[tuple[Rejection, str]]) -> None: ...
 
 
 class DeviceStates(Protocol):
@@ -66,11 +69,13 @@ class DeviceStates(Protocol):
 
 
 class Outputs(Protocol):
-    """The output topics (stream.worker.outputs.KafkaOutputs)."""
+    """The output topics: in Kafka transactions with the raw offsets
+    (stream.worker.transactions.TransactionalOutputs), or plain
+    (stream.worker.outputs.KafkaOutputs)."""
 
-    async def send_masked(self, records: Sequence[KeyedRecord]) -> Deliveries: ...
+    async def floors(self, partitions: set[int]) -> dict[int, int | None]: ...
 
-    async def send_rejected(self, records: Sequence[KeyedRecord]) -> Deliveries: ...
+    async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries: ...
 
 
 class BatchMetrics(Protocol):
@@ -123,7 +128,10 @@ async def write(outcomes: Sequence[Outcome], writer: Writer, masker: Masker) -> 
     rejections, stored too before this returns."""
     written = await writer.write(outcomes)
     if written.refused:
-        refused = [core.refuse(outcome, reason, masker) for outcome, reason in written.refused]
+        refused = [
+            (core.refuse(outcome, reason, masker), outcome.raw.position)
+            for outcome, reason in written.refused
+        ]
         await writer.store_rejections(refused)
     return written
 
@@ -133,7 +141,9 @@ async def deliver(
 ) -> Deliveries:
     """Steps 3 and 4: everything the batch sends to Kafka."""
     deliveries = await store_device_states(outcomes, written, parts.devices)
-    return deliveries + await publish(outcomes, parts.outputs, parts.publishing, parts.stats)
+    return deliveries + await publish(
+        outcomes, written, parts.outputs, parts.publishing, parts.stats
+    )
 
 
 async def store_device_states(
@@ -145,28 +155,45 @@ async def store_device_states(
 
 
 async def publish(
-    outcomes: Sequence[Outcome], outputs: Outputs, publishing: Publishing, stats: PipelineStats
+    outcomes: Sequence[Outcome],
+    written: Written,
+    outputs: Outputs,
+    publishing: Publishing,
+    stats: PipelineStats,
 ) -> Deliveries:
     """Masked logins (keyed by masked device id) and rejections (keyed by
-    message id) to their topics; records too large for Kafka are left off."""
-    deliveries: Deliveries = []
-    if publishing.masked:
-        masked = [
-            KeyedRecord(
-                o.login.masked_device_id.encode(),
-                o.login.dumps(),
-                copied_attributes(o.raw.headers, publishing.attributes),
-            )
-            for o in outcomes
-            if o.login is not None
-        ]
-        deliveries += await outputs.send_masked(fitting(masked, stats))
-    if publishing.rejected:
-        rejected = [
-            KeyedRecord(r.message_id.encode(), r.dumps()) for r in core.rejections(outcomes)
-        ]
-        deliveries += await outputs.send_rejected(fitting(rejected, stats))
-    return deliveries
+    message id) to their topics, a share per raw partition, each with the
+    offset after its last record. Left out: records another copy of the
+    same SQS message wrote (``Written.wrote``), records below a partition's
+    floor (published by its previous owner), partitions this worker may no
+    longer publish, and records too large for Kafka."""
+    floors = await outputs.floors({o.partition for o in outcomes})
+    shares: dict[int, PartitionShare] = {}
+    for o in outcomes:
+        floor = floors[o.partition]
+        if floor is None:
+            continue
+        share = shares.get(o.partition)
+        if share is None:
+            share = shares[o.partition] = PartitionShare(o.partition, floor)
+        share.next_offset = max(share.next_offset, o.raw.offset + 1)
+        if 0 <= o.raw.offset < floor or not written.wrote(o):
+            continue
+        if o.login is not None:
+            if publishing.masked:
+                share.masked.append(
+                    KeyedRecord(
+                        o.login.masked_device_id.encode(),
+                        o.login.dumps(),
+                        copied_attributes(o.raw.headers, publishing.attributes),
+                    )
+                )
+        elif o.rejection is not None and publishing.rejected:
+            share.rejected.append(KeyedRecord(o.rejection.message_id.encode(), o.rejection.dumps()))
+    for share in shares.values():
+        share.masked = fitting(share.masked, stats)
+        share.rejected = fitting(share.rejected, stats)
+    return await outputs.publish(list(shares.values()))
 
 
 def copied_attributes(

@@ -93,6 +93,12 @@ class ForgetfulReadOffsets(dict):
 
 
 class Consumer(aiokafka_driver.Consumer):
+    #: Set when each batch's Kafka transaction commits its raw offsets
+    #: (stream.worker.transactions): Faust's own commits are then bookkeeping
+    #: only, as a plain commit racing a transactional one could move an
+    #: offset back.
+    offsets_in_transactions = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = ForgetfulReadOffsets()
@@ -298,6 +304,11 @@ class Consumer(aiokafka_driver.Consumer):
             {TP(tp.topic, tp.partition): offset for tp, offset in starts.items()}
         )
         return committed
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        if self.offsets_in_transactions:
+            return True  # committed already, by the batches' transactions
+        return await super()._commit(offsets)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:  # its next owner's commits make ours stale
