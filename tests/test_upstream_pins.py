@@ -65,7 +65,7 @@ OVERRIDDEN = {
         "d04b7ae72c6fc206",
         f"{TRANSPORT} Consumer.on_partitions_revoked",
     ),
-    "faust.transport.drivers.aiokafka:Consumer._commit": (
+    "faust.transport.consumer:ThreadDelegateConsumer._commit": (
         "a20eec84e4b2ed50",
         f"{TRANSPORT} Consumer._commit (bookkeeping only while transactions commit offsets)",
     ),
