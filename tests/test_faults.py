@@ -168,6 +168,12 @@ class FaultRun:
         wrong = self.pipe.device_mismatches()
         assert not wrong, f"{len(wrong)} devices off in PostgreSQL, e.g. {list(wrong.items())[:3]}"
         self.check_seen_devices()
+        self.check_outputs()
+
+    def check_outputs(self) -> None:
+        """Each message id once on the output topics, for read_committed consumers."""
+        wrong = self.pipe.output_mismatches()
+        assert not wrong, f"output topics off: {wrong}"
 
     def check_seen_devices(self) -> None:
         wrong = self.pipe.changelog_mismatches()

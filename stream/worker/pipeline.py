@@ -125,7 +125,7 @@ async def process_batch(records: Iterable[tuple[RawLogin, int]], parts: Collabor
 
 async def write(outcomes: Sequence[Outcome], writer: Writer, masker: Masker) -> Written:
     """Commit the batch; the logins whose row the database refused become
-    rejections, stored too before this returns."""
+    rejections (their outcomes too), stored before this returns."""
     written = await writer.write(outcomes)
     if written.refused:
         refused = [
@@ -133,6 +133,8 @@ async def write(outcomes: Sequence[Outcome], writer: Writer, masker: Masker) -> 
             for outcome, reason in written.refused
         ]
         await writer.store_rejections(refused)
+        if written.writers is not None:  # they wrote their rejections themselves
+            written.writers.update((o.raw.message_id, o.raw.position) for o, _ in written.refused)
     return written
 
 

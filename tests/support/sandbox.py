@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,13 +439,52 @@ class IsolatedPipeline:
         finally:
             await producer.stop()
 
-    def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
-        """Every record currently on *topic*, as (key, value)."""
-        return [(record.key, record.value) for record in asyncio.run(self._read_topic(topic))]
+    def read_topic(
+        self, topic: str, isolation_level: str = "read_committed"
+    ) -> list[tuple[bytes | None, bytes]]:
+        """Every record currently on *topic*, as (key, value), as a consumer
+        reading committed records (by default) sees them."""
+        records = asyncio.run(self._read_topic(topic, isolation_level))
+        return [(record.key, record.value) for record in records]
 
-    async def _read_topic(self, topic: str) -> list[ConsumerRecord]:
+    def output_ids(self, isolation_level: str = "read_committed") -> dict[str, Counter[str]]:
+        """How often each SQS message id is on each output topic."""
+        return {
+            "masked": Counter(
+                json.loads(value)["message_id"]
+                for _key, value in self.read_topic(self.masked_topic, isolation_level)
+            ),
+            "rejected": Counter(
+                (key or b"").decode()
+                for key, _value in self.read_topic(self.rejected_topic, isolation_level)
+            ),
+        }
+
+    def output_mismatches(self) -> dict[str, object]:
+        """What the output topics hold that PostgreSQL does not say they
+        should, as a read_committed consumer sees them: ids with several
+        copies, committed rows or rejections missing, ids with no row."""
+        seen = self.output_ids()
+        wanted = {
+            "masked": {r[0] for r in self.query("SELECT message_id FROM user_logins")},
+            "rejected": {r[0] for r in self.query("SELECT message_id FROM rejected_logins")},
+        }
+        wrong: dict[str, object] = {}
+        for topic, counts in seen.items():
+            copies = {m: n for m, n in counts.items() if n > 1}
+            missing = wanted[topic] - set(counts)
+            extra = set(counts) - wanted[topic]
+            for what, found in (("copies", copies), ("missing", missing), ("extra", extra)):
+                if found:
+                    wrong[f"{topic} {what}"] = f"{len(found)}, e.g. {sorted(found)[:3]}"
+        return wrong
+
+    async def _read_topic(self, topic: str, isolation_level: str) -> list[ConsumerRecord]:
         consumer = self.kafka.consumer(
-            topic, auto_offset_reset="earliest", enable_auto_commit=False
+            topic,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level=isolation_level,
         )
         await consumer.start()
         try:
