@@ -6,6 +6,9 @@ rejection is committed, exactly once, as read_committed consumers see them
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -77,3 +80,41 @@ def test_a_raw_topic_holding_the_same_sqs_message_twice(pipeline: IsolatedPipeli
         for _key, value in pipeline.read_topic(pipeline.masked_topic)
     )
     assert len(masked) == 12 and len(pipeline.output_ids()["rejected"]) == 3
+
+
+def replay(pipeline: IsolatedPipeline, *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "replay", "--from", "earliest", "--wait", "60", *args],
+        env={**os.environ, **pipeline.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_replay_writes_again_and_publishes_again_only_when_asked(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """`maskstream replay` marks how far the outputs were published: the
+    replayed records go to PostgreSQL (nothing new) and not to the output
+    topics; `--republish` publishes them once more."""
+    messages = logins(range(10), 1) + with_rejections(2)
+    pipeline.launcher.start_worker("worker")
+    pipeline.produce_raw(messages)
+    pipeline.wait_for_outcomes(len(messages))
+    wait_until_committed(pipeline)
+
+    pipeline.launcher.stop("worker")
+    replay(pipeline)
+    pipeline.launcher.start_worker("worker")
+    wait_until_committed(pipeline)
+    assert_outputs_exact(pipeline)
+
+    pipeline.launcher.stop("worker")
+    replay(pipeline, "--republish")
+    pipeline.launcher.start_worker("worker")
+    wait_until_committed(pipeline)
+    ids = pipeline.output_ids()
+    assert set(ids["masked"].values()) == {2} and set(ids["rejected"].values()) == {2}
+    assert pipeline.outcome_count() == len(messages)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from stream.common.published_marks import carried_mark, published_through
 from stream.core import batch as core
 from stream.core.batch import Outcome
 from stream.core.keyring import new_keyring
@@ -25,7 +26,7 @@ from stream.worker import pipeline
 from stream.worker.pipeline import Collaborators, Publishing
 from stream.worker.producing import Deliveries, KeyedRecord
 from stream.worker.stats import PipelineStats
-from stream.worker.transactions import PartitionShare
+from stream.worker.transactions import Floor, PartitionShare
 
 MASKER = Masker(new_keyring("siv"))
 
@@ -95,8 +96,8 @@ class FakeOutputs:
     floor: int = 0
     lost: set[int] = field(default_factory=set)
 
-    async def floors(self, partitions: set[int]) -> dict[int, int | None]:
-        return {p: None if p in self.lost else self.floor for p in partitions}
+    async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
+        return {p: None if p in self.lost else Floor(self.floor, self.floor) for p in partitions}
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
         self.shares.extend(shares)
@@ -317,3 +318,24 @@ def test_a_share_never_commits_below_its_floor() -> None:
     )
     assert outputs.masked == []
     assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 40)]
+
+
+def test_below_a_replays_mark_records_are_written_not_published() -> None:
+    """After `maskstream replay` (the group rewound to 0, marked published
+    through 3): offsets advance from the batch, nothing below 3 is
+    published, and the mark rides along until the commits pass it."""
+    outcomes = core.outcomes([(at(raw(f"m{n}"), 0, n), 0) for n in range(2)], MASKER)
+
+    @dataclass
+    class Replayed(FakeOutputs):
+        async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
+            return dict.fromkeys(partitions, Floor(0, 3, marked=3))
+
+    outputs = Replayed()
+    asyncio.run(
+        pipeline.publish(outcomes, Written({}, [], 0), outputs, Publishing(), PipelineStats())
+    )
+    assert outputs.masked == []
+    (share,) = outputs.shares
+    assert (share.next_offset, published_through(share.metadata)) == (2, 3)
+    assert carried_mark(3, 3) == "" and carried_mark(None, 0) == ""

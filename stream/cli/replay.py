@@ -52,6 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--into", metavar="TABLE", help="rebuild into this new table")
     parser.add_argument("--dry-run", action="store_true", help="show the offsets, change none")
     parser.add_argument(
+        "--republish",
+        action="store_true",
+        help=(
+            "publish the replayed records to logins.masked and logins.rejected again (by "
+            "default they are written to PostgreSQL only: their outputs are there already)"
+        ),
+    )
+    parser.add_argument(
         "--timeout", type=float, default=3600.0, help="--into: give up after this many seconds"
     )
     parser.add_argument(
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         start_ms = parse_start(args.start)
         if args.into:
             return rebuild_into(settings, args.into, start_ms, args.timeout, args.dry_run)
-        return rewind(settings, start_ms, args.dry_run, args.wait)
+        return rewind(settings, start_ms, args.dry_run, args.wait, args.republish)
     except (ReplayRefused, KafkaSecurityError) as exc:
         raise CommandError(str(exc)) from None
     except (KafkaError, OSError) as exc:
@@ -82,7 +90,13 @@ def run(args: argparse.Namespace) -> int:
         ) from None
 
 
-def rewind(settings: Settings, start_ms: int | None, dry_run: bool, wait: float = 0.0) -> int:
+def rewind(
+    settings: Settings,
+    start_ms: int | None,
+    dry_run: bool,
+    wait: float = 0.0,
+    republish: bool = False,
+) -> int:
     kafka, group = KafkaClients.from_settings(settings), settings.app_id
     members = members_after(kafka, group, 0.0 if dry_run else wait)
     if members and not dry_run:
@@ -92,7 +106,9 @@ def rewind(settings: Settings, start_ms: int | None, dry_run: bool, wait: float 
             "stopped during a rebalance stays a member until its session times out "
             f"({settings.session_timeout_seconds:g} s): --wait covers that"
         )
-    moves = asyncio.run(rewind_group(kafka, group, settings.topics.raw, start_ms, dry_run))
+    moves = asyncio.run(
+        rewind_group(kafka, group, settings.topics.raw, start_ms, dry_run, republish)
+    )
     print(describe(moves))
     verb = "would rewind" if dry_run else "rewound"
     print(f"{verb} group {group!r} on {settings.topics.raw}; start the workers to replay")

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from stream.common.kafka_security import KafkaClients
+from stream.common.published_marks import carried_mark
 from stream.common.settings import Settings
 
 
@@ -67,9 +68,16 @@ async def active_members(kafka: KafkaClients, group: str) -> int:
 
 
 async def rewind_group(
-    kafka: KafkaClients, group: str, topic: str, start_ms: int | None, dry_run: bool = False
+    kafka: KafkaClients,
+    group: str,
+    topic: str,
+    start_ms: int | None,
+    dry_run: bool = False,
+    republish: bool = False,
 ) -> list[Rewind]:
-    """Commit, for every partition of *topic*, the first offset at or after *start_ms*."""
+    """Commit, for every partition of *topic*, the first offset at or after
+    *start_ms*, marked with how far the outputs are published (the offset
+    committed before) unless *republish* (stream.common.published_marks)."""
     consumer = kafka.consumer(group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -86,7 +94,14 @@ async def rewind_group(
             committed = await consumer.committed(tp)
             moves.append(Rewind(tp.partition, committed, targets[tp], end[tp]))
         if not dry_run:
-            await consumer.commit({tp: OffsetAndMetadata(targets[tp], "") for tp in partitions})
+            await consumer.commit(
+                {
+                    TopicPartition(topic, move.partition): OffsetAndMetadata(
+                        move.target, "" if republish else carried_mark(move.committed, move.target)
+                    )
+                    for move in moves
+                }
+            )
         return moves
     finally:
         await consumer.stop()

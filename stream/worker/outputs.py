@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from aiokafka import AIOKafkaProducer
 
 from stream.worker.producing import Deliveries, KeyedRecord, send_many
-from stream.worker.transactions import PartitionShare
+from stream.worker.transactions import Floor, PartitionShare
 
 
 class KafkaOutputs:
@@ -34,9 +34,9 @@ class KafkaOutputs:
     async def send_rejected(self, records: Sequence[KeyedRecord]) -> Deliveries:
         return await send_many(self.producer(), self.rejected_topic, records)
 
-    async def floors(self, partitions: set[int]) -> dict[int, int | None]:
+    async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
         """Every record may be published (none is known to be already)."""
-        return dict.fromkeys(partitions, 0)
+        return dict.fromkeys(partitions, Floor(0, 0))
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
         deliveries = await self.send_masked([r for share in shares for r in share.masked])

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
+from stream.common.published_marks import carried_mark
 from stream.common.raw_records import HEADER_ATTRIBUTE_PREFIX, HEADER_ATTRIBUTE_TYPE_PREFIX
 from stream.core import batch as core
 from stream.core.batch import Outcome
@@ -42,7 +43,7 @@ from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.postgres.writer import Written
 from stream.worker.producing import Deliveries, KeyedRecord, until_delivered
 from stream.worker.stats import PipelineStats
-from stream.worker.transactions import PartitionShare
+from stream.worker.transactions import Floor, PartitionShare
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Outputs(Protocol):
     (stream.worker.transactions.TransactionalOutputs), or plain
     (stream.worker.outputs.KafkaOutputs)."""
 
-    async def floors(self, partitions: set[int]) -> dict[int, int | None]: ...
+    async def floors(self, partitions: set[int]) -> dict[int, Floor | None]: ...
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries: ...
 
@@ -167,8 +168,8 @@ async def publish(
     message id) to their topics, a share per raw partition, each with the
     offset after its last record. Left out: records another copy of the
     same SQS message wrote (``Written.wrote``), records below a partition's
-    floor (published by its previous owner), partitions this worker may no
-    longer publish, and records too large for Kafka."""
+    floor (published by its previous owner, or before a replay), partitions
+    this worker may no longer publish, and records too large for Kafka."""
     floors = await outputs.floors({o.partition for o in outcomes})
     shares: dict[int, PartitionShare] = {}
     for o in outcomes:
@@ -177,9 +178,10 @@ async def publish(
             continue
         share = shares.get(o.partition)
         if share is None:
-            share = shares[o.partition] = PartitionShare(o.partition, floor)
+            share = shares[o.partition] = PartitionShare(o.partition, floor.commit)
         share.next_offset = max(share.next_offset, o.raw.offset + 1)
-        if 0 <= o.raw.offset < floor or not written.wrote(o):
+        share.metadata = carried_mark(floor.marked, share.next_offset)
+        if 0 <= o.raw.offset < floor.publish or not written.wrote(o):
             continue
         if o.login is not None:
             if publishing.masked:

@@ -45,14 +45,32 @@ from aiokafka.errors import (
     ProducerFenced,
     TransactionalIdAuthorizationFailed,
 )
+from aiokafka.structs import OffsetAndMetadata
 
 from stream.common.kafka_security import KafkaClients
+from stream.common.published_marks import published_through
 from stream.worker.producing import Deliveries, KeyedRecord, send_many
 
 log = logging.getLogger(__name__)
 
 #: Another producer has the partition's transactional id now: we lost it.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What a worker that took a raw partition over may do below which offset.
+
+    *commit*: the offset committed when it took over; below it the outputs
+    are published already, and no offset behind it is ever committed (a
+    batch fetched before the previous owner's last commit moves nothing
+    back). *publish*: below it nothing is published: *commit*, or further
+    where ``maskstream replay`` marked how far the outputs were published
+    (stream.common.published_marks)."""
+
+    commit: int
+    publish: int
+    marked: int | None = None  # the replay's mark, carried forward in commits
 
 
 @dataclass
@@ -63,6 +81,8 @@ class PartitionShare:
     next_offset: int
     masked: list[KeyedRecord] = field(default_factory=list)
     rejected: list[KeyedRecord] = field(default_factory=list)
+    # The committed offset's metadata (the replay's mark, while still ahead).
+    metadata: str = ""
 
 
 class TransactionalOutputs:
@@ -84,20 +104,19 @@ class TransactionalOutputs:
         self._rejected_topic = rejected_topic
         self._assigned = assigned  # the raw partitions the consumer holds now
         self._producers: dict[int, AIOKafkaProducer] = {}
-        self._floors: dict[int, int] = {}
+        self._floors: dict[int, Floor] = {}
         # Partitions whose producer was fenced since they were last assigned.
         self._lost: set[int] = set()
 
     def transactional_id(self, partition: int) -> str:
         return f"{self._group_id}-{self._raw_topic}-{partition}"
 
-    async def floors(self, partitions: set[int]) -> dict[int, int | None]:
-        """For each of *partitions*: the committed offset when this worker
-        took it over (records below it are published already), or None if it
+    async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
+        """For each of *partitions*: its :class:`Floor`, or None if this worker
         may not publish the partition (not assigned, or fenced)."""
         return {p: await self._floor(p) for p in sorted(partitions)}
 
-    async def _floor(self, partition: int) -> int | None:
+    async def _floor(self, partition: int) -> Floor | None:
         if partition in self._lost:
             return None
         if partition not in self._producers:
@@ -127,8 +146,10 @@ class TransactionalOutputs:
             await producer.stop()
             raise
         found = committed.get(raw)
+        offset = found.offset if found is not None and found.offset >= 0 else 0
+        marked = published_through(found.metadata) if found is not None else None
         self._producers[partition] = producer
-        self._floors[partition] = found.offset if found is not None and found.offset >= 0 else 0
+        self._floors[partition] = Floor(offset, max(offset, marked or 0), marked)
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
         """Publish each share and commit its partition's offset, one
@@ -147,7 +168,8 @@ class TransactionalOutputs:
             deliveries = await send_many(producer, self._masked_topic, share.masked)
             deliveries += await send_many(producer, self._rejected_topic, share.rejected)
             raw = TopicPartition(self._raw_topic, share.partition)
-            await producer.send_offsets_to_transaction({raw: share.next_offset}, self._group_id)
+            offset = OffsetAndMetadata(share.next_offset, share.metadata)
+            await producer.send_offsets_to_transaction({raw: offset}, self._group_id)
             await producer.commit_transaction()
             await asyncio.gather(*deliveries)
         except FENCED as exc:
