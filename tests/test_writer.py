@@ -254,7 +254,7 @@ def test_refused_rows_are_returned_and_the_rest_committed(pipeline: IsolatedPipe
     async def store() -> None:
         writer = BatchWriter(pipeline.database_url, TABLES)
         try:
-            await writer.store_rejections([Rejection("refused", 0, 0, "NUL", "t")])
+            await writer.store_rejections([(Rejection("refused", 0, 0, "NUL", "t"), "")])
         finally:
             await writer.close()
 
