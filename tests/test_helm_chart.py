@@ -3,7 +3,8 @@
 Helm itself renders and lints it (the pinned version, tests/helm_binary.py);
 every rendered Kubernetes object is validated against the API's own schemas
 (kubernetes-validate) and the KEDA ScaledObjects against KEDA's CRD schema
-(vendored in tests/schemas). The rest pins what a deployment depends on: a
+and the ServiceMonitor and PrometheusRule against the Prometheus Operator's
+(both vendored in tests/schemas). The rest pins what a deployment depends on: a
 worker keeps its volume, probes and stop grace period, required settings
 are required, the autoscaler never exceeds the raw topic's partitions, every
 setting reaches the pods, and the chart's alert rules are monitoring's.
@@ -32,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHART = REPO_ROOT / "deploy" / "helm" / "maskstream"
 MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
-KEDA_CRD = REPO_ROOT / "tests" / "schemas" / "keda.sh_scaledobjects.yaml"
+SCHEMAS = REPO_ROOT / "tests" / "schemas"
 MONITORING_RULES = REPO_ROOT / "monitoring" / "prometheus" / "rules"
 CHART_RULES = CHART / "files" / "prometheus-rules"
 # The Kubernetes releases whose schemas kubernetes-validate checks against: the
@@ -121,42 +122,79 @@ def test_helm_lint_is_clean(helm: Path, values: tuple[Path, ...]) -> None:
 
 # --- Schemas -----------------------------------------------------------------
 
-# Kinds of other projects: their schemas are CRDs, not the Kubernetes API's.
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
+# Kinds of other projects: their schemas are in their CRDs (vendored, each
+# file says from which release), not in the Kubernetes API's.
+CRD_FILES = {
+    "ScaledObject": "keda.sh_scaledobjects.yaml",
+    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
+    "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
+}
 
 
-def _scaled_object_schema() -> dict[str, Any]:
-    crd = yaml.safe_load(KEDA_CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+def _strict(schema: Any) -> Any:
+    """The CRD's schema rejecting unknown fields, as the API server does under
+    kubectl's default strict field validation (a bare schema would accept them)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if "(?i)" in str(schema.get("pattern", "")):
+        # Go's regexp takes flags anywhere (^(?i)...); Python's only at the start.
+        strict["pattern"] = "(?i)" + schema["pattern"].replace("(?i)", "")
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
+def _crd_schema(manifest: dict[str, Any]) -> dict[str, Any]:
+    crd = yaml.safe_load((SCHEMAS / CRD_FILES[manifest["kind"]]).read_text())
+    group, version_name = manifest["apiVersion"].split("/")
+    assert crd["spec"]["group"] == group
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == version_name]
+    schema: dict[str, Any] = _strict(version["schema"]["openAPIV3Schema"])
     return schema
+
+
+def _validate(manifest: dict[str, Any], kubernetes_version: str) -> None:
+    if manifest["kind"] in CRD_FILES:
+        jsonschema.validate(manifest, _crd_schema(manifest))
+    else:
+        kubernetes_validate.validate(manifest, kubernetes_version, strict=True)
 
 
 @pytest.mark.parametrize("values", [MINIMAL_VALUES, FULL_VALUES], ids=["minimal", "full"])
 def test_every_rendered_object_is_valid(render: Render, values: Path) -> None:
-    manifests = render(values)
-    for manifest in manifests:
-        if manifest["kind"] in CRD_KINDS:
-            continue
+    for manifest in render(values):
         for version in KUBERNETES_VERSIONS:
-            kubernetes_validate.validate(manifest, version, strict=True)
-    scaled_object_schema = _scaled_object_schema()
-    for manifest in manifests:
-        if manifest["kind"] == "ScaledObject":
-            jsonschema.validate(manifest, scaled_object_schema)
+            _validate(manifest, version)
 
 
-def test_schema_checks_catch_an_invalid_object(render: Render) -> None:
-    """The validators are not vacuous: a misspelt field fails each of them."""
-    manifests = render(FULL_VALUES)
-    statefulset = _one(manifests, "StatefulSet")
-    statefulset["spec"]["template"]["spec"]["terminationGracePeriod"] = 60
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(statefulset, KUBERNETES_VERSIONS[-1], strict=True)
-    scaled_object = _one(manifests, "ScaledObject", "-worker")
-    scaled_object["spec"]["maxReplicaCount"] = "sixteen"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(scaled_object, _scaled_object_schema())
+@pytest.mark.parametrize(
+    ("kind", "name_suffix", "path"),
+    [
+        ("StatefulSet", "-worker", ["spec", "template", "spec"]),
+        ("ScaledObject", "-worker", ["spec"]),
+        ("ServiceMonitor", "", ["spec", "endpoints", 0]),
+        ("PrometheusRule", "", ["spec", "groups", 0]),
+    ],
+)
+def test_schema_checks_catch_a_misspelt_field(
+    render: Render, kind: str, name_suffix: str, path: list[str | int]
+) -> None:
+    """The validators are not vacuous: an unknown field fails each kind's."""
+    manifest = _one(render(FULL_VALUES), kind, name_suffix)
+    _validate(manifest, KUBERNETES_VERSIONS[-1])
+    target: Any = manifest
+    for step in path:
+        target = target[step]
+    target["terminationGracePeriod"] = 60
+    with pytest.raises((kubernetes_validate.ValidationError, jsonschema.ValidationError)):
+        _validate(manifest, KUBERNETES_VERSIONS[-1])
 
 
 # --- Required settings -------------------------------------------------------
