@@ -7,10 +7,16 @@ client libraries) lands outside the checkout, in
 ``$XDG_CACHE_HOME/maskstream/helm-<version>/helm`` (``~/.cache`` by default),
 the way Maven keeps jars in ``~/.m2``: every later run, and every clone on
 the machine, skips it. ``MASKSTREAM_HELM`` names another binary instead.
+
+``python3 tests/helm_binary.py`` (standard library only) builds it ahead of
+the tests: .ci/run starts it in the background, so the build overlaps the
+installation and the test stack's start; a lock makes the tests wait for
+that build rather than start a second one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -38,13 +44,21 @@ def find_or_build_helm() -> Path:
     target = cached_helm_path()
     if target.exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            _build(target)
+    return target
+
+
+def _build(target: Path) -> None:
     go = shutil.which("go")
     if go is None:
         raise HelmUnavailable(
             f"Helm {HELM_VERSION} is not in {target} and Go is not installed to build it "
             f"(or set MASKSTREAM_HELM to a helm binary)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Built into a temporary directory and renamed: a build killed halfway
     # leaves no half-written binary for the next run to trust.
     with tempfile.TemporaryDirectory(dir=target.parent) as build_dir:
@@ -54,4 +68,7 @@ def find_or_build_helm() -> Path:
             check=True,
         )
         os.replace(Path(build_dir) / "helm", target)
-    return target
+
+
+if __name__ == "__main__":
+    print(find_or_build_helm())
