@@ -32,7 +32,6 @@ from stream.core.keyring import (
     MODES,
     KeyRingError,
     create_keyring_file,
-    load_keyring,
     read_keyring_file,
     retire,
     rotate,
@@ -42,6 +41,7 @@ from stream.core.masking import Masker
 from stream.ops.unmask import TokenInput, UnmaskRefused, query_tokens, unmask
 from stream.postgres import rekey
 from stream.postgres.audit import AUDIT_TABLE
+from stream.worker.keyring_source import load_configured_keyring
 
 MAX_FAILURES_SHOWN = 20
 
@@ -131,7 +131,7 @@ def _register_rekey(subparsers: Any) -> None:
 def masker_from_settings(settings: settings_module.Settings) -> Masker:
     """The configured key ring as a :class:`Masker`, or a :class:`CommandError` saying why not."""
     try:
-        return Masker(load_keyring(settings))
+        return Masker(load_configured_keyring(settings))
     except KeyRingError as exc:
         raise CommandError(str(exc)) from None
 
