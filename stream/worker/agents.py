@@ -17,6 +17,7 @@ from functools import partial
 import faust
 
 from stream.core.records import RawLogin
+from stream.postgres.connect import database_of
 from stream.postgres.schema import tables_of
 from stream.postgres.writer import BatchWriter
 from stream.worker.app import WorkerApp
@@ -44,7 +45,7 @@ def register_agent(worker: WorkerApp) -> faust.types.AgentT:
     async def process_logins(stream: faust.types.StreamT[bytes]) -> None:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         gc.freeze()
-        writer = BatchWriter(settings.database_url, tables_of(settings))
+        writer = BatchWriter(database_of(settings), tables_of(settings))
         worker.dependencies.sink = writer.sink  # its retries make the worker not ready
         # Faust creates topics when an agent consumes them or on its own sends;
         # ours go through aiokafka batches, so create the outputs up front.
