@@ -10,6 +10,7 @@ import itertools
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -40,11 +41,19 @@ def test_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-def iam_settings(**overrides: object) -> Settings:
+@pytest.fixture
+def ca_file(tmp_path: Path) -> Path:
+    """A stand-in for the RDS CA bundle (only its path is used here)."""
+    bundle = tmp_path / "rds-global-bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    return bundle
+
+
+def iam_settings(ca_file: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": IAM_URL,
         "database_iam": True,
-        "database_ca_file": "/etc/ssl/rds-global-bundle.pem",
+        "database_ca_file": str(ca_file),
         "aws_region": REGION,
         "aws_endpoint_url": "",
     }
@@ -75,15 +84,15 @@ def test_botocore_signs_a_connect_token(test_profile: None) -> None:
     check_token(rds_auth_token(HOST, PORT, USER, REGION), HOST, PORT, USER, REGION)
 
 
-def test_iam_connections_take_a_token_and_verify_tls(test_profile: None) -> None:
-    kwargs = database_of(iam_settings()).connect_kwargs(connect_timeout=5)
+def test_iam_connections_take_a_token_and_verify_tls(test_profile: None, ca_file: Path) -> None:
+    kwargs = database_of(iam_settings(ca_file)).connect_kwargs(connect_timeout=5)
     assert kwargs["sslmode"] == "verify-full"
-    assert kwargs["sslrootcert"] == "/etc/ssl/rds-global-bundle.pem"
+    assert kwargs["sslrootcert"] == str(ca_file)
     assert kwargs["connect_timeout"] == 5
     check_token(kwargs["password"], HOST, PORT, USER, REGION)
 
 
-def test_each_new_connection_asks_for_a_new_token() -> None:
+def test_each_new_connection_asks_for_a_new_token(ca_file: Path) -> None:
     asked: list[tuple[str, int, str]] = []
     serial = itertools.count(1)
 
@@ -91,15 +100,15 @@ def test_each_new_connection_asks_for_a_new_token() -> None:
         asked.append((host, port, user))
         return f"token-{next(serial)}"
 
-    database = database_of(iam_settings(database_url=f"host={HOST} user={USER}"), tokens)
+    database = database_of(iam_settings(ca_file, database_url=f"host={HOST} user={USER}"), tokens)
     first, second = database.connect_kwargs(), database.connect_kwargs()
     assert (first["password"], second["password"]) == ("token-1", "token-2")
     assert asked == [(HOST, 5432, USER)] * 2
     assert "token" not in repr(database)  # the source is not in a log line either
 
 
-def test_without_iam_the_url_is_all() -> None:
-    database = database_of(iam_settings(database_iam=False, database_ca_file=""))
+def test_without_iam_the_url_is_all(ca_file: Path) -> None:
+    database = database_of(iam_settings(ca_file, database_iam=False, database_ca_file=""))
     assert database == Database(IAM_URL)
     assert database.connect_kwargs(autocommit=True) == {"autocommit": True}
 
@@ -108,14 +117,17 @@ def test_without_iam_the_url_is_all() -> None:
     ("overrides", "complaint"),
     [
         ({"database_ca_file": ""}, "needs MASKSTREAM_DATABASE_CA_FILE"),
+        ({"database_ca_file": "/nonexistent/ca.pem"}, "which is no file"),
         ({"database_url": f"postgresql://{USER}:pw@{HOST}/db"}, "holds a password"),
         ({"database_url": f"postgresql://{HOST}/db"}, "the database user"),
         ({"database_url": f"postgresql://{USER}@a,b/db"}, "one server host"),
     ],
 )
-def test_unusable_iam_settings_are_refused(overrides: dict[str, str], complaint: str) -> None:
+def test_unusable_iam_settings_are_refused(
+    overrides: dict[str, str], complaint: str, ca_file: Path
+) -> None:
     with pytest.raises(ValueError, match=complaint) as caught:
-        database_of(iam_settings(**overrides))
+        database_of(iam_settings(ca_file, **overrides))
     assert "pw" not in str(caught.value)
 
 

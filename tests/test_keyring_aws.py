@@ -8,9 +8,13 @@ malformed content, none of which may quote a value.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -284,3 +288,32 @@ def test_source_and_file_together_are_refused() -> None:
     settings = Settings(keyring_source="ssm:/k", keyring_file="/k.json", keyring_json="")
     with pytest.raises(KeyRingError, match="unset all but one"):
         load_configured_keyring(settings)
+
+
+def test_a_worker_refused_its_key_ring_exits_2_with_one_line(endpoint: str, tmp_path: Path) -> None:
+    """The worker's start path (stream.app) turns the AWS error into one line and status 2."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("MASKSTREAM_", "AWS_"))
+    }
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        MASKSTREAM_AWS_ENDPOINT_URL=endpoint,
+        MASKSTREAM_KEYRING_SOURCE="secretsmanager:maskstream/absent",
+        MASKSTREAM_DATA_DIR=str(tmp_path / "data"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import stream.app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "maskstream worker: MASKSTREAM_KEYRING_SOURCE: secretsmanager:maskstream/absent "
+        "does not exist (or is not visible to these credentials) (ResourceNotFoundException)"
+    ]

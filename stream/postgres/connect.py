@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -71,6 +72,9 @@ def database_of(settings: Settings, tokens: TokenSource | None = None) -> Databa
             f"{IAM_VARIABLE}=true needs {CA_FILE_VARIABLE}: the RDS CA bundle that the "
             "server's certificate is verified against (sslmode=verify-full)"
         )
+    if not Path(settings.database_ca_file).is_file():
+        # Found now rather than as a TLS error on every connection attempt.
+        raise ValueError(f"{CA_FILE_VARIABLE} names {settings.database_ca_file}, which is no file")
     host, port, user = iam_login(settings.database_url)
     if tokens is None:
         tokens = partial(
