@@ -7,11 +7,14 @@ malformed content, none of which may quote a value.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +31,11 @@ from stream.common.aws_secrets import (
     parse_secret_ref,
 )
 from stream.common.settings import Settings
-from stream.core.keyring import KeyRingError, dump_keyring, new_keyring, rotate
+from stream.core.keyring import KeyRing, KeyRingError, dump_keyring, new_keyring, rotate
 from stream.core.masking import Masker
 from stream.worker.keyring_source import LiveKeyRing, load_configured_keyring
+from tests.support.sandbox import IsolatedPipeline, RawMessage
+from tests.test_validation import body as login_body
 
 moto_server = pytest.importorskip("moto.server")
 
@@ -317,3 +322,99 @@ def test_a_worker_refused_its_key_ring_exits_2_with_one_line(endpoint: str, tmp_
         "maskstream worker: MASKSTREAM_KEYRING_SOURCE: secretsmanager:maskstream/absent "
         "does not exist (or is not visible to these credentials) (ResourceNotFoundException)"
     ]
+
+
+class Rings:
+    """A key ring source that rotates when told, counting reads."""
+
+    def __init__(self) -> None:
+        self.ring = new_keyring()
+        self.reads = 0
+
+    def read(self) -> KeyRing:
+        self.reads += 1
+        return self.ring
+
+
+def test_sighup_refreshes_at_once() -> None:
+    rings = Rings()
+    live = LiveKeyRing(rings.read)
+
+    async def hang_up() -> None:
+        loop = asyncio.get_running_loop()
+        live.refresh_on_sighup(loop)
+        try:
+            rings.ring = rotate(rings.ring)
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(100):
+                if live.active_key_id == rings.ring.active_id:
+                    return
+                await asyncio.sleep(0.02)
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+    asyncio.run(hang_up())
+    assert live.active_key_id == rings.ring.active_id
+    assert rings.reads == 2
+
+
+def test_refreshes_on_its_interval_and_never_with_zero() -> None:
+    rings = Rings()
+    live = LiveKeyRing(rings.read)
+
+    async def run_for(seconds: float, interval: float) -> None:
+        task = asyncio.create_task(live.refresh_every(interval))
+        await asyncio.sleep(seconds)
+        task.cancel()
+
+    asyncio.run(run_for(0.3, 0))
+    assert rings.reads == 1  # at start only
+    rings.ring = rotate(rings.ring)
+    asyncio.run(run_for(0.3, 0.05))
+    assert rings.reads >= 3 and live.active_key_id == rings.ring.active_id
+
+
+@pytest.mark.services
+def test_a_running_worker_masks_with_the_rotated_key_after_sighup(
+    endpoint: str, pipeline: IsolatedPipeline
+) -> None:
+    """The whole path: a worker reads its ring from Secrets Manager, the secret is
+    rotated there, SIGHUP, and the next logins carry the new key id (no restart)."""
+    first = new_keyring()
+    name = f"maskstream/{pipeline.name}"
+    client(endpoint, "secretsmanager").create_secret(Name=name, SecretString=dump_keyring(first))
+    pipeline.launcher.start_worker(
+        "worker",
+        extra_env={
+            "MASKSTREAM_KEYRING_FILE": "",
+            "MASKSTREAM_KEYRING_SOURCE": f"secretsmanager:{name}",
+            "MASKSTREAM_KEYRING_REFRESH_SECONDS": "0",  # only SIGHUP re-reads it here
+            "MASKSTREAM_AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+        },
+    )
+
+    def logins(label: str) -> list[RawMessage]:
+        return [RawMessage(f"{label}-{n}", login_body(device_id=f"dev-{n}")) for n in range(3)]
+
+    pipeline.produce_raw(logins("before"))
+    pipeline.wait_for_outcomes(3)
+
+    second = rotate(first)
+    client(endpoint, "secretsmanager").put_secret_value(
+        SecretId=name, SecretString=dump_keyring(second)
+    )
+    pipeline.launcher.signal_workers(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while f"active key {second.active_id}" not in pipeline.launcher.log("worker"):
+        assert time.monotonic() < deadline, "the worker did not refresh its key ring"
+        time.sleep(0.2)
+
+    pipeline.produce_raw(logins("after"))
+    pipeline.wait_for_outcomes(6)
+    rows = pipeline.query("SELECT message_id, masked_ip FROM user_logins")
+    key_ids = {(message_id.split("-")[0], token.split(":")[1]) for message_id, token in rows}
+    assert len(rows) == 6
+    assert key_ids == {("before", first.active_id), ("after", second.active_id)}
