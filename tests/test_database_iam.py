@@ -17,9 +17,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from stream import cli
 from stream.common.aws import rds_auth_token
 from stream.common.retry import Backoff
 from stream.common.settings import Settings
+from stream.core.keyring import dump_keyring, new_keyring
 from stream.postgres.connect import Database, database_of
 from stream.postgres.sink import PostgresSink
 
@@ -198,3 +200,20 @@ def test_the_sink_reconnects_with_a_fresh_token(
     first, second = asyncio.run(across_a_termination())
     assert first != second  # a new server process: the sink reconnected
     assert asked == 2  # and its new connection asked for a new token
+
+
+def test_a_command_refuses_unusable_iam_settings_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MASKSTREAM_KEYRING", dump_keyring(new_keyring()))
+    monkeypatch.delenv("MASKSTREAM_KEYRING_FILE", raising=False)
+    monkeypatch.delenv("MASKSTREAM_KEYRING_SOURCE", raising=False)
+    monkeypatch.setenv("DATABASE_URL", IAM_URL)
+    monkeypatch.setenv("MASKSTREAM_DATABASE_IAM", "true")
+    monkeypatch.delenv("MASKSTREAM_DATABASE_CA_FILE", raising=False)
+    assert cli.main(["unmask", "siv:abc:ip:AAAA"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "maskstream unmask: MASKSTREAM_DATABASE_IAM=true needs MASKSTREAM_DATABASE_CA_FILE: "
+        "the RDS CA bundle that the server's certificate is verified against "
+        "(sslmode=verify-full)"
+    ]

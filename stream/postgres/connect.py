@@ -25,6 +25,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from stream.common.aws import rds_auth_token
+from stream.common.errors import CommandError
 from stream.common.settings import Settings
 
 IAM_VARIABLE = "MASKSTREAM_DATABASE_IAM"
@@ -33,6 +34,11 @@ DEFAULT_PORT = 5432
 
 # (host, port, user) -> a password good for one new connection.
 TokenSource = Callable[[str, int, str], str]
+
+
+class DatabaseSettingError(CommandError, ValueError):
+    """The database settings cannot work: one line and exit status 2, both where
+    a worker starts (stream.app refuses ValueError) and in a command (CommandError)."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +69,21 @@ class Database:
 
 def database_of(settings: Settings, tokens: TokenSource | None = None) -> Database:
     """The database *settings* configure; with IAM, tokens from *tokens* (default:
-    botocore's signer with the default credential chain). Raises ValueError for
-    an IAM setting that cannot work, before any connection is tried."""
+    botocore's signer with the default credential chain). Raises
+    :class:`DatabaseSettingError` for an IAM setting that cannot work, before
+    any connection is tried."""
     if not settings.database_iam:
         return Database(settings.database_url)
     if not settings.database_ca_file:
-        raise ValueError(
+        raise DatabaseSettingError(
             f"{IAM_VARIABLE}=true needs {CA_FILE_VARIABLE}: the RDS CA bundle that the "
             "server's certificate is verified against (sslmode=verify-full)"
         )
     if not Path(settings.database_ca_file).is_file():
         # Found now rather than as a TLS error on every connection attempt.
-        raise ValueError(f"{CA_FILE_VARIABLE} names {settings.database_ca_file}, which is no file")
+        raise DatabaseSettingError(
+            f"{CA_FILE_VARIABLE} names {settings.database_ca_file}, which is no file"
+        )
     host, port, user = iam_login(settings.database_url)
     if tokens is None:
         tokens = partial(
@@ -95,21 +104,25 @@ def iam_login(database_url: str) -> tuple[str, int, str]:
     try:
         parts = conninfo_to_dict(database_url)
     except psycopg.ProgrammingError:
-        raise ValueError("DATABASE_URL is not a PostgreSQL URL or conninfo") from None
+        raise DatabaseSettingError("DATABASE_URL is not a PostgreSQL URL or conninfo") from None
     host, user = str(parts.get("host", "")), str(parts.get("user", ""))
     if not host or "," in host or host.startswith("/"):
-        raise ValueError(f"{IAM_VARIABLE}=true needs DATABASE_URL to name one server host")
+        raise DatabaseSettingError(
+            f"{IAM_VARIABLE}=true needs DATABASE_URL to name one server host"
+        )
     if not user:
-        raise ValueError(f"{IAM_VARIABLE}=true needs DATABASE_URL to name the database user")
+        raise DatabaseSettingError(
+            f"{IAM_VARIABLE}=true needs DATABASE_URL to name the database user"
+        )
     if parts.get("password"):
-        raise ValueError(
+        raise DatabaseSettingError(
             f"{IAM_VARIABLE}=true: DATABASE_URL holds a password; "
             "remove it (the token is the password)"
         )
     try:
         port = int(parts.get("port") or DEFAULT_PORT)
     except ValueError:
-        raise ValueError("DATABASE_URL's port is not a number") from None
+        raise DatabaseSettingError("DATABASE_URL's port is not a number") from None
     return host, port, user
 
 
