@@ -15,6 +15,7 @@ from psycopg import sql
 from stream.common.retry import Backoff
 from stream.core.batch import Outcome
 from stream.core.records import MaskedLogin, RawLogin, Rejection
+from stream.postgres.connect import Database
 from stream.postgres.rows import insert_logins, login_row, logins_spec
 from stream.postgres.schema import Tables, ensure_schema
 from stream.postgres.sink import REPEATS_BEFORE_ISOLATING, create_staging
@@ -50,7 +51,7 @@ def run_writer(
     pipe: IsolatedPipeline, *batches: list[Outcome], database_url: str = ""
 ) -> list[Written]:
     async def write_all() -> list[Written]:
-        writer = BatchWriter(database_url or pipe.database_url, TABLES)
+        writer = BatchWriter(Database(database_url or pipe.database_url), TABLES)
         try:
             return [await writer.write(batch) for batch in batches]
         finally:
@@ -175,7 +176,7 @@ def test_a_revoked_grant_is_waited_out_not_taken_for_bad_rows(
     batch = [outcome(f"d{n % 3}", n) for n in range(10)]
 
     async def write_through_a_revoked_grant() -> Written:
-        writer = BatchWriter(as_role, TABLES)
+        writer = BatchWriter(Database(as_role), TABLES)
         writer.sink.backoff = Backoff(base=0.05, cap=0.2)
         try:
             await writer.sink.connection()  # prepared while the grant holds
@@ -226,7 +227,7 @@ def test_an_unknown_error_of_one_row_refuses_that_row_after_a_few_repeats(
     batch = [outcome("d1", 2), cursed, outcome("d2", 3)]
 
     async def write() -> Written:
-        writer = BatchWriter(pipeline.database_url, TABLES)
+        writer = BatchWriter(Database(pipeline.database_url), TABLES)
         writer.sink.backoff = Backoff(base=0.05, cap=0.2)
         try:
             return await writer.write(batch)
@@ -252,7 +253,7 @@ def test_refused_rows_are_returned_and_the_rest_committed(pipeline: IsolatedPipe
     assert pipeline.device_mismatches() == {}
 
     async def store() -> None:
-        writer = BatchWriter(pipeline.database_url, TABLES)
+        writer = BatchWriter(Database(pipeline.database_url), TABLES)
         try:
             await writer.store_rejections([(Rejection("refused", 0, 0, "NUL", "t"), "")])
         finally:

@@ -32,7 +32,6 @@ from stream.core.keyring import (
     MODES,
     KeyRingError,
     create_keyring_file,
-    load_keyring,
     read_keyring_file,
     retire,
     rotate,
@@ -42,6 +41,8 @@ from stream.core.masking import Masker
 from stream.ops.unmask import TokenInput, UnmaskRefused, query_tokens, unmask
 from stream.postgres import rekey
 from stream.postgres.audit import AUDIT_TABLE
+from stream.postgres.connect import Database, database_of
+from stream.worker.keyring_source import load_configured_keyring
 
 MAX_FAILURES_SHOWN = 20
 
@@ -131,7 +132,7 @@ def _register_rekey(subparsers: Any) -> None:
 def masker_from_settings(settings: settings_module.Settings) -> Masker:
     """The configured key ring as a :class:`Masker`, or a :class:`CommandError` saying why not."""
     try:
-        return Masker(load_keyring(settings))
+        return Masker(load_configured_keyring(settings))
     except KeyRingError as exc:
         raise CommandError(str(exc)) from None
 
@@ -194,8 +195,9 @@ def run_unmask(args: argparse.Namespace) -> int:
     masker = masker_from_settings(settings)
     terminator = "\0" if args.null else "\n"
     try:
-        given = collect_tokens(args.tokens, args.query, sys.stdin, settings.database_url)
-        values = unmask(masker, given, terminator, settings.database_url)
+        database = database_of(settings)
+        given = collect_tokens(args.tokens, args.query, sys.stdin, database)
+        values = unmask(masker, given, terminator, database)
     except UnmaskRefused as exc:
         raise CommandError(str(exc)) from None
     write_values(values, terminator, sys.stdout)
@@ -203,7 +205,7 @@ def run_unmask(args: argparse.Namespace) -> int:
 
 
 def collect_tokens(
-    arguments: Sequence[str], query: str | None, stdin: IO[str], database_url: str
+    arguments: Sequence[str], query: str | None, stdin: IO[str], database: Database
 ) -> TokenInput:
     """Tokens from exactly one source: arguments, --query, or standard input."""
     if arguments and query:
@@ -212,7 +214,7 @@ def collect_tokens(
         labels = [f"argument {i}" for i in range(1, len(arguments) + 1)]
         return TokenInput("arguments", labels, list(arguments))
     if query:
-        return query_tokens(database_url, query)
+        return query_tokens(database, query)
     if stdin.isatty():
         raise CommandError("no tokens: pass them as arguments, on standard input, or use --query")
     numbered = [(n, line.strip()) for n, line in enumerate(stdin, 1) if line.strip()]
@@ -250,7 +252,7 @@ def run_rekey(args: argparse.Namespace) -> int:
         raise CommandError("--batch-size must be at least 1")
     try:
         # Autocommit, so each batch's transaction() is a real COMMIT, not a savepoint.
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        with database_of(settings).connect(autocommit=True) as conn:
             tables = usable_tables(conn)
             failed = 0
             if not args.dry_run:

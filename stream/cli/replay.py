@@ -7,7 +7,6 @@ import asyncio
 import os
 import time
 
-import psycopg
 from aiokafka.errors import KafkaError
 from psycopg import sql
 
@@ -26,6 +25,7 @@ from stream.ops.replay import (
     rebuild_environment,
     rewind_group,
 )
+from stream.postgres.connect import database_of
 from stream.postgres.queries import scalar
 
 
@@ -128,7 +128,7 @@ def rebuild_into(
 ) -> int:
     if table in (settings.logins_table, settings.rejections_table):
         raise ReplayRefused(f"--into must name a new table, not the live {table!r}")
-    with psycopg.connect(settings.database_url) as conn:
+    with database_of(settings).connect() as conn:
         exists = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (table,))
     if exists:
         raise ReplayRefused(f"table {table!r} already exists; choose a new name or drop it")
@@ -147,7 +147,7 @@ def rebuild_into(
         wait_until_drained(settings, overrides, raw_targets, timeout, launcher)
     finally:
         launcher.stop_all()
-    with psycopg.connect(settings.database_url) as conn:
+    with database_of(settings).connect() as conn:
         count = sql.SQL("SELECT count(*) FROM {}")
         rows = scalar(conn, count.format(sql.Identifier(table)))
         rejected = scalar(conn, count.format(sql.Identifier(f"{table}_rejected")))

@@ -135,6 +135,10 @@ class Settings:
             "DATABASE_URL", "postgresql://postgres@localhost:5432/postgres"
         )
     )
+    # RDS IAM authentication: every new connection takes a fresh 15-minute token
+    # as its password, over TLS verified against this CA bundle (stream.postgres.connect).
+    database_iam: bool = field(default_factory=lambda: _env_bool("MASKSTREAM_DATABASE_IAM", False))
+    database_ca_file: str = field(default_factory=lambda: _env("MASKSTREAM_DATABASE_CA_FILE", ""))
     sqs_queue_url: str = field(default_factory=lambda: _env("SQS_QUEUE_URL", ""))
     # The SQS endpoint and region; botocore resolves the rest of the chain
     # (config files, AWS_ENDPOINT_URL) in bridge.sqs.endpoint.
@@ -151,6 +155,16 @@ class Settings:
     # Masking keys: a key-ring file, or the same JSON document in a variable.
     keyring_file: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING_FILE", ""))
     keyring_json: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING", ""))
+    # ...or the same document in AWS: `secretsmanager:NAME`, `ssm:NAME` or either's ARN
+    # (see stream.common.aws_secrets), re-read every refresh interval and on SIGHUP
+    # so that a rotation there reaches running workers; 0 reads it at start only.
+    keyring_source: str = field(default_factory=lambda: _env("MASKSTREAM_KEYRING_SOURCE", ""))
+    keyring_refresh_seconds: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_KEYRING_REFRESH_SECONDS", 300.0)
+    )
+    # AWS endpoint for Secrets Manager, SSM and RDS (a test server, a VPC endpoint);
+    # empty: botocore's own resolution (AWS_ENDPOINT_URL, config files, the region's).
+    aws_endpoint_url: str = field(default_factory=lambda: _env("MASKSTREAM_AWS_ENDPOINT_URL", ""))
 
     topics: Topics = field(default_factory=Topics)
 

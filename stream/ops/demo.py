@@ -22,6 +22,7 @@ from stream.ops.generate import generate
 from stream.ops.launcher import Launcher
 from stream.ops.outcomes import OutcomesMissing, Progress, outcome_counts, wait_for_outcomes
 from stream.ops.send import send_to_queue
+from stream.postgres.connect import database_of
 from stream.postgres.queries import scalar
 from stream.postgres.schema import ensure_schema
 
@@ -96,7 +97,7 @@ def run_demo(
     print a summary, and return the busiest device's masked id."""
     os.environ.update(env)
     settings = settings_module.load()
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with database_of(settings).connect(autocommit=True) as conn:
         ensure_schema(conn)
         baseline = outcome_counts(conn)
         lines = [line.encode() + b"\n" for line in generate(count, seed)]

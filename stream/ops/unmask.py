@@ -19,6 +19,7 @@ import psycopg
 from stream.common.errors import one_line
 from stream.core.masking import Masker, MaskingError, parse_token
 from stream.postgres.audit import AUDIT_TABLE, AuditEntry, write_audit
+from stream.postgres.connect import Database
 
 
 class UnmaskRefused(Exception):
@@ -35,12 +36,12 @@ class TokenInput:
     query: str | None = None
 
 
-def query_tokens(database_url: str, query: str) -> TokenInput:
+def query_tokens(database: Database, query: str) -> TokenInput:
     """Every column of every row of *query*, run read-only, in row order."""
     labels: list[str] = []
     tokens: list[str | None] = []
     try:
-        with psycopg.connect(database_url) as conn:
+        with database.connect() as conn:
             conn.read_only = True
             # The key holder's own SQL, run read-only: deliberately not a literal.
             cursor = conn.execute(cast(LiteralString, query))  # type: ignore[redundant-cast]
@@ -108,14 +109,14 @@ def _os_user() -> str:
         return f"uid {os.getuid()}"
 
 
-def record_use(database_url: str, entry: AuditEntry, table: str = AUDIT_TABLE) -> int:
+def record_use(database: Database, entry: AuditEntry, table: str = AUDIT_TABLE) -> int:
     """Commit the audit row of one use; return its id, or refuse if it cannot be written.
 
     The row is committed before any value is printed: PII recovery that
     cannot be audited does not happen.
     """
     try:
-        return write_audit(database_url, entry, table)
+        return write_audit(database, entry, table)
     except psycopg.Error as exc:
         raise UnmaskRefused(
             f"refusing to print: could not write the audit row to {table}: {one_line(exc)}"
@@ -123,11 +124,11 @@ def record_use(database_url: str, entry: AuditEntry, table: str = AUDIT_TABLE) -
 
 
 def unmask(
-    masker: Masker, given: TokenInput, terminator: str, database_url: str
+    masker: Masker, given: TokenInput, terminator: str, database: Database
 ) -> list[tuple[str, str] | None]:
     """Open *given*, check each value can be printed ended by *terminator*, audit the use;
     return ``(field, value)`` per token (None for a NULL). Raises :class:`UnmaskRefused`."""
     values = open_tokens(masker, given)
     check_printable(values, given.labels, terminator)
-    record_use(database_url, audit_entry(given, values))
+    record_use(database, audit_entry(given, values))
     return values

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import psycopg
 from psycopg import sql
+
+from stream.postgres.connect import Database
 
 AUDIT_TABLE = "unmask_audit"
 
@@ -50,13 +51,13 @@ class AuditEntry:
     query: str | None
 
 
-def write_audit(database_url: str, entry: AuditEntry, table: str = AUDIT_TABLE) -> int:
+def write_audit(database: Database, entry: AuditEntry, table: str = AUDIT_TABLE) -> int:
     """Record *entry* and commit it (creating *table* if need be); return its id.
 
     Raises :class:`psycopg.Error` when the row cannot be written.
     """
     identifier = sql.Identifier(table)
-    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+    with database.connect(autocommit=True) as conn, conn.transaction():
         conn.execute(AUDIT_LOCK)
         conn.execute(sql.SQL(AUDIT_DDL).format(table=identifier))
         row = conn.execute(

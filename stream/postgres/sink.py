@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from stream.common.retry import Backoff
+from stream.postgres.connect import Database
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,12 @@ class PostgresSink:
 
     def __init__(
         self,
-        database_url: str,
+        database: Database,
         prepare: Callable[[psycopg.AsyncConnection], Awaitable[None]],
         name: str,
         backoff: Backoff | None = None,
     ) -> None:
-        self.database_url = database_url
+        self.database = database
         # Run on every new connection before first use (schema, staging tables).
         self.prepare = prepare
         self.name = name
@@ -157,9 +158,8 @@ class PostgresSink:
             # UTF8 whatever the database's encoding or the URL say: the rows are
             # COPY text encoded as UTF-8 (copy_text), and the server converts them to
             # its own encoding, refusing, row by row, a character it has no room for.
-            conn = await psycopg.AsyncConnection.connect(
-                self.database_url, connect_timeout=5, client_encoding="UTF8"
-            )
+            # A new password each time (an IAM token expires): stream.postgres.connect.
+            conn = await self.database.connect_async(connect_timeout=5, client_encoding="UTF8")
             try:
                 await self.prepare(conn)
                 await conn.commit()

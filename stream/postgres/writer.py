@@ -27,6 +27,7 @@ import psycopg
 
 from stream.core.batch import Outcome, failure_reason
 from stream.core.records import MaskedLogin, Rejection
+from stream.postgres.connect import Database
 from stream.postgres.rows import (
     DeviceState,
     insert_logins,
@@ -105,9 +106,9 @@ def login_rows(
 class BatchWriter:
     """The worker's one writer of a pipeline's three tables."""
 
-    def __init__(self, database_url: str, tables: Tables) -> None:
+    def __init__(self, database: Database, tables: Tables) -> None:
         self.tables = tables
-        self.sink = PostgresSink(database_url, self._prepare, tables.logins)
+        self.sink = PostgresSink(database, self._prepare, tables.logins)
 
     async def close(self) -> None:
         await self.sink.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
@@ -18,9 +19,8 @@ import faust
 from faust.types import TP
 
 from stream.common.kafka_security import KafkaClients
-from stream.core.keyring import load_keyring
-from stream.core.masking import Masker
 from stream.core.records import RawLogin
+from stream.postgres.connect import database_of
 from stream.postgres.schema import tables_of
 from stream.postgres.writer import BatchWriter
 from stream.worker.app import WorkerApp
@@ -50,7 +50,7 @@ def register_agent(worker: WorkerApp) -> faust.types.AgentT:
     async def process_logins(stream: faust.types.StreamT[bytes]) -> None:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         gc.freeze()
-        writer = BatchWriter(settings.database_url, tables_of(settings))
+        writer = BatchWriter(database_of(settings), tables_of(settings))
         worker.dependencies.sink = writer.sink  # its retries make the worker not ready
         # Faust creates topics when an agent consumes them or on its own sends;
         # ours go through aiokafka batches, so create the outputs up front.
@@ -60,6 +60,10 @@ def register_agent(worker: WorkerApp) -> faust.types.AgentT:
         parts = collaborators(worker, writer, outputs)
         try:
             async for events in take_batches(stream, settings.batch_size, settings.batch_seconds):
+                # The key ring's latest masker, taken between batches: a refresh
+                # (stream.worker.keyring_source) never splits a batch over two rings.
+                if parts.masker is not worker.keyring.masker:
+                    parts = replace(parts, masker=worker.keyring.masker)
                 await process_batch(raw_records(events), parts)
         finally:
             await writer.close()
@@ -104,7 +108,7 @@ def collaborators(
     settings = worker.settings
     producer = partial(aiokafka_producer, worker.app)
     return Collaborators(
-        masker=Masker(load_keyring(settings)),
+        masker=worker.keyring.masker,
         writer=writer,
         devices=DeviceStore(worker.seen_devices, producer),
         outputs=outputs,

@@ -13,6 +13,7 @@ A worker refuses to start without a masking key: :func:`build_app` raises
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -30,13 +31,13 @@ from stream.common.kafka_security import KafkaClients, KafkaSecurity
 from stream.common.partitioning import partition_for_key
 from stream.common.ports import choose_port
 from stream.common.settings import Settings
-from stream.core.keyring import load_keyring
 from stream.core.records import MAX_RAW_RECORD_BYTES
 from stream.worker.dependencies import Dependencies
 from stream.worker.faust_patches import table_store
 from stream.worker.faust_patches import transport as kafka_transport
 from stream.worker.faust_patches.internals import forget_unacked
 from stream.worker.faust_patches.worker_process import CRASH_EXIT_STATUS, Worker
+from stream.worker.keyring_source import LiveKeyRing
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.monitor import LeanMonitor
 from stream.worker.stats import PipelineStats
@@ -63,12 +64,14 @@ class WorkerApp:
     metrics: WorkerMetrics
     # What the probes and the sink found of PostgreSQL and Kafka, for /ready.
     dependencies: Dependencies
+    # The masker of the current key ring, re-read on an interval and on SIGHUP.
+    keyring: LiveKeyRing
 
 
 def build_app(settings: Settings) -> WorkerApp:
     """The app, topics and table *settings* describe (raises without a key ring
     or with an unusable Kafka security setting)."""
-    load_keyring(settings)
+    keyring = LiveKeyRing.from_settings(settings)
     security = KafkaSecurity.from_settings(settings)
     app = faust_app(settings, security)
     raw_topic, masked_topic, rejected_topic = topics(app, settings)
@@ -81,6 +84,7 @@ def build_app(settings: Settings) -> WorkerApp:
             settings.topics,
         )
     )
+    keep_current(app, keyring, settings.keyring_refresh_seconds)
     stats = PipelineStats()
     return WorkerApp(
         settings=settings,
@@ -92,7 +96,27 @@ def build_app(settings: Settings) -> WorkerApp:
         stats=stats,
         metrics=WorkerMetrics(app, stats),
         dependencies=Dependencies(),
+        keyring=keyring,
     )
+
+
+def keep_current(app: WorkerFaustApp, keyring: LiveKeyRing, refresh_seconds: float) -> None:
+    """Re-read the key ring every *refresh_seconds* (0: never) and on SIGHUP.
+
+    A Faust timer rather than a task of our own: the app starts and stops it
+    with its other services.
+    """
+
+    async def install_sighup() -> None:
+        keyring.refresh_on_sighup(asyncio.get_running_loop())
+
+    app.before_start.append(install_sighup)
+    if refresh_seconds > 0:
+
+        async def refresh_keyring() -> None:
+            await keyring.refresh_async()
+
+        app.timer(refresh_seconds, name="refresh_keyring")(refresh_keyring)
 
 
 class WorkerFaustApp(faust.App):

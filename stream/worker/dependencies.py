@@ -22,6 +22,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from stream.common.settings import Settings
+from stream.postgres.connect import database_of
 from stream.postgres.schema import ensure_schema_async, tables_of
 from stream.postgres.sink import PostgresSink
 from stream.worker.faust_patches.internals import aiokafka_producer
@@ -98,8 +99,8 @@ async def probe_postgres(settings: Settings, state: Dependencies) -> None:
         state.answered(POSTGRES, time.monotonic())
         return
     try:
-        async with await psycopg.AsyncConnection.connect(
-            settings.database_url, connect_timeout=int(PROBE_TIMEOUT_SECONDS)
+        async with await database_of(settings).connect_async(
+            connect_timeout=int(PROBE_TIMEOUT_SECONDS)
         ) as conn:
             if not state.schema_ready:
                 await ensure_schema_async(conn, tables_of(settings))

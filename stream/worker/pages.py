@@ -13,11 +13,11 @@ import logging
 import time
 
 import faust
-import psycopg
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from stream.core.records import SeenDevice
+from stream.postgres.connect import database_of
 from stream.postgres.rows import device_entry
 from stream.worker import watchdog
 from stream.worker.app import WorkerApp
@@ -35,6 +35,7 @@ def register_pages(worker: WorkerApp, agent: faust.types.AgentT) -> None:
     dependency probe on *worker*'s app."""
     app, metrics, seen_devices = worker.app, worker.metrics, worker.seen_devices
     settings, stats, dependencies = worker.settings, worker.stats, worker.dependencies
+    database = database_of(settings)
 
     @app.timer(interval=watchdog.CHECK_INTERVAL_SECONDS)
     async def self_check() -> None:
@@ -85,9 +86,7 @@ def register_pages(worker: WorkerApp, agent: faust.types.AgentT) -> None:
                 entry = SeenDevice.loads(local)
             else:
                 source = "database"
-                async with await psycopg.AsyncConnection.connect(
-                    settings.database_url, connect_timeout=5
-                ) as conn:
+                async with await database.connect_async(connect_timeout=5) as conn:
                     entry = await device_entry(conn, settings.devices_table, device)
             if entry is None:
                 return self.json({"error": "device not seen", "device": device}, status=404)

@@ -83,12 +83,13 @@ def database_counts(settings: Settings, timeout: float) -> DatabaseCounts | Prob
     """
     import psycopg
 
+    from stream.postgres.connect import database_of
+
     target = database_target(settings.database_url)
     logins, rejected = settings.logins_table, settings.rejections_table
     milliseconds = int(timeout * 1000)
     try:
-        with psycopg.connect(
-            settings.database_url,
+        with database_of(settings).connect(
             connect_timeout=max(2, round(timeout)),  # libpq's minimum is 2 s
             options=f"-c statement_timeout={milliseconds} -c default_transaction_read_only=on",
             autocommit=True,
