@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "send",
     "bridge",
     "keys",
+    "migrate",
     "replay",
     "status",
     "seen",

@@ -2,17 +2,21 @@
 
 The row is committed before any value is shown (:mod:`stream.ops.unmask`
 refuses to print when this fails): PII recovery that cannot be audited does
-not happen. The table is created on first use, under an advisory lock so two
-first uses at once do not race on CREATE TABLE.
+not happen. The table is created on first use (or by ``maskstream migrate``),
+under an advisory lock so two first uses at once do not race on CREATE
+TABLE; once it exists, nothing but the INSERT runs, so a role that unmasks
+needs no more than insert rights on it (stream.postgres.roles).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import sql
 
 from stream.postgres.connect import Database
+from stream.postgres.queries import scalar
 
 AUDIT_TABLE = "unmask_audit"
 
@@ -58,8 +62,7 @@ def write_audit(database: Database, entry: AuditEntry, table: str = AUDIT_TABLE)
     """
     identifier = sql.Identifier(table)
     with database.connect(autocommit=True) as conn, conn.transaction():
-        conn.execute(AUDIT_LOCK)
-        conn.execute(sql.SQL(AUDIT_DDL).format(table=identifier))
+        ensure_audit_table(conn, table)
         row = conn.execute(
             sql.SQL(AUDIT_INSERT).format(table=identifier),
             (
@@ -74,3 +77,13 @@ def write_audit(database: Database, entry: AuditEntry, table: str = AUDIT_TABLE)
         ).fetchone()
     assert row is not None  # INSERT ... RETURNING always returns the row
     return int(row[0])
+
+
+def ensure_audit_table(conn: psycopg.Connection, table: str = AUDIT_TABLE) -> bool:
+    """Create *table* unless it exists (checked first: CREATE TABLE IF NOT EXISTS
+    would need CREATE on the schema even then); whether it was created."""
+    if scalar(conn, "SELECT to_regclass(quote_ident(%s)) IS NOT NULL", (table,)):
+        return False
+    conn.execute(AUDIT_LOCK)
+    conn.execute(sql.SQL(AUDIT_DDL).format(table=sql.Identifier(table)))
+    return True

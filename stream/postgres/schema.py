@@ -109,14 +109,19 @@ def tables_of(settings: Settings) -> Tables:
     return Tables(settings.logins_table, settings.rejections_table, settings.devices_table)
 
 
-def _names(tables: Tables) -> dict[str, sql.Identifier]:
+def template_names(tables: Tables) -> dict[str, str]:
+    """The table and index names the templates' placeholders stand for."""
     return {
-        "logins": sql.Identifier(tables.logins),
-        "rejections": sql.Identifier(tables.rejections),
-        "devices": sql.Identifier(tables.devices),
-        "logins_message_id_key": sql.Identifier(f"{tables.logins}_message_id_key"),
-        "logins_device_idx": sql.Identifier(f"{tables.logins}_masked_device_id_idx"),
+        "logins": tables.logins,
+        "rejections": tables.rejections,
+        "devices": tables.devices,
+        "logins_message_id_key": f"{tables.logins}_message_id_key",
+        "logins_device_idx": f"{tables.logins}_masked_device_id_idx",
     }
+
+
+def _names(tables: Tables) -> dict[str, sql.Identifier]:
+    return {key: sql.Identifier(name) for key, name in template_names(tables).items()}
 
 
 def schema_statements(tables: Tables = Tables()) -> list[sql.Composed]:
@@ -133,15 +138,17 @@ def backfill_statement(tables: Tables = Tables()) -> sql.Composed:
 EXISTS_STATEMENT = "SELECT to_regclass(%s) IS NOT NULL"
 
 
-def ensure_schema(conn: psycopg.Connection, tables: Tables = Tables()) -> None:
-    """Create or migrate the tables in one transaction (blocking connection)."""
+def ensure_schema(conn: psycopg.Connection, tables: Tables = Tables()) -> int | None:
+    """Create or migrate the tables in one transaction (blocking connection);
+    the number of devices backfilled, or None when seen_devices was there already."""
     with conn.transaction():
         conn.execute(LOCK_STATEMENT)
         had_devices = scalar(conn, EXISTS_STATEMENT, (tables.devices,))
         for statement in schema_statements(tables):
             conn.execute(statement)
-        if not had_devices:
-            conn.execute(backfill_statement(tables))
+        if had_devices:
+            return None
+        return conn.execute(backfill_statement(tables)).rowcount
 
 
 async def ensure_schema_async(conn: psycopg.AsyncConnection, tables: Tables = Tables()) -> None:

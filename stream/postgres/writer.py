@@ -28,6 +28,7 @@ import psycopg
 from stream.core.batch import Outcome, failure_reason
 from stream.core.records import MaskedLogin, Rejection
 from stream.postgres.connect import Database
+from stream.postgres.migration import ensure_current_async
 from stream.postgres.rows import (
     DeviceState,
     insert_logins,
@@ -37,7 +38,7 @@ from stream.postgres.rows import (
     rejections_spec,
     row_writers,
 )
-from stream.postgres.schema import Tables, ensure_schema_async
+from stream.postgres.schema import Tables
 from stream.postgres.sink import PostgresSink, Row, create_staging, insert_isolating, insert_new
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class BatchWriter:
         await self.sink.close()
 
     async def _prepare(self, conn: psycopg.AsyncConnection) -> None:
-        await ensure_schema_async(conn, self.tables)
+        await ensure_current_async(conn, self.tables)
         await create_staging(conn, logins_spec(self.tables.logins))
         await create_staging(conn, rejections_spec(self.tables.rejections))
 

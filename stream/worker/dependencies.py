@@ -23,7 +23,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from stream.common.settings import Settings
 from stream.postgres.connect import database_of
-from stream.postgres.schema import ensure_schema_async, tables_of
+from stream.postgres.migration import ensure_current_async
+from stream.postgres.schema import tables_of
 from stream.postgres.sink import PostgresSink
 from stream.worker.faust_patches.internals import aiokafka_producer
 
@@ -94,7 +95,7 @@ def server_of(database_url: str) -> str:
 
 
 async def probe_postgres(settings: Settings, state: Dependencies) -> None:
-    """Connect (and, the first time, create or migrate the schema)."""
+    """Connect (and, the first time, check the schema, migrating it if need be)."""
     if state.schema_ready and state.sink_recently_committed(time.monotonic()):
         state.answered(POSTGRES, time.monotonic())
         return
@@ -103,11 +104,14 @@ async def probe_postgres(settings: Settings, state: Dependencies) -> None:
             connect_timeout=int(PROBE_TIMEOUT_SECONDS)
         ) as conn:
             if not state.schema_ready:
-                await ensure_schema_async(conn, tables_of(settings))
+                await ensure_current_async(conn, tables_of(settings))
                 state.schema_ready = True
                 log.info("PostgreSQL reachable; tables ready")
             else:
                 await conn.execute("SELECT 1")
+    except psycopg.errors.InsufficientPrivilege:
+        # Logged by ensure_current_async: `maskstream migrate` has to run first.
+        state.failed(POSTGRES, "schema not migrated", time.monotonic())
     except (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError) as exc:
         state.failed(
             POSTGRES,
