@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from stream.postgres.connect import Database
 from stream.postgres.roles import runtime_grants, unmask_grants
 from stream.postgres.schema import SCHEMA_TEMPLATES, Tables
 from stream.postgres.writer import BatchWriter
-from tests.support.sandbox import IsolatedPipeline
+from tests.support.sandbox import IsolatedPipeline, RawMessage
+from tests.test_local_state import logins
 from tests.test_writer import outcome
 
 TABLES = Tables()
@@ -197,3 +199,34 @@ def test_an_unmask_role_only_adds_audit_rows(throwaway: Throwaway) -> None:
         for statement in ("SELECT * FROM unmask_audit", "DELETE FROM unmask_audit"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+@pytest.mark.services
+def test_workers_with_only_the_runtime_grants_run_the_pipeline(
+    stack_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner migrates and grants; a worker whose DATABASE_URL is the
+    runtime role's starts, finds the schema current, and writes every row,
+    rejection and seen_devices entry (and the outputs) exactly."""
+    with IsolatedPipeline(stack_env, tmp_path) as pipe:
+        role = f"{pipe.name}_runtime"
+        try:
+            with psycopg.connect(pipe.database_url, autocommit=True) as conn:
+                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+            monkeypatch.setenv("DATABASE_URL", pipe.database_url)
+            assert main(["migrate", "--grant-runtime", role]) == 0
+            runtime_url = pipe.database_url.replace("postgres@", f"{role}@", 1)
+            messages = [*logins(range(15), 2), RawMessage(str(uuid.uuid4()), b"{}")]
+            pipe.launcher.start_worker("worker", extra_env={"DATABASE_URL": runtime_url})
+            pipe.produce_raw(messages)
+            pipe.wait_for_outcomes(len(messages))
+            assert pipe.row_count() == 30
+            assert pipe.device_mismatches() == {}
+            assert pipe.output_mismatches() == {}
+            assert "run `maskstream migrate`" not in pipe.launcher.log("worker")
+        finally:
+            pipe.launcher.stop_all()
+            pipe.drop_database()
+            with psycopg.connect(pipe.admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
