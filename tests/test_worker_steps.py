@@ -26,7 +26,7 @@ from stream.worker import pipeline
 from stream.worker.pipeline import Collaborators, Publishing
 from stream.worker.producing import Deliveries, KeyedRecord
 from stream.worker.stats import PipelineStats
-from stream.worker.transactions import Floor, PartitionShare
+from stream.worker.transactions import Floor, PartitionShare, contiguous_end
 
 MASKER = Masker(new_keyring("siv"))
 
@@ -95,9 +95,11 @@ class FakeOutputs:
     shares: list[PartitionShare] = field(default_factory=list)
     floor: int = 0
     lost: set[int] = field(default_factory=set)
+    tracked: bool = False  # True: offsets committed with the outputs, from *floor* on
 
     async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
-        return {p: None if p in self.lost else Floor(self.floor, self.floor) for p in partitions}
+        floor = Floor(self.floor, self.floor, tracked=self.tracked)
+        return {p: None if p in self.lost else floor for p in partitions}
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
         self.shares.extend(shares)
@@ -278,7 +280,6 @@ def test_a_copy_of_a_message_another_record_wrote_publishes_nothing() -> None:
     outputs = FakeOutputs()
     asyncio.run(pipeline.publish(outcomes, written, outputs, Publishing(), PipelineStats()))
     assert [json.loads(r.value)["message_id"] for r in outputs.masked] == ["m1", "m2"]
-    assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 13)]
 
 
 def test_a_batch_processed_again_publishes_what_its_records_wrote() -> None:
@@ -300,7 +301,7 @@ def test_records_below_the_floor_or_of_a_lost_partition_are_left_out() -> None:
     records = [(at(raw(f"m{n}"), 0, n), 0) for n in range(5)]
     records += [(at(raw("m9", device="dev-9"), 2, 7), 2)]
     outcomes = core.outcomes(records, MASKER)
-    outputs = FakeOutputs(floor=3, lost={2})
+    outputs = FakeOutputs(floor=3, lost={2}, tracked=True)
     asyncio.run(
         pipeline.publish(outcomes, Written({}, [], 6), outputs, Publishing(), PipelineStats())
     )
@@ -312,7 +313,7 @@ def test_a_share_never_commits_below_its_floor() -> None:
     """A stale batch (fetched before the previous owner's last commit) moves
     no offset back."""
     outcomes = core.outcomes([(at(raw("m1"), 0, 2), 0)], MASKER)
-    outputs = FakeOutputs(floor=40)
+    outputs = FakeOutputs(floor=40, tracked=True)
     asyncio.run(
         pipeline.publish(outcomes, Written({}, [], 1), outputs, Publishing(), PipelineStats())
     )
@@ -329,7 +330,7 @@ def test_below_a_replays_mark_records_are_written_not_published() -> None:
     @dataclass
     class Replayed(FakeOutputs):
         async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
-            return dict.fromkeys(partitions, Floor(0, 3, marked=3))
+            return dict.fromkeys(partitions, Floor(0, 3, marked=3, tracked=True))
 
     outputs = Replayed()
     asyncio.run(
@@ -339,3 +340,17 @@ def test_below_a_replays_mark_records_are_written_not_published() -> None:
     (share,) = outputs.shares
     assert (share.next_offset, published_through(share.metadata)) == (2, 3)
     assert carried_mark(3, 3) == "" and carried_mark(None, 0) == ""
+
+
+def test_a_commit_never_passes_a_record_left_out_of_the_batch() -> None:
+    """Offsets 5, 6 and 8 (7 fetched in an earlier generation, left out):
+    5 and 6 are published and committed (7), 8 waits to be read again."""
+    records = [(at(raw(f"m{n}"), 0, n), 0) for n in (5, 6, 8)]
+    outcomes = core.outcomes(records, MASKER)
+    outputs = FakeOutputs(floor=5, tracked=True)
+    asyncio.run(
+        pipeline.publish(outcomes, Written({}, [], 3), outputs, Publishing(), PipelineStats())
+    )
+    assert [json.loads(r.value)["message_id"] for r in outputs.masked] == ["m5", "m6"]
+    assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 7)]
+    assert contiguous_end(5, [8, 6, 5, 3]) == 7 and contiguous_end(5, []) == 5

@@ -36,7 +36,7 @@ class KafkaOutputs:
 
     async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
         """Every record may be published (none is known to be already)."""
-        return dict.fromkeys(partitions, Floor(0, 0))
+        return dict.fromkeys(partitions, Floor(0, 0, tracked=False))
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
         deliveries = await self.send_masked([r for share in shares for r in share.masked])

@@ -43,7 +43,7 @@ from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.postgres.writer import Written
 from stream.worker.producing import Deliveries, KeyedRecord, until_delivered
 from stream.worker.stats import PipelineStats
-from stream.worker.transactions import Floor, PartitionShare
+from stream.worker.transactions import Floor, PartitionShare, contiguous_end
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,13 @@ async def publish(
     floor (published by its previous owner, or before a replay), partitions
     this worker may no longer publish, and records too large for Kafka."""
     floors = await outputs.floors({o.partition for o in outcomes})
+    ends = {
+        partition: contiguous_end(
+            floor.commit, (o.raw.offset for o in outcomes if o.partition == partition)
+        )
+        for partition, floor in floors.items()
+        if floor is not None and floor.tracked
+    }
     shares: dict[int, PartitionShare] = {}
     for o in outcomes:
         floor = floors[o.partition]
@@ -178,10 +185,13 @@ async def publish(
             continue
         share = shares.get(o.partition)
         if share is None:
-            share = shares[o.partition] = PartitionShare(o.partition, floor.commit)
-        share.next_offset = max(share.next_offset, o.raw.offset + 1)
-        share.metadata = carried_mark(floor.marked, share.next_offset)
-        if 0 <= o.raw.offset < floor.publish or not written.wrote(o):
+            end = ends.get(o.partition, floor.commit)
+            share = shares[o.partition] = PartitionShare(
+                o.partition, end, metadata=carried_mark(floor.marked, end)
+            )
+        if floor.tracked and not floor.publish <= o.raw.offset < share.next_offset:
+            continue  # published already, or past a record left out (read again later)
+        if not written.wrote(o):
             continue
         if o.login is not None:
             if publishing.masked:

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
@@ -61,16 +61,35 @@ FENCED = (ProducerFenced, InvalidProducerEpoch)
 class Floor:
     """What a worker that took a raw partition over may do below which offset.
 
-    *commit*: the offset committed when it took over; below it the outputs
-    are published already, and no offset behind it is ever committed (a
-    batch fetched before the previous owner's last commit moves nothing
-    back). *publish*: below it nothing is published: *commit*, or further
-    where ``maskstream replay`` marked how far the outputs were published
-    (stream.common.published_marks)."""
+    *commit*: the partition's committed offset (found when it took the
+    partition over, then each of its commits): below it the outputs are
+    published already, no offset behind it is ever committed (a batch
+    fetched before the previous owner's last commit moves nothing back),
+    and a commit never passes a record that was not processed: it moves
+    only over the run of offsets that starts there (:func:`contiguous_end`).
+    *publish*: below it nothing is published: *commit*, or further where
+    ``maskstream replay`` marked how far the outputs were published
+    (stream.common.published_marks). *tracked*: False where offsets are
+    committed elsewhere (at least once: Faust commits them)."""
 
     commit: int
     publish: int
     marked: int | None = None  # the replay's mark, carried forward in commits
+    tracked: bool = True
+
+
+def contiguous_end(start: int, offsets: Iterable[int]) -> int:
+    """The offset after the run of *offsets* that starts at *start* (offsets
+    below it are done already). A record left out of a batch (fetched in an
+    earlier consumer generation, say) ends the run: committing past it would
+    lose it; the transport's stalled-partition repair reads it again."""
+    end = start
+    for offset in sorted(offsets):
+        if offset == end:
+            end += 1
+        elif offset > end:
+            break
+    return end
 
 
 @dataclass
@@ -172,6 +191,9 @@ class TransactionalOutputs:
             await producer.send_offsets_to_transaction({raw: offset}, self._group_id)
             await producer.commit_transaction()
             await asyncio.gather(*deliveries)
+            floor = self._floors.get(share.partition)
+            if floor is not None:
+                self._floors[share.partition] = replace(floor, commit=share.next_offset)
         except FENCED as exc:
             log.warning(
                 "raw partition %d: another worker took it over (%s); publishing nothing more "
