@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import faust
@@ -25,18 +24,14 @@ from stream.common.kafka_oauth import (
     UnsecuredTokenProvider,
     unsecured_jws,
 )
-from stream.common.kafka_security import KafkaSecurity, KafkaSecurityError
-from stream.common.settings import Settings
+from stream.common.kafka_security import KafkaSecurityError
 from tests.support.sandbox import IsolatedPipeline
 from tests.test_faults import synthetic_lines
+from tests.test_kafka_security import security
 
 
 def b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-def security(**changes: object) -> KafkaSecurity:
-    return KafkaSecurity.from_settings(replace(Settings(), **changes))  # type: ignore[arg-type]
 
 
 def test_an_unsecured_token_is_a_jws_without_signature_for_the_principal() -> None:
@@ -120,7 +115,7 @@ def test_a_named_provider_is_made_by_its_callable() -> None:
     with pytest.raises(kafka_oauth.TokenProviderError, match="no such module:callable"):
         kafka_oauth.named_provider("tests.test_kafka_oauth:missing")
     with pytest.raises(kafka_oauth.TokenProviderError, match="not an aiokafka"):
-        kafka_oauth.named_provider("tests.test_kafka_oauth:Settings")
+        kafka_oauth.named_provider("stream.common.settings:Settings")
 
 
 def example_provider() -> UnsecuredTokenProvider:
