@@ -61,6 +61,26 @@ def test_a_worker_killed_between_its_commit_and_its_kafka_writes(
     assert sum(pipeline.output_ids()["rejected"].values()) == 5
 
 
+def test_a_transaction_of_many_batches_that_fails_to_commit(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """A partition's transaction takes batches for a while; when its commit
+    fails, every batch it took is aborted, and the worker reads them again
+    from the committed offset and publishes each once (read_uncommitted
+    consumers also see the aborted copies, which is why they are not asked)."""
+    messages = logins(range(60), 2) + with_rejections(10)
+    slow_commits = {"MASKSTREAM_BATCH_SIZE": "5", "MASKSTREAM_TRANSACTION_SECONDS": "3"}
+    pipeline.launcher.start_worker("aborting", slow_commits, app="tests.support.aborting_worker")
+    pipeline.produce_raw(messages)
+    pipeline.wait_for_outcomes(len(messages))
+    wait_until_committed(pipeline)
+
+    assert pipeline.output_mismatches() == {}
+    assert sum(pipeline.output_ids()["masked"].values()) == 120
+    assert sum(pipeline.output_ids()["rejected"].values()) == 10
+    assert "committing its outputs failed" in pipeline.launcher.log("aborting")
+
+
 def test_a_raw_topic_holding_the_same_sqs_message_twice(pipeline: IsolatedPipeline) -> None:
     """A bridge that died before deleting forwards a message again: in the same
     batch, or in a later one; each message id is published once."""

@@ -251,6 +251,11 @@ class Settings:
     # Each SQS message at most once on the output topics, exactly once once
     # its row is committed (Kafka transactions; stream/worker/transactions.py).
     exactly_once: bool = field(default_factory=lambda: _env_bool("MASKSTREAM_EXACTLY_ONCE", True))
+    # How long a raw partition's transaction takes batches before it commits
+    # (0: one a batch): fewer transactions, outputs that much later.
+    transaction_seconds: float = field(
+        default_factory=lambda: _env_float("MASKSTREAM_TRANSACTION_SECONDS", 0.25)
+    )
     publish_masked: bool = field(
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_MASKED", True)
     )

@@ -82,6 +82,7 @@ def output_topics(worker: WorkerApp) -> KafkaOutputs | TransactionalOutputs:
     if not settings.exactly_once or not (settings.publish_masked or settings.publish_rejected):
         return KafkaOutputs(partial(aiokafka_producer, app), masked, rejected)
     raw_topic = worker.raw_topic.get_topic_name()
+    consumer = cast(transport.Consumer, app.consumer)
     outputs = TransactionalOutputs(
         KafkaClients.from_settings(settings),
         app.conf.id,
@@ -89,8 +90,9 @@ def output_topics(worker: WorkerApp) -> KafkaOutputs | TransactionalOutputs:
         masked,
         rejected,
         lambda: {tp.partition for tp in app.consumer.assignment() if tp.topic == raw_topic},
+        lambda partitions: consumer.refetch([TP(raw_topic, p) for p in sorted(partitions)]),
+        settings.transaction_seconds,
     )
-    consumer = cast(transport.Consumer, app.consumer)
     consumer.offsets_in_transactions = True
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

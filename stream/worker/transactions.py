@@ -1,5 +1,16 @@
-"""Exactly-once outputs: each raw partition's share of a batch is published in
-one Kafka transaction that also commits the partition's offset.
+"""Exactly-once outputs: each raw partition's outputs are published in Kafka
+transactions that also commit the partition's offset.
+
+Why a transaction spans batches: a transaction costs five requests to the
+brokers (AddPartitionsToTxn, the produce, AddOffsetsToTxn, TxnOffsetCommit,
+EndTxn) and about 1.5 ms of a worker's CPU, whatever it holds; one per batch
+and partition cost a third of a worker's CPU (docs/performance.md). So a
+partition's transaction stays open, taking batch after batch, for
+``MASKSTREAM_TRANSACTION_SECONDS``, then commits with the offset after the
+last. The outputs reach read_committed consumers that much later; the rows
+are in PostgreSQL already. A transaction that fails aborts every batch it
+took: the consumer goes back to the committed offset and reads them again
+(their rows are there, so exactly what they wrote is published again, below).
 
 Why per raw partition: a transaction and the offsets it commits must belong
 to one owner, and only Kafka can tell a zombie (a worker paused past its
@@ -35,7 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -104,8 +116,49 @@ class PartitionShare:
     metadata: str = ""
 
 
+class PartitionPublisher:
+    """One raw partition's transactional producer, its :class:`Floor`, and the
+    transaction it keeps open over successive batches."""
+
+    def __init__(self, producer: AIOKafkaProducer, floor: Floor) -> None:
+        self.producer = producer
+        self.floor = floor
+        # Held while a batch is added or the transaction commits: the two never interleave.
+        self.lock = asyncio.Lock()
+        self.opened_at: float | None = None  # monotonic time the open transaction began
+        self.offset: OffsetAndMetadata | None = None  # the raw offset it commits
+        self.deliveries: Deliveries = []
+
+    def due(self, now: float, interval: float) -> bool:
+        """Has the open transaction been open *interval* seconds or more?"""
+        return self.opened_at is not None and now - self.opened_at >= interval
+
+    async def add(self, share: PartitionShare, masked_topic: str, rejected_topic: str) -> None:
+        """Send *share*'s records in the open transaction (beginning one if
+        none is open); its offset is committed with the transaction."""
+        if self.opened_at is None:
+            await self.producer.begin_transaction()
+            self.opened_at = time.monotonic()
+        self.deliveries += await send_many(self.producer, masked_topic, share.masked)
+        self.deliveries += await send_many(self.producer, rejected_topic, share.rejected)
+        self.offset = OffsetAndMetadata(share.next_offset, share.metadata)
+        # Published, for this owner's next batches; if the transaction aborts,
+        # the floor is read again from the committed offset (a new publisher).
+        self.floor = replace(self.floor, commit=share.next_offset)
+
+    async def commit(self, raw: TopicPartition, group_id: str) -> None:
+        """Commit the open transaction with its raw offset (nothing if none is open)."""
+        if self.opened_at is None or self.offset is None:
+            return
+        await self.producer.send_offsets_to_transaction({raw: self.offset}, group_id)
+        await self.producer.commit_transaction()
+        deliveries, self.deliveries, self.opened_at = self.deliveries, [], None
+        await asyncio.gather(*deliveries)
+
+
 class TransactionalOutputs:
-    """A transactional producer per raw partition this worker publishes."""
+    """A transactional producer per raw partition this worker publishes, each
+    transaction taking the batches of up to *interval* seconds."""
 
     def __init__(
         self,
@@ -115,6 +168,8 @@ class TransactionalOutputs:
         masked_topic: str,
         rejected_topic: str,
         assigned: Callable[[], set[int]],
+        rewind: Callable[[set[int]], Awaitable[None]],
+        interval: float,
     ) -> None:
         self._clients = clients
         self._group_id = group_id
@@ -122,10 +177,14 @@ class TransactionalOutputs:
         self._masked_topic = masked_topic
         self._rejected_topic = rejected_topic
         self._assigned = assigned  # the raw partitions the consumer holds now
-        self._producers: dict[int, AIOKafkaProducer] = {}
-        self._floors: dict[int, Floor] = {}
+        # Seeks raw partitions back to their committed offsets: an aborted
+        # transaction took batches with it that the consumer has moved past.
+        self._rewind = rewind
+        self._interval = interval
+        self._publishers: dict[int, PartitionPublisher] = {}
         # Partitions whose producer was fenced since they were last assigned.
         self._lost: set[int] = set()
+        self._committer: asyncio.Task[None] | None = None
 
     def transactional_id(self, partition: int) -> str:
         return f"{self._group_id}-{self._raw_topic}-{partition}"
@@ -138,13 +197,14 @@ class TransactionalOutputs:
     async def _floor(self, partition: int) -> Floor | None:
         if partition in self._lost:
             return None
-        if partition not in self._producers:
+        publisher = self._publishers.get(partition)
+        if publisher is None:
             if partition not in self._assigned():
                 return None
-            await self._take_over(partition)
-        return self._floors[partition]
+            publisher = self._publishers[partition] = await self._take_over(partition)
+        return publisher.floor
 
-    async def _take_over(self, partition: int) -> None:
+    async def _take_over(self, partition: int) -> PartitionPublisher:
         """Open the partition's producer (fencing its previous owner, whose open
         transaction the broker ends), then read the partition's committed offset."""
         producer = self._clients.producer(
@@ -167,66 +227,104 @@ class TransactionalOutputs:
         found = committed.get(raw)
         offset = found.offset if found is not None and found.offset >= 0 else 0
         marked = published_through(found.metadata) if found is not None else None
-        self._producers[partition] = producer
-        self._floors[partition] = Floor(offset, max(offset, marked or 0), marked)
+        return PartitionPublisher(producer, Floor(offset, max(offset, marked or 0), marked))
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
-        """Publish each share and commit its partition's offset, one
-        transaction a partition; a partition lost to another worker publishes
-        nothing. Raises on Kafka being unavailable (the caller retries).
-        Returns no deliveries: each transaction is committed already."""
+        """Add each share to its partition's open transaction, committing those
+        open *interval* seconds (all of them at an interval of 0); a partition
+        lost to another worker publishes nothing. Raises on Kafka being
+        unavailable (the caller retries). Returns no deliveries: the
+        transactions deliver them."""
         await asyncio.gather(*(self._publish(share) for share in shares))
+        if self._committer is None and self._interval > 0:
+            self._committer = asyncio.create_task(self._commit_when_due())
         return []
 
     async def _publish(self, share: PartitionShare) -> None:
-        producer = self._producers.get(share.partition)
-        if producer is None or share.partition in self._lost:
+        publisher = self._publishers.get(share.partition)
+        if publisher is None or share.partition in self._lost:
             return
-        try:
-            await producer.begin_transaction()
-            deliveries = await send_many(producer, self._masked_topic, share.masked)
-            deliveries += await send_many(producer, self._rejected_topic, share.rejected)
-            raw = TopicPartition(self._raw_topic, share.partition)
-            offset = OffsetAndMetadata(share.next_offset, share.metadata)
-            await producer.send_offsets_to_transaction({raw: offset}, self._group_id)
-            await producer.commit_transaction()
-            await asyncio.gather(*deliveries)
-            floor = self._floors.get(share.partition)
-            if floor is not None:
-                self._floors[share.partition] = replace(floor, commit=share.next_offset)
-        except FENCED as exc:
+        async with publisher.lock:
+            if publisher is not self._publishers.get(share.partition):
+                raise KafkaError("the partition's transaction ended meanwhile; publish again")
+            try:
+                if share.masked or share.rejected or share.next_offset > publisher.floor.commit:
+                    await publisher.add(share, self._masked_topic, self._rejected_topic)
+                if publisher.due(time.monotonic(), self._interval):
+                    await publisher.commit(self._raw(share.partition), self._group_id)
+            except FENCED as exc:
+                await self._failed(share.partition, exc)  # the next owner publishes it
+            except TransactionalIdAuthorizationFailed:
+                raise
+            except BaseException as exc:
+                # Never commit a transaction a batch left half-sent (a stop
+                # cancels it, too): it ends unfinished, and aborts.
+                await self._failed(share.partition, exc)
+                raise
+
+    async def _commit(self, partition: int, publisher: PartitionPublisher) -> None:
+        """Commit *partition*'s open transaction; a failure ends it (and is logged)."""
+        async with publisher.lock:
+            if publisher is not self._publishers.get(partition):
+                return
+            try:
+                await publisher.commit(self._raw(partition), self._group_id)
+            except Exception as exc:
+                await self._failed(partition, exc)
+                log.warning("raw partition %d: committing its outputs failed (%r)", partition, exc)
+
+    async def _commit_when_due(self) -> None:
+        """Commit the transactions open *interval* seconds, batches or none."""
+        while True:
+            await asyncio.sleep(self._interval / 4)
+            now = time.monotonic()
+            for partition, publisher in list(self._publishers.items()):
+                if publisher.due(now, self._interval):
+                    await self._commit(partition, publisher)
+
+    async def _failed(self, partition: int, exc: BaseException) -> None:
+        """End *partition*'s transaction after *exc*: fenced, the partition is
+        lost; otherwise the transaction aborts, and the consumer goes back to
+        the committed offset for the batches it held."""
+        if isinstance(exc, FENCED):
             log.warning(
                 "raw partition %d: another worker took it over (%s); publishing nothing more "
                 "of it until it is assigned here again",
-                share.partition,
+                partition,
                 type(exc).__name__,
             )
-            await self._drop(share.partition, lost=True)
-        except TransactionalIdAuthorizationFailed:
-            raise
-        except (TimeoutError, KafkaError, OSError):
-            # The transaction is aborted (or its producer dropped, and the next
-            # attempt opens a new one and reads the committed offset again).
-            await self._drop(share.partition, lost=False)
-            raise
+            await self._drop(partition, lost=True)
+        elif isinstance(exc, TransactionalIdAuthorizationFailed):
+            return
+        else:
+            await self._drop(partition, lost=False)
+            if isinstance(exc, Exception):  # not a stop
+                await self._rewind({partition})
+
+    def _raw(self, partition: int) -> TopicPartition:
+        return TopicPartition(self._raw_topic, partition)
 
     async def _drop(self, partition: int, lost: bool) -> None:
-        producer = self._producers.pop(partition, None)
-        self._floors.pop(partition, None)
+        publisher = self._publishers.pop(partition, None)
         if lost:
             self._lost.add(partition)
-        if producer is not None:
+        if publisher is not None:
             try:
-                await producer.stop()
+                await publisher.producer.stop()
             except Exception as exc:  # a fenced producer may fail to close cleanly
                 log.debug("closing the producer of raw partition %d: %r", partition, exc)
 
     async def revoke(self, partitions: set[int]) -> None:
-        """Close the producers of *partitions*, no longer this worker's; a
-        partition assigned here again is taken over afresh."""
+        """Commit what *partitions* published, and close their producers: no
+        longer this worker's. A partition assigned here again is taken over afresh."""
         for partition in partitions:
+            publisher = self._publishers.get(partition)
+            if publisher is not None:
+                await self._commit(partition, publisher)
             await self._drop(partition, lost=False)
             self._lost.discard(partition)
 
     async def close(self) -> None:
-        await self.revoke(set(self._producers) | self._lost)
+        if self._committer is not None:
+            self._committer.cancel()
+        await self.revoke(set(self._publishers) | self._lost)
