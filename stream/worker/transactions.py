@@ -299,7 +299,10 @@ class TransactionalOutputs:
         else:
             await self._drop(partition, lost=False)
             if isinstance(exc, Exception):  # not a stop
-                await self._rewind({partition})
+                try:
+                    await self._rewind({partition})
+                except Exception as rewind_exc:  # revoked meanwhile, or stopping
+                    log.warning("raw partition %d: no rewind (%r)", partition, rewind_exc)
 
     def _raw(self, partition: int) -> TopicPartition:
         return TopicPartition(self._raw_topic, partition)
@@ -325,6 +328,8 @@ class TransactionalOutputs:
             self._lost.discard(partition)
 
     async def close(self) -> None:
+        """Commit what was published, and close every producer."""
         if self._committer is not None:
             self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
         await self.revoke(set(self._publishers) | self._lost)
