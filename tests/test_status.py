@@ -55,6 +55,7 @@ from stream.ops.status.figures import (
     TopicLag,
 )
 from stream.ops.status.reasons import describe_error
+from stream.postgres.partitions import Interval
 from stream.postgres.schema import Tables, ensure_schema
 from tests.support.sandbox import IsolatedPipeline
 
@@ -424,9 +425,10 @@ async def _fill_topics(bootstrap: str, pipe: IsolatedPipeline) -> None:
 def fill_database(
     pipe: IsolatedPipeline, logins: str = "user_logins", rejections: str = "rejected_logins"
 ) -> None:
-    """4 rows of 3 devices, 2 of them ingested just now; 4 rejections of 2 reasons."""
+    """4 rows of 3 devices, 2 of them ingested just now; 4 rejections of 2 reasons
+    (plain tables: the rows have no time to be partitioned by)."""
     with psycopg.connect(pipe.database_url) as conn:
-        ensure_schema(conn, Tables(logins, rejections, f"{logins}_devices"))
+        ensure_schema(conn, Tables(logins, rejections, f"{logins}_devices", Interval.NONE))
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (message_id, masked_device_id, ingested_at) VALUES "
