@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
@@ -55,10 +55,14 @@ PARTITIONED_UNIQUE_SINCE = 110000
 
 @dataclass(frozen=True)
 class Layout:
-    """Which of the two growing tables are range-partitioned by time."""
+    """Which of the two growing tables are range-partitioned by time. A new
+    partitioned user_logins has NOT NULL message_id and create_date; one
+    that takes a converted table's rows (maskstream migrate --partition)
+    does not, as old rows have no message id."""
 
     logins_partitioned: bool = False
     rejections_partitioned: bool = False
+    not_null_keys: bool = True
 
 
 def choose_layout(
@@ -99,7 +103,7 @@ def layout_fragments(layout: Layout) -> dict[str, sql.Composable]:
     by_range = " PARTITION BY RANGE ({})"
     return {
         "logins_partitioning": sql.SQL(by_range.format(LOGINS_PARTITION_KEY) if logins else ""),
-        "logins_not_null": sql.SQL(" NOT NULL" if logins else ""),
+        "logins_not_null": sql.SQL(" NOT NULL" if logins and layout.not_null_keys else ""),
         "logins_key": sql.SQL(f"message_id, {LOGINS_PARTITION_KEY}" if logins else "message_id"),
         "rejections_partitioning": sql.SQL(
             by_range.format(REJECTIONS_PARTITION_KEY) if rejections else ""
@@ -230,21 +234,26 @@ RELKINDS_STATEMENT = """SELECT t.name, c.relkind FROM unnest(%s::text[]) AS t(na
     LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name))"""
 
 
-def _layout(rows: list[tuple[str, str | None]], server_version: int, tables: Tables) -> Layout:
+def _layout(
+    rows: list[tuple[str, str | None]], server_version: int, tables: Tables, not_null_keys: bool
+) -> Layout:
     layout, reasons = choose_layout(dict(rows), server_version, tables)
     for reason in reasons:
         log.info("%s", reason)
-    return layout
+    return replace(layout, not_null_keys=not_null_keys)
 
 
-def ensure_schema(conn: psycopg.Connection, tables: Tables = Tables()) -> int | None:
+def ensure_schema(
+    conn: psycopg.Connection, tables: Tables = Tables(), not_null_keys: bool = True
+) -> int | None:
     """Create or migrate the tables in one transaction (blocking connection);
-    the number of devices backfilled, or None when seen_devices was there already."""
+    the number of devices backfilled, or None when seen_devices was there
+    already. *not_null_keys*: see :class:`Layout`."""
     with conn.transaction():
         conn.execute(LOCK_STATEMENT)
         had_devices = scalar(conn, EXISTS_STATEMENT, (tables.devices,))
         kinds = conn.execute(RELKINDS_STATEMENT, ([tables.logins, tables.rejections],)).fetchall()
-        layout = _layout(kinds, conn.info.server_version, tables)
+        layout = _layout(kinds, conn.info.server_version, tables, not_null_keys)
         for statement in schema_statements(tables, layout):
             conn.execute(statement)
         if had_devices:
@@ -258,7 +267,7 @@ async def ensure_schema_async(conn: psycopg.AsyncConnection, tables: Tables = Ta
         await conn.execute(LOCK_STATEMENT)
         had_devices = await scalar_async(conn, EXISTS_STATEMENT, (tables.devices,))
         cursor = await conn.execute(RELKINDS_STATEMENT, ([tables.logins, tables.rejections],))
-        layout = _layout(await cursor.fetchall(), conn.info.server_version, tables)
+        layout = _layout(await cursor.fetchall(), conn.info.server_version, tables, True)
         for statement in schema_statements(tables, layout):
             await conn.execute(statement)
         if not had_devices:
