@@ -16,8 +16,11 @@ import psycopg
 import pytest
 
 from stream.cli import main
+from stream.common import settings as settings_module
 from stream.core.batch import Outcome
 from stream.core.records import MaskedLogin, RawLogin, Rejection
+from stream.ops.status.figures import DatabaseCounts
+from stream.ops.status.postgres_counts import database_counts
 from stream.postgres.connect import Database
 from stream.postgres.partitions import (
     DayRange,
@@ -370,3 +373,22 @@ def test_conversion_is_refused_on_postgresql_10(
     assert relkind(postgres10, "user_logins") == "r"
     with psycopg.connect(postgres10.database_url) as conn:
         ensure_schema(conn)  # still migrates as before
+
+
+@pytest.mark.services
+def test_status_shows_the_partitions_their_days_and_size(
+    pipeline: IsolatedPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(pipeline.database_url, [login_at(MIDNIGHT - timedelta(days=1)), login_at(MIDNIGHT)])
+    monkeypatch.setenv("DATABASE_URL", pipeline.database_url)
+    counts = database_counts(settings_module.load(), timeout=5)
+    assert isinstance(counts, DatabaseCounts)
+    summaries = dict(counts.partitions)
+    assert summaries["rejected_logins"].count == 0  # partitioned, no rejection yet
+    summary = summaries["user_logins"]
+    assert (summary.count, summary.oldest, summary.newest) == (
+        2,
+        date(2024, 3, 9),
+        date(2024, 3, 10),
+    )
+    assert summary.total_bytes > 0

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import boto3
@@ -48,6 +48,7 @@ from stream.ops.status.figures import (
     DatabaseCounts,
     DeadLetters,
     PartitionLag,
+    PartitionSummary,
     Problem,
     QueueDepth,
     Rate,
@@ -158,6 +159,25 @@ def test_render_shows_rows_devices_rate_and_top_rejection_reasons_in_order() -> 
         "    40  not JSON",
         "     7  empty body",
     ]
+
+
+def test_render_shows_the_partitions_of_partitioned_tables_only() -> None:
+    counts = DatabaseCounts(
+        "db",
+        rows=10,
+        devices=2,
+        rows_in_window=0,
+        rejections=1,
+        partitions=(
+            ("user_logins", PartitionSummary(3, date(2024, 1, 1), date(2024, 1, 3), 3 * 1024**2)),
+        ),
+    )
+    lines = render.render_postgres(counts, None)
+    assert lines[1:3] == [
+        "  user_logins: 10 rows, 2 seen devices",
+        "    partitions: 3, 2024-01-01 (oldest kept) to 2024-01-03, 3.0 MiB",
+    ]
+    assert [line for line in lines if "partitions" in line] == [lines[2]]  # rejections: plain
 
 
 def test_render_explains_tables_a_worker_has_not_created_yet() -> None:
