@@ -315,6 +315,19 @@ def run_layout(
     return runs, drop
 
 
+def growth(layout: str, runs: list[Run], target: str) -> Result:
+    """Rows per CPU-second at the largest history against the empty table's."""
+    return Result(
+        "history (worker+pg)",
+        f"{layout}, {runs[-1].history:,} rows",
+        1e6 / runs[-1].per_row_us,
+        f"{layout}, empty",
+        1e6 / runs[0].per_row_us,
+        "rows/cpu-s",
+        target,
+    )
+
+
 def run() -> list[Result]:
     stack = Stack.from_settings()
     env = read_env_file(stack.env_file)
@@ -324,26 +337,11 @@ def run() -> list[Result]:
     work = Path(stack.dir) / "bench"
     partitioned, drop_partition = run_layout(env, work, "partitioned", Interval.DAY, postgres_pid)
     plain, delete_day = run_layout(env, work, "plain", Interval.NONE, postgres_pid)
-    largest = SIZES[-1]
     return [
-        Result(
-            "history (worker+pg)",
-            f"partitioned, {largest:,} rows",
-            1e6 / partitioned[-1].per_row_us,
-            "partitioned, empty",
-            1e6 / partitioned[0].per_row_us,
-            "rows/cpu-s",
-            ">= 0.91",  # cost within 1.1x of an empty table's
-        ),
-        Result(
-            "history (worker+pg)",
-            f"plain, {largest:,} rows",
-            1e6 / plain[-1].per_row_us,
-            "plain, empty",
-            1e6 / plain[0].per_row_us,
-            "rows/cpu-s",
-            ">= 0.0",  # for comparison
-        ),
+        # Cost at the largest history against the empty table's: within 1.1x
+        # for the partitioned layout (issue 33); the plain one for comparison.
+        growth("partitioned", partitioned, ">= 0.91"),
+        growth("plain", plain, ">= 0.0"),
         Result(
             "history (drop a day)",
             "drop the day's partition",
