@@ -57,7 +57,7 @@ SIZES = [int(n) for n in os.environ.get("BENCH_HISTORY_SIZES", "0,5000000,200000
 DAYS = int(os.environ.get("BENCH_HISTORY_DAYS", "50"))
 ROWS = int(os.environ.get("BENCH_HISTORY_ROWS", "30000"))
 BATCH = 1000  # MASKSTREAM_BATCH_SIZE's default
-ROUNDS = 2
+ROUNDS = 3
 # After the history's checkpoint, the server's background work settles.
 SETTLE_SECONDS = 5.0
 DEVICES = 1_000_000
@@ -88,7 +88,7 @@ SELECT md5(%(day)s::text || i)::uuid::text, 'user-' || mod(i, 200000), 'android'
        {token("ip", f"mod(i, {IPS})")}, {token("dev", f"mod(i * 7919, {DEVICES})")},
        'RU', 230, '2.3.0', %(day)s::date,
        %(day)s::date + mod(i, 86400) * interval '1 second', NULL, 'history:0:' || i
-  FROM generate_series(1::bigint, %(rows)s) AS i"""
+  FROM generate_series(%(after)s::bigint + 1, %(after)s::bigint + %(rows)s) AS i"""
 
 # Every history device, with the logins a size added to it (the history's
 # rows spread evenly over the devices).
@@ -156,12 +156,14 @@ def add_devices(conn: psycopg.Connection, today: date, logins: int) -> None:
     )
 
 
-def add_history(conn: psycopg.Connection, rows: int, today: date) -> None:
-    """*rows* more rows of history, spread over the DAYS days before *today*."""
-    per_day = rows // DAYS
+def add_history(conn: psycopg.Connection, rows: int, after: int, today: date) -> None:
+    """*rows* more rows of history, spread over the DAYS days before *today*;
+    *after* rows there already (their numbers, hence message ids, come after)."""
+    per_day, after_per_day = rows // DAYS, after // DAYS
     first = today - timedelta(days=DAYS)
     for offset in range(DAYS):
-        conn.execute(HISTORY_DAY, {"day": first + timedelta(days=offset), "rows": per_day})
+        day = first + timedelta(days=offset)
+        conn.execute(HISTORY_DAY, {"day": day, "rows": per_day, "after": after_per_day})
     add_devices(conn, today, per_day * DAYS // DEVICES)
 
 
@@ -298,7 +300,7 @@ def run_layout(
             if size > loaded:
                 started = time.perf_counter()
                 drop_indexes(conn)
-                add_history(conn, size - loaded, today)
+                add_history(conn, size - loaded, loaded, today)
                 settle(conn, tables)
                 loaded = int(scalar(conn, "SELECT count(*) FROM user_logins"))
                 print(
