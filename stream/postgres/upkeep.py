@@ -19,6 +19,7 @@ from datetime import date
 from psycopg import sql
 
 from stream.postgres.connect import Database
+from stream.postgres.migration import ensure_current_async
 from stream.postgres.partition_ddl import drop_partitions_async
 from stream.postgres.partition_keeper import PartitionKeeper
 from stream.postgres.partitions import days_ahead
@@ -55,6 +56,8 @@ async def keep_partitions(
         if not (locked and locked[0]):
             return upkeep
         upkeep.ran = True
+        # At a first start the tables may not exist yet: made as a writer would.
+        await ensure_current_async(conn, tables)
         await conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         for table in (tables.logins, tables.rejections):
             keeper = PartitionKeeper(table, tables.interval)
