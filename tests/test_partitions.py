@@ -39,6 +39,7 @@ from tests.test_exercise import SEVEN_COLUMNS
 from tests.test_migrate import Throwaway
 
 TABLES = Tables()
+TABLES_GROWING = ("user_logins", "rejected_logins")
 
 # -- pure -------------------------------------------------------------------------------
 
@@ -392,3 +393,17 @@ def test_status_shows_the_partitions_their_days_and_size(
         date(2024, 3, 10),
     )
     assert summary.total_bytes > 0
+
+
+@pytest.mark.services
+def test_upkeep_at_a_first_start_creates_the_tables_and_the_days_ahead(
+    pipeline: IsolatedPipeline,
+) -> None:
+    today = date(2024, 2, 27)
+    upkeep = asyncio.run(keep_partitions(Database(pipeline.database_url), TABLES, 0, today))
+    assert upkeep.ran and upkeep.dropped == []
+    days = ["20240227", "20240228", "20240229", "20240301"]
+    assert upkeep.created == [f"{table}_p{day}" for table in TABLES_GROWING for day in days]
+    # A second round finds them all and makes nothing new (the writers' path too).
+    again = asyncio.run(keep_partitions(Database(pipeline.database_url), TABLES, 0, today))
+    assert again.created == []
