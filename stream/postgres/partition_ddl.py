@@ -27,7 +27,6 @@ instead (stream.postgres.partition_keeper).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 
 import psycopg
 from psycopg import sql
@@ -216,8 +215,3 @@ async def drop_partitions_async(
     async with conn.transaction():
         cursor = await conn.execute(statement, (sql.Identifier(table).as_string(conn), keep_days))
         return [str(name) for (name,) in await cursor.fetchall()]
-
-
-def covered(day: date, ranges: list[DayRange]) -> bool:
-    """Does one of *ranges* hold *day*?"""
-    return any(day in days for days in ranges)

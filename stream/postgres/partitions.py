@@ -114,11 +114,6 @@ def partition_name(table: str, low: date) -> str:
     return name
 
 
-def utc_day(epoch_ms: int) -> date:
-    """The UTC day of an epoch in milliseconds (as create_date is computed)."""
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).date()
-
-
 def days_ahead(today: date, interval: Interval, count: int) -> list[date]:
     """The first day of the range holding *today* and of the *count* ranges
     after it: what upkeep makes partitions for ahead of time."""
