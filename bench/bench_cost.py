@@ -32,10 +32,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import psycopg
 
+from bench.bench_history import ensure_days
 from bench.cpu import cpu_seconds, tree_cpu_seconds
 from bench.harness import Result
 from stream.common import settings as settings_module
@@ -61,6 +63,8 @@ HISTORY_FACTOR = int(os.environ.get("BENCH_COST_HISTORY", "40"))
 # to nothing. What is measured is the steady cost a message adds.
 WARM_UP = int(os.environ.get("BENCH_COST_WARM_UP", str(MESSAGES // 10)))
 SEED = 21
+# The day of the history's rows (the run's are today's).
+HISTORY_DATE = date(2024, 1, 1)
 # Kafka deletes the previous pipeline's topics in the background, and the
 # history setup leaves PostgreSQL busy for a moment: neither is the run's
 # work. The broker's CPU rate over this pause is subtracted from its cost.
@@ -118,6 +122,7 @@ def add_history(pipe: IsolatedPipeline, per_device: Counter[str], factor: int) -
     ]
     with psycopg.connect(pipe.database_url, autocommit=True) as conn:
         ensure_schema(conn)
+        ensure_days(conn, "user_logins", HISTORY_DATE, 1)  # a partitioned table's
         conn.execute("DROP TABLE seen_devices")  # re-created below, backfilled from history
         conn.execute("CREATE TEMP TABLE history_devices (token text, rows int)")
         with conn.cursor().copy("COPY history_devices FROM STDIN") as copy:
@@ -127,9 +132,10 @@ def add_history(pipe: IsolatedPipeline, per_device: Counter[str], factor: int) -
             """INSERT INTO user_logins (message_id, user_id, device_type, masked_ip,
                    masked_device_id, locale, app_version, app_version_full, create_date, sent_at)
                SELECT 'history-' || h.token || '-' || n, 'u', 'android', 'ip', h.token, NULL,
-                      1, '1.0', DATE '2024-01-01',
+                      1, '1.0', %s,
                       TIMESTAMPTZ '2024-01-01' + n * INTERVAL '1 minute'
-                 FROM history_devices h, generate_series(1, h.rows) AS n"""
+                 FROM history_devices h, generate_series(1, h.rows) AS n""",
+            (HISTORY_DATE,),
         )
         ensure_schema(conn)
         conn.execute("VACUUM ANALYZE user_logins")

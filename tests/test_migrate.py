@@ -38,6 +38,7 @@ def test_the_check_looks_for_every_object_the_schema_statements_create() -> None
     assert ("seen_devices", "login_count") in expected.columns  # a CREATE TABLE column
     assert ("user_logins", "ingested_at") in expected.defaults  # ALTER ... SET DEFAULT
     assert ("user_logins", "user_logins_message_id_key") in expected.indexes
+    assert expected.functions == {"maskstream_create_partition", "maskstream_drop_partitions"}
     added = {template.split()[-2] for template in SCHEMA_TEMPLATES if "ADD COLUMN" in template}
     assert {("user_logins", column) for column in added} <= expected.columns
 
@@ -51,6 +52,7 @@ def test_a_missing_table_stands_for_its_columns() -> None:
     expected = expected_schema(TABLES)
     present = [(t, "column", c, (t, c) in expected.defaults) for t, c in expected.columns]
     present += [(t, "index", i, False) for t, i in expected.indexes]
+    present += [(f, "function", f, False) for f in expected.functions]
     assert missing(expected, present) == []
     without_devices = [row for row in present if row[0] != "seen_devices"]
     assert missing(expected, without_devices) == ["table seen_devices"]

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import boto3
@@ -48,6 +48,7 @@ from stream.ops.status.figures import (
     DatabaseCounts,
     DeadLetters,
     PartitionLag,
+    PartitionSummary,
     Problem,
     QueueDepth,
     Rate,
@@ -55,6 +56,7 @@ from stream.ops.status.figures import (
     TopicLag,
 )
 from stream.ops.status.reasons import describe_error
+from stream.postgres.partitions import Interval
 from stream.postgres.schema import Tables, ensure_schema
 from tests.support.sandbox import IsolatedPipeline
 
@@ -157,6 +159,25 @@ def test_render_shows_rows_devices_rate_and_top_rejection_reasons_in_order() -> 
         "    40  not JSON",
         "     7  empty body",
     ]
+
+
+def test_render_shows_the_partitions_of_partitioned_tables_only() -> None:
+    counts = DatabaseCounts(
+        "db",
+        rows=10,
+        devices=2,
+        rows_in_window=0,
+        rejections=1,
+        partitions=(
+            ("user_logins", PartitionSummary(3, date(2024, 1, 1), date(2024, 1, 3), 3 * 1024**2)),
+        ),
+    )
+    lines = render.render_postgres(counts, None)
+    assert lines[1:3] == [
+        "  user_logins: 10 rows, 2 seen devices",
+        "    partitions: 3, 2024-01-01 (oldest kept) to 2024-01-03, 3.0 MiB",
+    ]
+    assert [line for line in lines if "partitions" in line] == [lines[2]]  # rejections: plain
 
 
 def test_render_explains_tables_a_worker_has_not_created_yet() -> None:
@@ -424,9 +445,10 @@ async def _fill_topics(bootstrap: str, pipe: IsolatedPipeline) -> None:
 def fill_database(
     pipe: IsolatedPipeline, logins: str = "user_logins", rejections: str = "rejected_logins"
 ) -> None:
-    """4 rows of 3 devices, 2 of them ingested just now; 4 rejections of 2 reasons."""
+    """4 rows of 3 devices, 2 of them ingested just now; 4 rejections of 2 reasons
+    (plain tables: the rows have no time to be partitioned by)."""
     with psycopg.connect(pipe.database_url) as conn:
-        ensure_schema(conn, Tables(logins, rejections, f"{logins}_devices"))
+        ensure_schema(conn, Tables(logins, rejections, f"{logins}_devices", Interval.NONE))
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (message_id, masked_device_id, ingested_at) VALUES "

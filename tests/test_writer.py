@@ -271,6 +271,8 @@ def test_concurrent_writers_with_overlapping_batches_never_deadlock(
     shared devices: without key-ordered locking these deadlock."""
     with psycopg.connect(pipeline.database_url) as conn:
         ensure_schema(conn, TABLES)
+        # insert_logins alone: the partition the writer would make first.
+        conn.execute("SELECT maskstream_create_partition('user_logins', '2024-01-01', NULL)")
     devices = [f"d{n}" for n in range(12)]
     rng = random.Random(7)
     batches = [

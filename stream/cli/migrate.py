@@ -14,6 +14,7 @@ import psycopg
 from stream.common import settings as settings_module
 from stream.common.errors import CommandError, one_line
 from stream.postgres.connect import database_of
+from stream.postgres.convert import ConversionRefused
 from stream.postgres.migration import Migration, migrate
 from stream.postgres.schema import tables_of
 
@@ -34,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="ROLE",
         help="grant ROLE the workers' privileges (SELECT, INSERT; UPDATE on seen_devices)",
     )
+    parser.add_argument(
+        "--partition",
+        action="store_true",
+        help=(
+            "convert plain user_logins and rejected_logins to tables partitioned by time, "
+            "each old table attached as one partition (PostgreSQL 11+; locks them meanwhile)"
+        ),
+    )
     parser.set_defaults(handler=run)
 
 
@@ -44,6 +53,11 @@ def describe(migration: Migration) -> list[str]:
         lines.append(f"backfilled seen_devices: {migration.backfilled} devices")
     if migration.audit_created:
         lines.append("created table unmask_audit")
+    lines += [conversion.describe() for conversion in migration.conversions]
+    if migration.conversions and not migration.grants:
+        lines.append(
+            "the partitioned tables are new: grant a runtime role again with --grant-runtime ROLE"
+        )
     lines += [f"granted: {statement}" for statement in migration.grants]
     return lines
 
@@ -53,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     database = database_of(settings)
     try:
         with database.connect(autocommit=True, connect_timeout=10) as conn:
-            migration = migrate(conn, tables_of(settings), args.grant_runtime)
+            migration = migrate(conn, tables_of(settings), args.grant_runtime, args.partition)
+    except ConversionRefused as exc:
+        raise CommandError(f"conversion refused, nothing changed: {exc}") from None
     except psycopg.OperationalError as exc:
         raise CommandError(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
     except psycopg.Error as exc:

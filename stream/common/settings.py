@@ -72,6 +72,9 @@ TABLE_STORES = ("rocksdb", "memory")
 
 
 SQS_PROTOCOLS = ("auto", "json", "query")
+# Partition length of the tables maskstream creates (stream.postgres.partitions);
+# the first is the default.
+PARTITION_INTERVALS = ("day", "week", "month", "none")
 ENVELOPES = ("auto", "none", "sns", "eventbridge")
 
 
@@ -224,6 +227,14 @@ class Settings:
     devices_table: str = field(
         default_factory=lambda: _env("MASKSTREAM_DEVICES_TABLE", "seen_devices")
     )
+    # Tables maskstream creates on PostgreSQL 11+ are range-partitioned by the
+    # login's time, one partition per interval; "none" keeps them plain.
+    partition_interval: str = field(
+        default_factory=lambda: _choice("MASKSTREAM_PARTITION_INTERVAL", PARTITION_INTERVALS)
+    )
+    # Partitions of logins and rejections wholly older than this many days are
+    # dropped by the workers' upkeep; 0 keeps everything.
+    retention_days: int = field(default_factory=lambda: _env_int("MASKSTREAM_RETENTION_DAYS", 0))
 
     # Prometheus /metrics, /health and /ready of the bridge; 0 turns them off.
     bridge_metrics_port: int = field(

@@ -22,10 +22,17 @@ from stream.postgres.schema import SCHEMA_TEMPLATES, Tables, template_names
 
 # A placeholder of the templates, e.g. {logins}.
 _NAME = r"\{(\w+)\}"
-_CREATE_TABLE = re.compile(rf"CREATE TABLE IF NOT EXISTS {_NAME}\s*\((.*)\)\s*$", re.S)
+# A table's statement may end with its layout's placeholder (PARTITION BY ...):
+# either layout has the same columns, defaults and indexes.
+_CREATE_TABLE = re.compile(
+    rf"CREATE TABLE IF NOT EXISTS {_NAME}\s*\((.*)\)\s*(?:\{{\w+\}})?\s*$", re.S
+)
 _ADD_COLUMN = re.compile(rf"ALTER TABLE {_NAME} ADD COLUMN IF NOT EXISTS (\w+)\s")
 _SET_DEFAULT = re.compile(rf"ALTER TABLE {_NAME} ALTER COLUMN (\w+) SET DEFAULT\s")
 _CREATE_INDEX = re.compile(rf"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS {_NAME} ON {_NAME}\s")
+_CREATE_FUNCTION = re.compile(rf"CREATE OR REPLACE FUNCTION {_NAME}\(")
+# Privileges taken away are not looked for: a worker neither needs nor can tell.
+_REVOKE = re.compile(r"REVOKE ")
 # Items of a CREATE TABLE body that are constraints, not columns.
 _CONSTRAINT_WORDS = frozenset({"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", "EXCLUDE"})
 
@@ -38,6 +45,7 @@ class ExpectedSchema:
     columns: frozenset[tuple[str, str]]  # (table, column)
     defaults: frozenset[tuple[str, str]]  # (table, column) with a default
     indexes: frozenset[tuple[str, str]]  # (table, index)
+    functions: frozenset[str] = frozenset()
 
 
 def _top_level_items(body: str) -> list[str]:
@@ -61,6 +69,7 @@ def expected_schema(tables: Tables, templates: Iterable[str] = SCHEMA_TEMPLATES)
     columns: set[tuple[str, str]] = set()
     defaults: set[tuple[str, str]] = set()
     indexes: set[tuple[str, str]] = set()
+    functions: set[str] = set()
     for template in templates:
         statement = template.strip()
         if match := _CREATE_TABLE.match(statement):
@@ -78,10 +87,18 @@ def expected_schema(tables: Tables, templates: Iterable[str] = SCHEMA_TEMPLATES)
             defaults.add((names[match[1]], match[2]))
         elif match := _CREATE_INDEX.match(statement):
             indexes.add((names[match[2]], names[match[1]]))
+        elif match := _CREATE_FUNCTION.match(statement):
+            functions.add(names[match[1]])
+        elif _REVOKE.match(statement):
+            continue
         else:
             raise ValueError(f"schema statement not understood: {statement.splitlines()[0]}")
     return ExpectedSchema(
-        frozenset(created), frozenset(columns), frozenset(defaults), frozenset(indexes)
+        frozenset(created),
+        frozenset(columns),
+        frozenset(defaults),
+        frozenset(indexes),
+        frozenset(functions),
     )
 
 
@@ -98,9 +115,15 @@ SELECT t.name, 'index', i.relname, false
   FROM unnest(%(tables)s::text[]) AS t(name)
   JOIN pg_index x ON x.indrelid = to_regclass(quote_ident(t.name))
   JOIN pg_class i ON i.oid = x.indexrelid
+UNION ALL
+SELECT p.proname, 'function', p.proname, false
+  FROM pg_proc p
+ WHERE p.proname = ANY(%(functions)s::text[])
+   AND p.pronamespace = to_regnamespace(quote_ident(current_schema()))
 """
 
-# One row of CATALOG_QUERY: table, 'column' or 'index', name, has a default.
+# One row of CATALOG_QUERY: table (a function: its name), 'column', 'index' or
+# 'function', name, has a default.
 CatalogRow = tuple[str, str, str, bool]
 
 
@@ -112,7 +135,9 @@ def missing(expected: ExpectedSchema, present: Iterable[CatalogRow]) -> list[str
     have_columns = {(table, name) for table, kind, name, _ in rows if kind == "column"}
     have_defaults = {(table, name) for table, kind, name, default in rows if default}
     have_indexes = {(table, name) for table, kind, name, _ in rows if kind == "index"}
+    have_functions = {name for _, kind, name, _ in rows if kind == "function"}
     lacking = [f"table {table}" for table in expected.tables - have_tables]
+    lacking += [f"function {name}" for name in expected.functions - have_functions]
     described = (
         ("column {0}.{1}", expected.columns, have_columns),
         ("default of {0}.{1}", expected.defaults, have_defaults),
@@ -123,15 +148,19 @@ def missing(expected: ExpectedSchema, present: Iterable[CatalogRow]) -> list[str
     return sorted(lacking)
 
 
+def _parameters(expected: ExpectedSchema) -> dict[str, list[str]]:
+    return {"tables": sorted(expected.tables), "functions": sorted(expected.functions)}
+
+
 def missing_objects(conn: psycopg.Connection, tables: Tables) -> list[str]:
     """What the database lacks of the schema (empty: current); read-only."""
     expected = expected_schema(tables)
-    rows = conn.execute(CATALOG_QUERY, {"tables": sorted(expected.tables)}).fetchall()
+    rows = conn.execute(CATALOG_QUERY, _parameters(expected)).fetchall()
     return missing(expected, rows)
 
 
 async def missing_objects_async(conn: psycopg.AsyncConnection, tables: Tables) -> list[str]:
     """:func:`missing_objects` for the workers' asyncio connections."""
     expected = expected_schema(tables)
-    cursor = await conn.execute(CATALOG_QUERY, {"tables": sorted(expected.tables)})
+    cursor = await conn.execute(CATALOG_QUERY, _parameters(expected))
     return missing(expected, await cursor.fetchall())

@@ -12,13 +12,14 @@ migrated database, and an owner role still migrates on its own as before.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
 from stream.postgres.audit import ensure_audit_table
 from stream.postgres.catalog import missing_objects, missing_objects_async
+from stream.postgres.convert import Conversion, convert_to_partitioned
 from stream.postgres.queries import scalar
 from stream.postgres.roles import runtime_grants
 from stream.postgres.schema import Tables, ensure_schema, ensure_schema_async
@@ -36,14 +37,23 @@ class Migration:
     backfilled: int | None  # devices backfilled into a new seen_devices; None: none created
     audit_created: bool
     grants: list[str]  # the GRANT statements run
+    conversions: list[Conversion] = field(default_factory=list)  # --partition's
 
 
-def migrate(conn: psycopg.Connection, tables: Tables, runtime_role: str | None = None) -> Migration:
-    """Create or migrate *tables* and the audit table, and grant *runtime_role*
-    the runtime privileges; one transaction (*conn* in autocommit mode)."""
+def migrate(
+    conn: psycopg.Connection,
+    tables: Tables,
+    runtime_role: str | None = None,
+    partition: bool = False,
+) -> Migration:
+    """Create or migrate *tables* and the audit table, with *partition* convert
+    plain logins and rejections tables to partitioned ones
+    (stream.postgres.convert), and grant *runtime_role* the runtime
+    privileges; one transaction (*conn* in autocommit mode)."""
     with conn.transaction():
         lacking = missing_objects(conn, tables)
         backfilled = ensure_schema(conn, tables)
+        conversions = convert_to_partitioned(conn, tables) if partition else []
         audit_created = ensure_audit_table(conn)
         grants: list[sql.Composed] = []
         if runtime_role is not None:
@@ -51,7 +61,8 @@ def migrate(conn: psycopg.Connection, tables: Tables, runtime_role: str | None =
             grants = runtime_grants(tables, runtime_role, schema)
             for statement in grants:
                 conn.execute(statement)
-    return Migration(lacking, backfilled, audit_created, [g.as_string(conn) for g in grants])
+    granted = [g.as_string(conn) for g in grants]
+    return Migration(lacking, backfilled, audit_created, granted, conversions)
 
 
 async def ensure_current_async(conn: psycopg.AsyncConnection, tables: Tables) -> None:

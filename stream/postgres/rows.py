@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import psycopg
 from psycopg import sql
@@ -106,7 +106,7 @@ WITH batch AS (
 ), inserted AS (
     INSERT INTO {logins} ({columns})
     SELECT {columns} FROM {staging} ORDER BY message_id
-    ON CONFLICT (message_id) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING masked_device_id, sent_at
 ), added AS (
     SELECT masked_device_id, min(sent_at) AS first_seen, max(sent_at) AS last_seen,
@@ -172,16 +172,23 @@ async def device_entry(conn: psycopg.AsyncConnection, table: str, device: str) -
 
 
 async def row_writers(
-    conn: psycopg.AsyncConnection, table: str, message_ids: Sequence[str]
+    conn: psycopg.AsyncConnection,
+    table: str,
+    message_ids: Sequence[str],
+    time_column: str,
+    times: Sequence[date],
 ) -> list[tuple[str, str]]:
     """(message id, raw position) of the rows of *table* holding *message_ids*:
     which raw record wrote each (rows written before positions were recorded
-    have none, and are left out). One index lookup per id."""
+    have none, and are left out). *times* are the values of *time_column* (the
+    partition key) of those rows: a partitioned table is searched only in
+    their partitions, one index lookup per id in each, never in every
+    partition of its history; a plain one filters on them for free."""
     cursor = await conn.execute(
         sql.SQL(
             "SELECT message_id, raw_position FROM {} WHERE message_id = ANY(%s)"
-            " AND raw_position IS NOT NULL"
-        ).format(sql.Identifier(table)),
-        (list(message_ids),),
+            " AND {} = ANY(%s) AND raw_position IS NOT NULL"
+        ).format(sql.Identifier(table), sql.Identifier(time_column)),
+        (list(message_ids), sorted(set(times))),
     )
     return [(message_id, position) for message_id, position in await cursor.fetchall()]

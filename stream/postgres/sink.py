@@ -1,8 +1,11 @@
 """Write batches to PostgreSQL: one transaction a batch, never skipping one.
 
 A batch's rows are COPYed into temporary tables and moved into the target
-tables with ``INSERT ... ON CONFLICT (message_id) DO NOTHING``, so a
-redelivered or replayed message adds no row. Failures are split in two kinds:
+tables with ``INSERT ... ON CONFLICT DO NOTHING``, so a redelivered or
+replayed message adds no row. No conflict target: the unique key is
+``message_id`` in a plain table and ``message_id`` with the partition key in
+a partitioned one (stream.postgres.schema), and either way a row that
+meets it is skipped. Failures are split in two kinds:
 
 * the database refuses particular rows (bad encoding, a NUL, a value too
   long): the rows are bisected inside savepoints until each refused row
@@ -71,9 +74,23 @@ SERVER_STATE_CLASSES = frozenset(
 )
 
 
+# PostgreSQL's words (check_violation, 23514) for a row whose time has no
+# partition: the partition is missing (dropped meanwhile), not the row wrong.
+NO_PARTITION_PREFIX = "no partition of relation"
+
+
+def is_missing_partition(exc: BaseException) -> bool:
+    """The insert found no partition for a row's time: server state, retried
+    once the partition is made (stream.postgres.partition_keeper)."""
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None) or ""
+    return isinstance(exc, psycopg.errors.CheckViolation) and primary.startswith(
+        NO_PARTITION_PREFIX
+    )
+
+
 def is_row_error(exc: BaseException) -> bool:
     """The error names a row's contents: that row is refused, the rest written."""
-    return isinstance(exc, ROW_ERRORS)
+    return isinstance(exc, ROW_ERRORS) and not is_missing_partition(exc)
 
 
 def is_server_error(exc: BaseException) -> bool:
@@ -81,7 +98,11 @@ def is_server_error(exc: BaseException) -> bool:
     if is_row_error(exc):
         return False
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, AVAILABILITY_ERRORS) or sqlstate[:2] in SERVER_STATE_CLASSES
+    return (
+        isinstance(exc, AVAILABILITY_ERRORS)
+        or sqlstate[:2] in SERVER_STATE_CLASSES
+        or is_missing_partition(exc)
+    )
 
 
 # An unknown error seen this many times in a row, identically, is not transient.
@@ -90,11 +111,12 @@ REPEATS_BEFORE_ISOLATING = 3
 
 @dataclass(frozen=True)
 class TableSpec:
-    """Where rows go: table, column order of the rows, the idempotence key."""
+    """Where rows go: table, column order of the rows, and the column rows are
+    inserted in the order of (concurrent writers lock in the same order)."""
 
     table: str
     columns: tuple[str, ...]
-    conflict_column: str = "message_id"
+    order_column: str = "message_id"
 
     @property
     def staging(self) -> str:
@@ -269,12 +291,12 @@ async def insert_new(conn: psycopg.AsyncConnection, spec: TableSpec, rows: Seque
         await cur.execute(
             sql.SQL(
                 "INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}"
-                " ORDER BY {key} ON CONFLICT ({key}) DO NOTHING"
+                " ORDER BY {key} ON CONFLICT DO NOTHING"
             ).format(
                 table=sql.Identifier(spec.table),
                 columns=columns,
                 staging=sql.Identifier(spec.staging),
-                key=sql.Identifier(spec.conflict_column),
+                key=sql.Identifier(spec.order_column),
             )
         )
         return cur.rowcount

@@ -21,14 +21,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
 import psycopg
 
 from stream.core.batch import Outcome, failure_reason
 from stream.core.records import MaskedLogin, Rejection
+from stream.core.timestamps import clamp_epoch_ms
 from stream.postgres.connect import Database
 from stream.postgres.migration import ensure_current_async
+from stream.postgres.partition_keeper import PartitionKeeper
 from stream.postgres.rows import (
     DeviceState,
     insert_logins,
@@ -38,7 +41,7 @@ from stream.postgres.rows import (
     rejections_spec,
     row_writers,
 )
-from stream.postgres.schema import Tables
+from stream.postgres.schema import LOGINS_PARTITION_KEY, REJECTIONS_PARTITION_KEY, Tables
 from stream.postgres.sink import PostgresSink, Row, create_staging, insert_isolating, insert_new
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,21 @@ def latest_states(results: Sequence[list[DeviceState]]) -> dict[str, DeviceState
     return merged
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def sent_at(rejection: Rejection) -> datetime:
+    """*rejection*'s sent_at exactly as its row stores it (clamped milliseconds;
+    no float on the way)."""
+    return EPOCH + timedelta(milliseconds=clamp_epoch_ms(rejection.sent_at_ms))
+
+
+def login_day(outcome: Outcome) -> date:
+    """The create_date of *outcome*'s login (there is one)."""
+    assert outcome.login is not None
+    return date.fromisoformat(outcome.login.create_date)
+
+
 def login_rows(
     batch: Sequence[Outcome],
 ) -> tuple[list[Row], list[Outcome], list[tuple[Outcome, str]]]:
@@ -110,6 +128,8 @@ class BatchWriter:
     def __init__(self, database: Database, tables: Tables) -> None:
         self.tables = tables
         self.sink = PostgresSink(database, self._prepare, tables.logins)
+        self.logins_partitions = PartitionKeeper(tables.logins, tables.interval)
+        self.rejections_partitions = PartitionKeeper(tables.rejections, tables.interval)
 
     async def close(self) -> None:
         await self.sink.close()
@@ -118,6 +138,18 @@ class BatchWriter:
         await ensure_current_async(conn, self.tables)
         await create_staging(conn, logins_spec(self.tables.logins))
         await create_staging(conn, rejections_spec(self.tables.rejections))
+        await self.logins_partitions.load(conn)
+        await self.rejections_partitions.load(conn)
+
+    async def _ensure_partitions(
+        self,
+        conn: psycopg.AsyncConnection,
+        logins: Sequence[Outcome],
+        rejections: Sequence[tuple[Rejection, str]],
+    ) -> None:
+        """The partitions of the batch's days, made before its transaction."""
+        await self.logins_partitions.ensure(conn, map(login_day, logins))
+        await self.rejections_partitions.ensure(conn, (sent_at(r).date() for r, _ in rejections))
 
     async def write(self, batch: Sequence[Outcome]) -> Written:
         """Commit *batch*'s logins and rejections; return only once they are
@@ -145,6 +177,7 @@ class BatchWriter:
         conn: psycopg.AsyncConnection,
         isolate_any: bool,
     ) -> Written:
+        await self._ensure_partitions(conn, of_rows, rejections)
         async with conn.transaction():
             logins = await insert_isolating(conn, rows, self._insert_logins, isolate_any)
             new_rejections = await self._insert_rejections(conn, rejections, isolate_any)
@@ -170,12 +203,16 @@ class BatchWriter:
         """The (message id, raw position) that each row of *logins* and
         *rejections* records: the record that wrote it."""
         found: set[RecordId] = set()
-        for table, ids in (
-            (self.tables.logins, [o.raw.message_id for o in logins]),
-            (self.tables.rejections, [r.message_id for r, _ in rejections]),
-        ):
-            if ids:
-                found.update(await row_writers(conn, table, ids))
+        if logins:
+            ids = [o.raw.message_id for o in logins]
+            days = [login_day(o) for o in logins]
+            found.update(
+                await row_writers(conn, self.tables.logins, ids, LOGINS_PARTITION_KEY, days)
+            )
+        if rejections:
+            table, ids = self.tables.rejections, [r.message_id for r, _ in rejections]
+            times = [sent_at(r) for r, _ in rejections]
+            found.update(await row_writers(conn, table, ids, REJECTIONS_PARTITION_KEY, times))
         return found
 
     async def _rejections_transaction(
@@ -184,6 +221,7 @@ class BatchWriter:
         conn: psycopg.AsyncConnection,
         isolate_any: bool,
     ) -> None:
+        await self._ensure_partitions(conn, (), rejections)
         async with conn.transaction():
             await self._insert_rejections(conn, rejections, isolate_any)
 

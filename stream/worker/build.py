@@ -1,4 +1,4 @@
-"""Build a worker: the Faust app with its agent, pages and self-check."""
+"""Build a worker: the Faust app with its agent, pages, self-check and partition upkeep."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from stream.common.settings import Settings
 from stream.worker.agents import register_agent
 from stream.worker.app import build_app
 from stream.worker.pages import register_pages
+from stream.worker.partition_upkeep import register_partition_upkeep
 
 
 def build_worker(settings: Settings) -> faust.App:
@@ -15,4 +16,5 @@ def build_worker(settings: Settings) -> faust.App:
     (raises without a key ring, or with unusable Kafka security settings)."""
     worker = build_app(settings)
     register_pages(worker, register_agent(worker))
+    register_partition_upkeep(worker)
     return worker.app

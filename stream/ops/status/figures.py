@@ -8,7 +8,7 @@ snapshots by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 # The one-shot rate counts the rows ingested within this window (see current_rate).
 RATE_WINDOW_SECONDS = 60
@@ -77,6 +77,17 @@ class ConsumerLag:
 
 
 @dataclass(frozen=True)
+class PartitionSummary:
+    """A partitioned table's partitions: how many, the first and last day they
+    hold (the oldest kept, after retention), and their size with indexes."""
+
+    count: int
+    oldest: date | None
+    newest: date | None  # the last day of the newest partition
+    total_bytes: int
+
+
+@dataclass(frozen=True)
 class DatabaseCounts:
     """Counts from PostgreSQL; None where the table or column does not exist yet."""
 
@@ -87,6 +98,8 @@ class DatabaseCounts:
     rejections: int | None
     top_reasons: tuple[tuple[str, int], ...] = ()
     tables: tuple[str, str] = ("user_logins", "rejected_logins")
+    # Per table name, for the partitioned ones (plain tables have none).
+    partitions: tuple[tuple[str, PartitionSummary], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from stream.common.settings import Settings
-from stream.ops.status.figures import RATE_WINDOW_SECONDS, DatabaseCounts, Problem
+from stream.ops.status.figures import (
+    RATE_WINDOW_SECONDS,
+    DatabaseCounts,
+    PartitionSummary,
+    Problem,
+)
 from stream.ops.status.reasons import describe_error
 
 TOP_REASONS = 5
@@ -75,6 +81,28 @@ def _count_rejections(conn: Any, table: str) -> tuple[int, tuple[tuple[str, int]
     return int(total), tuple((str(reason), int(count)) for reason, count in top)
 
 
+def _partitions(conn: Any, table: str) -> PartitionSummary | None:
+    """*table*'s partitions, or None for a plain table (catalog reads only)."""
+    from stream.postgres.partition_ddl import list_partitions
+
+    partitions = list_partitions(conn, table)
+    if not partitions:
+        kind = conn.execute(
+            "SELECT relkind FROM pg_class WHERE oid = to_regclass(quote_ident(%s))", (table,)
+        ).fetchone()
+        if kind is None or kind[0] != "p":
+            return None
+    ranges = [p.days for p in partitions if p.days is not None]
+    lows = [r.low for r in ranges]
+    highs = [r.high - timedelta(days=1) for r in ranges if r.high is not None]
+    return PartitionSummary(
+        len(partitions),
+        min(lows, default=None),
+        max(highs, default=None),
+        sum(p.total_bytes for p in partitions),
+    )
+
+
 def database_counts(settings: Settings, timeout: float) -> DatabaseCounts | Problem:
     """Rows, devices, recent rows and rejections, in one read-only session (blocking).
 
@@ -101,6 +129,11 @@ def database_counts(settings: Settings, timeout: float) -> DatabaseCounts | Prob
                 rows, devices, recent = _count_logins(conn, logins)
             if rejected in tables:
                 rejections, top = _count_rejections(conn, rejected)
+            partitions = tuple(
+                (table, summary)
+                for table in (logins, rejected)
+                if table in tables and (summary := _partitions(conn, table)) is not None
+            )
     except psycopg.errors.QueryCanceled:
         reason = f"counting took longer than {timeout:g} s; raise --timeout"
         return Problem(reason, target, "error")
@@ -108,4 +141,6 @@ def database_counts(settings: Settings, timeout: float) -> DatabaseCounts | Prob
         return Problem(describe_error(exc), target)
     except psycopg.Error as exc:
         return Problem(describe_error(exc), target, "error")
-    return DatabaseCounts(target, rows, devices, recent, rejections, top, (logins, rejected))
+    return DatabaseCounts(
+        target, rows, devices, recent, rejections, top, (logins, rejected), partitions
+    )

@@ -13,6 +13,7 @@ from stream.ops.status.figures import (
     ConsumerLag,
     DatabaseCounts,
     PartitionLag,
+    PartitionSummary,
     Problem,
     QueueDepth,
     Rate,
@@ -91,6 +92,26 @@ def _rate_text(rate: Rate | None) -> str:
     return f"{rate.per_second:,.1f} msgs/s ({rate.basis})"
 
 
+def _size(total_bytes: int) -> str:
+    """Bytes in the largest unit that keeps a number of at least 1 (1024-based)."""
+    value, unit = float(total_bytes), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{total_bytes:,} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
+
+
+def render_partitions(summary: PartitionSummary) -> str:
+    """One line: a partitioned table's partitions."""
+    if summary.count == 0 or summary.oldest is None:
+        return f"    partitions: {summary.count} (a worker makes the first on start)"
+    return (
+        f"    partitions: {_n(summary.count)}, {summary.oldest} (oldest kept) to"
+        f" {summary.newest}, {_size(summary.total_bytes)}"
+    )
+
+
 def render_postgres(part: DatabaseCounts | Problem, rate: Rate | None) -> list[str]:
     if isinstance(part, Problem):
         return [part.line("postgres")]
@@ -100,11 +121,13 @@ def render_postgres(part: DatabaseCounts | Problem, rate: Rate | None) -> list[s
         lines.append(f"  {logins}: not created yet (a worker creates it on start)")
     else:
         lines.append(f"  {logins}: {_n(part.rows)} rows, {_n(part.devices or 0)} seen devices")
+        lines.extend(render_partitions(s) for table, s in part.partitions if table == logins)
         lines.append(f"  rate: {_rate_text(rate)}")
     if part.rejections is None:
         lines.append(f"  {rejected}: not created yet")
         return lines
     lines.append(f"  {rejected}: {_n(part.rejections)} rows")
+    lines.extend(render_partitions(s) for table, s in part.partitions if table == rejected)
     if part.top_reasons:
         width = max(len(_n(count)) for _, count in part.top_reasons)
         lines.append(f"  top {len(part.top_reasons)} rejection reasons:")
