@@ -354,3 +354,49 @@ def test_a_commit_never_passes_a_record_left_out_of_the_batch() -> None:
     assert [json.loads(r.value)["message_id"] for r in outputs.masked] == ["m5", "m6"]
     assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 7)]
     assert contiguous_end(5, [8, 6, 5, 3]) == 7 and contiguous_end(5, []) == 5
+
+
+class _ProducerKnowingNoBroker:
+    """A transactional producer whose start finds no broker to ask (aiokafka
+    asserts there is one), as while Kafka restarts; it records its stop."""
+
+    stopped = False
+
+    async def start(self) -> None:
+        raise AssertionError("Did we not perform bootstrap?")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class _Clients:
+    def __init__(self) -> None:
+        self.made = _ProducerKnowingNoBroker()
+
+    def producer(self, **_settings: object) -> _ProducerKnowingNoBroker:
+        return self.made
+
+
+def test_taking_a_partition_over_with_no_broker_known_is_an_availability_error() -> None:
+    """It is retried with the batch (a Kafka error), not an agent crash."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from stream.worker.transactions import TransactionalOutputs
+
+    async def nothing(_partitions: set[int]) -> None:
+        return None
+
+    clients = _Clients()
+    outputs = TransactionalOutputs(
+        clients,  # type: ignore[arg-type]
+        "group",
+        "raw",
+        "masked",
+        "rejected",
+        lambda: {0},
+        nothing,
+        0.25,
+    )
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(outputs.floors({0}))
+    assert clients.made.stopped

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     InvalidProducerEpoch,
+    KafkaConnectionError,
     KafkaError,
     ProducerFenced,
     TransactionalIdAuthorizationFailed,
@@ -221,6 +222,11 @@ class TransactionalOutputs:
                 committed = await admin.list_consumer_group_offsets(
                     self._group_id, partitions=[raw]
                 )
+        except AssertionError as exc:
+            # aiokafka asserts that it knows a broker when it looks for the
+            # transaction coordinator; while Kafka restarts, it may know none.
+            await producer.stop()
+            raise KafkaConnectionError(f"no broker to find the coordinator at ({exc})") from exc
         except BaseException:
             await producer.stop()
             raise
