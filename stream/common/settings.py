@@ -197,7 +197,7 @@ class Settings:
         default_factory=lambda: _env("MASKSTREAM_BRIDGE_COMPRESSION", "none")
     )
     bridge_linger_ms: int = field(
-        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_LINGER_MS", 20)
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_LINGER_MS", 100)
     )
     # Producer batch size per partition: large batches amortise request overhead.
     bridge_batch_bytes: int = field(
@@ -263,9 +263,10 @@ class Settings:
     # its row is committed (Kafka transactions; stream/worker/transactions.py).
     exactly_once: bool = field(default_factory=lambda: _env_bool("MASKSTREAM_EXACTLY_ONCE", True))
     # How long a raw partition's transaction takes batches before it commits
-    # (0: one a batch): fewer transactions, outputs that much later.
+    # (0: one a batch): fewer transactions, outputs that much later. On three
+    # replicas each transaction costs the brokers tens of requests (issue 36).
     transaction_seconds: float = field(
-        default_factory=lambda: _env_float("MASKSTREAM_TRANSACTION_SECONDS", 0.25)
+        default_factory=lambda: _env_float("MASKSTREAM_TRANSACTION_SECONDS", 1.0)
     )
     publish_masked: bool = field(
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_MASKED", True)

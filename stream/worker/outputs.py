@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from stream.worker.producing import Deliveries, KeyedRecord, send_many
+from stream.worker.producing import Deliveries, send_for_raw_partition
 from stream.worker.transactions import Floor, PartitionShare
 
 
 class KafkaOutputs:
-    """Sends keyed records to the two output topics, partitioned by key;
-    Faust commits the raw offsets afterwards."""
+    """Sends keyed records to the two output topics, each raw partition's to its
+    output partition (stream.worker.producing.output_partition); Faust commits
+    the raw offsets afterwards."""
 
     def __init__(
         self, producer: Callable[[], AIOKafkaProducer], masked_topic: str, rejected_topic: str
@@ -28,18 +29,18 @@ class KafkaOutputs:
         self.masked_topic = masked_topic
         self.rejected_topic = rejected_topic
 
-    async def send_masked(self, records: Sequence[KeyedRecord]) -> Deliveries:
-        return await send_many(self.producer(), self.masked_topic, records)
-
-    async def send_rejected(self, records: Sequence[KeyedRecord]) -> Deliveries:
-        return await send_many(self.producer(), self.rejected_topic, records)
-
     async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
         """Every record may be published (none is known to be already)."""
         return dict.fromkeys(partitions, Floor(0, 0, tracked=False))
 
     async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
-        deliveries = await self.send_masked([r for share in shares for r in share.masked])
-        return deliveries + await self.send_rejected(
-            [r for share in shares for r in share.rejected]
-        )
+        producer, deliveries = self.producer(), []
+        for share in shares:
+            for topic, records in (
+                (self.masked_topic, share.masked),
+                (self.rejected_topic, share.rejected),
+            ):
+                deliveries += await send_for_raw_partition(
+                    producer, topic, share.partition, records
+                )
+        return deliveries

@@ -3,9 +3,9 @@
 aiokafka's ``send()`` costs a coroutine, a future, a partitioner call and a
 metadata check per record: about 45 µs here, more than masking the login.
 The agent already holds a whole batch of records, so it builds one
-``BatchBuilder`` per partition itself (partitioned by Kafka's default rule,
-as ``send()`` would, or to a partition it chooses) and submits each with
-``send_batch``. The records go
+``BatchBuilder`` per partition itself (the output partition of the raw
+partition the records came from, or the changelog partition it chooses) and
+submits each with ``send_batch``. The records go
 through the same producer as everything else the worker writes, so Faust's
 flush before each offset commit covers them too.
 """
@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from stream.common.partitioning import partition_for_key
 from stream.common.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -38,24 +37,33 @@ class KeyedRecord(NamedTuple):
 Deliveries = list[asyncio.Future[Any]]
 
 
-def by_partition(
-    records: Iterable[KeyedRecord], partitions: list[int]
-) -> dict[int, list[KeyedRecord]]:
-    """Group *records* by the partition Kafka's default partitioner gives their key."""
-    groups: dict[int, list[KeyedRecord]] = {}
-    for record in records:
-        partition = partition_for_key(record.key, partitions, partitions)
-        groups.setdefault(partition, []).append(record)
-    return groups
+def output_partition(raw_partition: int, partitions: Sequence[int]) -> int:
+    """The partition of an output topic that carries *raw_partition*'s records:
+    the same number where the topic has as many partitions, else that number
+    modulo its count.
+
+    Why not Kafka's default rule on the masked key: the bridge keys raw records
+    by the device, so a device's logins share a raw partition, and with this
+    rule an output partition too, in order. And a raw partition's batches then
+    touch one partition of each output topic, so its transaction carries one
+    produce request and one commit marker per topic instead of one per partition:
+    on three replicas the brokers' cost is in requests, not bytes
+    (docs/performance.md).
+    """
+    return partitions[raw_partition % len(partitions)]
 
 
-async def send_many(
-    producer: AIOKafkaProducer, topic: str, records: Iterable[KeyedRecord]
+async def send_for_raw_partition(
+    producer: AIOKafkaProducer, topic: str, raw_partition: int, records: Sequence[KeyedRecord]
 ) -> Deliveries:
-    """Submit *records* to *topic*, partitioned as Kafka's default rule would;
-    the futures resolve once Kafka acknowledges them."""
+    """Submit *records*, the outputs of *raw_partition*'s records, to their
+    partition of *topic* (:func:`output_partition`)."""
+    if not records:
+        return []
     partitions = sorted(await producer.partitions_for(topic))
-    return await send_to_partitions(producer, topic, by_partition(records, partitions))
+    return await send_to_partitions(
+        producer, topic, {output_partition(raw_partition, partitions): records}
+    )
 
 
 async def send_to_partitions(
