@@ -60,6 +60,7 @@ from bench.sidebyside import (
     run_maskstream,
     valid_workload,
 )
+from bench.sidebyside import results as sidebyside_results
 from stream.common import settings as settings_module
 from stream.common.ports import any_free_port
 from stream.core.keyring import load_keyring
@@ -301,28 +302,13 @@ def run() -> list[Result]:
     for label, cost in (("maskstream", worker), ("batch", jdbc), ("unnest", unnest)):
         print(line(f"best {label}", cost), flush=True)
     results = []
-    for name, label, connect in (
-        ("JDBC batches", "batch", jdbc),
-        ("UNNEST insert", "unnest", unnest),
-    ):
-        results += [
-            Result(
-                "connect (cpu)",
-                "worker+pg, masking",
-                1 / cpu_per_row(worker),
-                f"Connect+pg, {name}",
-                1 / cpu_per_row(connect),
-                "rows/cpu-s",
-                ">= 1.0",
-            ),
-            Result(
-                "connect (rows/s)",
-                "maskstream worker (best)",
-                max(c.rate for c in sides["maskstream"]),
-                f"Connect, {name} (best)",
-                max(c.rate for c in sides[label]),
-                "rows/s",
-                ">= 0",  # no target: wall time of a few seconds on shared cores
-            ),
-        ]
+    for name, label in (("JDBC batches", "batch"), ("UNNEST insert", "unnest")):
+        results += sidebyside_results(
+            "connect",
+            sides["maskstream"],
+            sides[label],
+            ("worker+pg, masking", "maskstream worker (best)"),
+            (f"Connect+pg, {name}", f"Connect, {name} (best)"),
+            ">= 1.0",
+        )
     return results

@@ -50,7 +50,7 @@ from stream.core.keyring import load_keyring
 from stream.core.masking import Masker
 from stream.core.records import MaskedLogin, RawLogin
 from stream.core.transform import mask_login
-from stream.postgres.rows import insert_logins, login_row, logins_spec
+from stream.postgres.rows import LOGIN_COLUMNS, insert_logins, login_row, logins_spec
 from stream.postgres.schema import Tables
 from stream.postgres.sink import create_staging
 
@@ -106,24 +106,18 @@ def own_sink(database_url: str) -> PostgreSQLSink:
     )
 
 
+# The columns whose value is the login's attribute of the same name.
+PLAIN_COLUMNS = tuple(c for c in LOGIN_COLUMNS if c not in ("sent_at", "raw_position"))
+
+
 def row(login: MaskedLogin) -> dict[str, Any]:
-    """*login*'s row as Quix's PostgreSQL sink takes it: a column -> value dict."""
+    """*login*'s row as Quix's PostgreSQL sink takes it: a column -> value dict
+    of maskstream's columns (stream.postgres.rows.LOGIN_COLUMNS)."""
     context = message_context()
-    return {
-        "message_id": login.message_id,
-        "user_id": login.user_id,
-        "device_type": login.device_type,
-        "masked_ip": login.masked_ip,
-        "masked_device_id": login.masked_device_id,
-        "locale": login.locale,
-        "app_version": login.app_version,
-        "app_version_full": login.app_version_full,
-        "create_date": login.create_date,
-        "sent_at": EPOCH + timedelta(milliseconds=login.sent_at_ms),
-        "envelope_kind": login.envelope_kind,
-        "envelope_id": login.envelope_id,
-        "raw_position": f"{context.topic}:{context.partition}:{context.offset}",
-    }
+    values = {column: getattr(login, column) for column in PLAIN_COLUMNS}
+    values["sent_at"] = EPOCH + timedelta(milliseconds=login.sent_at_ms)
+    values["raw_position"] = f"{context.topic}:{context.partition}:{context.offset}"
+    return values
 
 
 def count_device(login: MaskedLogin, state: State) -> None:
@@ -146,12 +140,14 @@ def main(mode: str) -> None:
     sdf = app.dataframe(raw)
     if mode == "floor":
         count_file, seen = Path(os.environ["QUIX_COUNT_FILE"]), [0]
+        partial = count_file.with_suffix(".partial")
         expected = int(os.environ["QUIX_COUNT_EXPECTED"])
 
         def count(body: bytes) -> None:
             seen[0] += 1
             if seen[0] % 100 == 0 or seen[0] >= expected:
-                count_file.write_text(str(seen[0]))
+                partial.write_text(str(seen[0]))
+                partial.replace(count_file)  # never read half written
 
         sdf.update(count)
         app.run()

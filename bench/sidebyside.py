@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import psycopg
 
 from bench.bench_cost import Cost, measure
+from bench.harness import Result
 from stream.core.validation import InvalidLogin, parse_login
 from stream.devstack.manager import Stack
 from stream.ops.generate import Generator
@@ -101,3 +102,38 @@ def line(label: str, cost: Cost) -> str:
 def cpu_per_row(cost: Cost) -> float:
     """CPU seconds per row of the process and PostgreSQL together."""
     return cost.worker + cost.postgres
+
+
+def results(
+    benchmark: str,
+    ours: Sequence[Cost],
+    theirs: Sequence[Cost],
+    subjects: tuple[str, str],
+    baselines: tuple[str, str],
+    target: str,
+) -> list[Result]:
+    """Rows per CPU-second of process + PostgreSQL, each side's best round,
+    against *target*; and rows/s, each side's best, without one (wall time of
+    a few seconds on shared cores). *subjects* and *baselines* name each side
+    in those two results."""
+    best_ours, best_theirs = (min(costs, key=cpu_per_row) for costs in (ours, theirs))
+    return [
+        Result(
+            f"{benchmark} (cpu)",
+            subjects[0],
+            1 / cpu_per_row(best_ours),
+            baselines[0],
+            1 / cpu_per_row(best_theirs),
+            "rows/cpu-s",
+            target,
+        ),
+        Result(
+            f"{benchmark} (rows/s)",
+            subjects[1],
+            max(c.rate for c in ours),
+            baselines[1],
+            max(c.rate for c in theirs),
+            "rows/s",
+            ">= 0",
+        ),
+    ]
