@@ -9,9 +9,9 @@ published to the masked topic, and its row written to PostgreSQL, one
 transaction per partition at each of Quix's checkpoints, in two variants:
 
 - **maskstream's SQL**: a custom Quix ``BatchingSink`` running what the worker
-  runs (``stream.postgres.rows``: COPY text into a staging table, then the
-  insert of the new rows and the ``seen_devices`` upsert in one statement),
-  so the comparison isolates the framework;
+  runs (``stream.postgres``: in a savepoint, COPY text into a staging table,
+  then the insert of the new rows and the ``seen_devices`` upsert in one
+  statement), so the comparison isolates the framework;
 - **Quix's own sink**: ``quixstreams.sinks.community.postgresql.PostgreSQLSink``
   (``INSERT ... VALUES`` through psycopg2's ``execute_values``, ``ON CONFLICT
   DO NOTHING``) into the same ``user_logins``; it keeps no ``seen_devices``.

@@ -17,9 +17,10 @@ PostgreSQL, at each of Quix's checkpoints, one transaction per partition:
 - ``own``: by Quix's own sink, ``quixstreams.sinks.community.postgresql.PostgreSQLSink``,
   into the ``user_logins`` table maskstream made (``ON CONFLICT DO NOTHING``,
   no metadata columns, no schema updates: the table is there);
-- ``maskstream``: by a ``BatchingSink`` running maskstream's own SQL: the rows
-  as COPY text into the session's staging table, then the statement that
-  inserts the new ones and adds them to ``seen_devices``
+- ``maskstream``: by a ``BatchingSink`` running maskstream's own SQL, as the
+  worker's writer does: in a savepoint (``stream.postgres.sink.insert_isolating``),
+  the rows as COPY text into the session's staging table, then the statement
+  that inserts the new ones and adds them to ``seen_devices``
   (``stream.postgres.rows.insert_logins``);
 - ``floor``: no work at all: counts the records into ``QUIX_COUNT_FILE`` (every
   hundred, and from ``QUIX_COUNT_EXPECTED`` on).
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ from stream.core.records import MaskedLogin, RawLogin
 from stream.core.transform import mask_login
 from stream.postgres.rows import LOGIN_COLUMNS, insert_logins, login_row, logins_spec
 from stream.postgres.schema import Tables
-from stream.postgres.sink import create_staging
+from stream.postgres.sink import create_staging, insert_isolating
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TABLES = Tables()
@@ -88,7 +90,12 @@ class MaskstreamSink(BatchingSink):
     async def _write(self, rows: list[str]) -> None:
         assert self.conn is not None
         async with self.conn.transaction():
-            await insert_logins(self.conn, TABLES, rows)
+            # In a savepoint, bisected on a row the database refuses, as the worker does.
+            await insert_isolating(self.conn, rows, self._insert)
+
+    @staticmethod
+    async def _insert(conn: psycopg.AsyncConnection, rows: Sequence[str]) -> object:
+        return await insert_logins(conn, TABLES, rows)
 
 
 def own_sink(database_url: str) -> PostgreSQLSink:
