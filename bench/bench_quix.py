@@ -41,7 +41,8 @@ without a target. The rows each Quix variant wrote are compared column by
 column with the worker's, and ``seen_devices`` too where it keeps one; every
 difference is printed.
 
-``python -m bench quix``.
+``python -m bench quix``; with BENCH_COST_PROFILE=PREFIX, py-spy samples each
+worker and Quix process into PREFIX.<side>.txt, as for ``bench cost``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from pathlib import Path
 import psycopg
 
 from bench import sidebyside
-from bench.bench_cost import Cost, measure_process, run_floor
+from bench.bench_cost import Cost, measure_process, profile, run_floor
 from bench.bench_history import ensure_days
 from bench.harness import Result
 from stream.devstack.envfile import read_env_file
@@ -156,6 +157,7 @@ def run_quix(
         progress=counted if mode == "floor" else lambda: sidebyside.row_count(pipe),
         messages=len(messages),
         warm_up=WARM_UP,
+        profile=lambda pid: profile(pid, f"quix-{mode}"),  # as bench cost's, BENCH_COST_PROFILE
     )
 
 
