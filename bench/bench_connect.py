@@ -43,27 +43,34 @@ import contextlib
 import json
 import os
 import tarfile
-import uuid
 from pathlib import Path
 
 import psycopg
 from aiokafka.admin import NewTopic
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.bench_cost import Cost, measure, measure_process
+from bench.bench_cost import Cost, measure_process
 from bench.harness import Result
+from bench.sidebyside import (
+    cpu_per_row,
+    differences,
+    line,
+    row_count,
+    row_digests,
+    run_maskstream,
+    valid_workload,
+)
+from bench.sidebyside import results as sidebyside_results
 from stream.common import settings as settings_module
 from stream.common.ports import any_free_port
 from stream.core.keyring import load_keyring
 from stream.core.masking import Masker
 from stream.core.records import MaskedLogin, RawLogin
 from stream.core.transform import mask_login
-from stream.core.validation import InvalidLogin, parse_login
 from stream.devstack import jvm
 from stream.devstack.envfile import read_env_file
 from stream.devstack.kafka import log4j2_config
 from stream.devstack.manager import Stack
-from stream.ops.generate import Generator
 from stream.postgres.schema import ensure_schema
 from tests.support.sandbox import IsolatedPipeline, RawMessage
 
@@ -77,7 +84,6 @@ ROUNDS = int(os.environ.get("BENCH_CONNECT_ROUNDS", "2"))
 # max.poll.records caps it, so both are set to this.
 BATCH = int(os.environ.get("BENCH_CONNECT_BATCH", "2000"))
 PARTITIONS = 8
-SEED = 17
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectStandalone"
 TASK_STARTED = "Sink task finished initialization and start"
@@ -114,20 +120,6 @@ LOGIN_SCHEMA = {
     ],
 }
 EPOCH_DAY_MS = 86_400_000
-
-
-def workload(rows: int = ROWS) -> list[RawMessage]:
-    """*rows* valid generated logins (the generator's odd cases left out), as
-    the bridge would have put them on the raw topic."""
-    generator = Generator(seed=SEED, devices=rows // 4)
-    messages: list[RawMessage] = []
-    lines = generator.lines(rows * 2)
-    while len(messages) < rows:
-        body = next(lines).encode()
-        with contextlib.suppress(InvalidLogin):
-            parse_login(body)
-            messages.append(RawMessage(str(uuid.uuid4()), body))
-    return messages
 
 
 def connect_record(login: MaskedLogin) -> tuple[bytes, bytes]:
@@ -245,17 +237,6 @@ def connect_files(
     return paths
 
 
-def row_count(pipe: IsolatedPipeline) -> int:
-    return int(pipe.query("SELECT count(*) FROM user_logins")[0][0])
-
-
-def run_maskstream(stack: Stack, pipe: IsolatedPipeline, messages: list[RawMessage]) -> Cost:
-    with psycopg.connect(pipe.database_url, autocommit=True) as conn:
-        ensure_schema(conn)
-    pipe.produce_raw(messages)
-    return measure(pipe, stack, lambda: row_count(pipe), len(messages), warm_up=WARM_UP)
-
-
 def run_connect(
     stack: Stack,
     pipe: IsolatedPipeline,
@@ -287,56 +268,13 @@ def run_connect(
     )
 
 
-COMPARED_COLUMNS = (
-    "message_id",
-    "user_id",
-    "device_type",
-    "masked_ip",
-    "masked_device_id",
-    "coalesce(locale, '-')",
-    "app_version",
-    "app_version_full",
-    "create_date",
-    "extract(epoch FROM sent_at)",
-)
-
-
-def row_digests(pipe: IsolatedPipeline) -> tuple:
-    """The row count and a digest of each compared column of *pipe*'s user_logins."""
-    digests = ", ".join(
-        f"md5(string_agg(({column})::text, ',' ORDER BY message_id))" for column in COMPARED_COLUMNS
-    )
-    return tuple(pipe.query(f"SELECT count(*), {digests} FROM user_logins")[0])
-
-
-def differences(ours: tuple, theirs: tuple) -> list[str]:
-    """The columns (or "count") in which two sides' rows differ."""
-    names = ("count", *COMPARED_COLUMNS)
-    return [name for name, a, b in zip(names, ours, theirs, strict=True) if a != b]
-
-
-def line(label: str, cost: Cost) -> str:
-    us = 1e6
-    return (
-        f"{label:<26} {cost.rate:6.0f} rows/s  process {cost.worker * us:6.1f} µs/row"
-        f"  postgres {cost.postgres * us:6.1f}  kafka {cost.kafka * us:6.1f}"
-        f"  process+postgres {(cost.worker + cost.postgres) * us:6.1f}"
-        f"  ({cost.messages} rows in {cost.seconds:.1f} s)"
-    )
-
-
-def cpu_per_row(cost: Cost) -> float:
-    """CPU seconds per row of the process and PostgreSQL together."""
-    return cost.worker + cost.postgres
-
-
 def run() -> list[Result]:
     stack = Stack.from_settings()
     env = read_env_file(stack.env_file)
     os.environ.update(env)  # the key ring, as workers see it
     bench_dir = Path(stack.dir) / "bench"
     classpath, plugins = connect_classpath(bench_dir / "connect-jvm")
-    messages = workload(WARM_UP + ROWS)
+    messages = valid_workload(WARM_UP + ROWS)
     masker = Masker(load_keyring(settings_module.load()))
     records = connect_records(messages, masker)
     sides: dict[str, list[Cost]] = {"maskstream": [], "batch": [], "unnest": []}
@@ -350,7 +288,7 @@ def run() -> list[Result]:
                 pipelines.enter_context(IsolatedPipeline(env, bench_dir, partitions=PARTITIONS))
                 for _ in range(3)
             )
-            sides["maskstream"].append(run_maskstream(stack, ours, messages))
+            sides["maskstream"].append(run_maskstream(stack, ours, messages, WARM_UP))
             print(line(f"{round_number} maskstream worker", sides["maskstream"][-1]), flush=True)
             for label, pipe in (("batch", batched), ("unnest", unnested)):
                 cost = run_connect(stack, pipe, records, classpath, plugins, label == "unnest")
@@ -364,28 +302,13 @@ def run() -> list[Result]:
     for label, cost in (("maskstream", worker), ("batch", jdbc), ("unnest", unnest)):
         print(line(f"best {label}", cost), flush=True)
     results = []
-    for name, label, connect in (
-        ("JDBC batches", "batch", jdbc),
-        ("UNNEST insert", "unnest", unnest),
-    ):
-        results += [
-            Result(
-                "connect (cpu)",
-                "worker+pg, masking",
-                1 / cpu_per_row(worker),
-                f"Connect+pg, {name}",
-                1 / cpu_per_row(connect),
-                "rows/cpu-s",
-                ">= 1.0",
-            ),
-            Result(
-                "connect (rows/s)",
-                "maskstream worker (best)",
-                max(c.rate for c in sides["maskstream"]),
-                f"Connect, {name} (best)",
-                max(c.rate for c in sides[label]),
-                "rows/s",
-                ">= 0",  # no target: wall time of a few seconds on shared cores
-            ),
-        ]
+    for name, label in (("JDBC batches", "batch"), ("UNNEST insert", "unnest")):
+        results += sidebyside_results(
+            "connect",
+            sides["maskstream"],
+            sides[label],
+            ("worker+pg, masking", "maskstream worker (best)"),
+            (f"Connect+pg, {name}", f"Connect, {name} (best)"),
+            ">= 1.0",
+        )
     return results

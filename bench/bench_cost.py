@@ -271,10 +271,16 @@ def run_case(stack: Stack, pipe: IsolatedPipeline, history: bool) -> Cost:
     return measure(pipe, stack, lambda: outcomes(pipe) - rows, MESSAGES, warm_up=WARM_UP)
 
 
-def run_floor(stack: Stack, pipe: IsolatedPipeline) -> Cost:
-    """The same records through a Faust agent that does nothing
+def run_floor(
+    stack: Stack,
+    pipe: IsolatedPipeline,
+    messages: list[RawMessage] | None = None,
+    warm_up: int = WARM_UP,
+) -> Cost:
+    """The same records (or *messages*) through a Faust agent that does nothing
     (bench/faust_floor.py): what any one Faust hop costs here."""
-    messages, _ = workload()
+    if messages is None:
+        messages, _ = workload()
     pipe.produce_raw(messages)
     count_dir = pipe.launcher.log_dir / "floor-counts"
     count_dir.mkdir(parents=True, exist_ok=True)
@@ -284,7 +290,7 @@ def run_floor(stack: Stack, pipe: IsolatedPipeline) -> Cost:
 
     floor_env = {"FLOOR_COUNT_DIR": str(count_dir)}
     floor_app = "bench.faust_floor"
-    return measure(pipe, stack, counted, MESSAGES, floor_app, floor_env, warm_up=WARM_UP)
+    return measure(pipe, stack, counted, len(messages), floor_app, floor_env, warm_up=warm_up)
 
 
 def wait_for_quiet_broker(stack: Stack, limit: float = 120.0) -> None:

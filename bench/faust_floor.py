@@ -40,7 +40,9 @@ raw_topic = kafka_transport.RawBytesTopic(
 @app.agent(raw_topic)
 async def count_records(stream: faust.StreamT[bytes]) -> None:
     count_file = Path(os.environ["FLOOR_COUNT_DIR"]) / f"{os.getpid()}.count"
+    partial = count_file.with_suffix(".partial")
     seen = 0
     async for events in take_batches(stream, settings.batch_size, settings.batch_seconds):
         seen += len(events)
-        count_file.write_text(str(seen))
+        partial.write_text(str(seen))
+        partial.replace(count_file)  # never read half written

@@ -6,7 +6,7 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
-from bench import bench_connect
+from bench import bench_connect, sidebyside
 from stream.core.keyring import new_keyring
 from stream.core.masking import Masker
 from stream.core.records import MaskedLogin
@@ -21,7 +21,7 @@ CONNECT_COLUMNS = [column for column in LOGIN_COLUMNS if column != "raw_position
 
 
 def test_connect_records_carry_the_rows_maskstream_writes() -> None:
-    (message,) = bench_connect.workload(1)
+    (message,) = sidebyside.valid_workload(1)
     (record,) = bench_connect.connect_records([message], Masker(new_keyring()))
     key, value = record
     envelope = json.loads(value)
