@@ -24,7 +24,7 @@ from stream.postgres.rows import DeviceState
 from stream.postgres.writer import Written
 from stream.worker import pipeline
 from stream.worker.pipeline import Collaborators, Publishing
-from stream.worker.producing import Deliveries, KeyedRecord
+from stream.worker.producing import Deliveries, KeyedRecord, output_partition
 from stream.worker.stats import PipelineStats
 from stream.worker.transactions import Floor, PartitionShare, contiguous_end
 
@@ -400,3 +400,13 @@ def test_taking_a_partition_over_with_no_broker_known_is_an_availability_error()
     with pytest.raises(KafkaConnectionError):
         asyncio.run(outputs.floors({0}))
     assert clients.made.stopped
+
+
+def test_a_raw_partitions_outputs_share_one_partition_of_each_output_topic() -> None:
+    # As many output partitions: the same number, so a device's logins keep
+    # their order and a transaction touches one partition a topic.
+    assert [output_partition(p, list(range(8))) for p in range(8)] == list(range(8))
+    # Fewer or more: the raw partition's number modulo the count, never a
+    # partition the topic lacks.
+    assert [output_partition(p, [0, 1, 2]) for p in range(8)] == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert {output_partition(p, list(range(12))) for p in range(8)} == set(range(8))

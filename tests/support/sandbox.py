@@ -470,6 +470,10 @@ class IsolatedPipeline:
             "rejected": {r[0] for r in self.query("SELECT message_id FROM rejected_logins")},
         }
         wrong: dict[str, object] = {}
+        if misplaced := self.misplaced_outputs():
+            wrong["outputs off their raw record's partition"] = (
+                f"{len(misplaced)}, e.g. {misplaced[:3]}"
+            )
         for topic, counts in seen.items():
             copies = {m: n for m, n in counts.items() if n > 1}
             missing = wanted[topic] - set(counts)
@@ -478,6 +482,35 @@ class IsolatedPipeline:
                 if found:
                     wrong[f"{topic} {what}"] = f"{len(found)}, e.g. {sorted(found)[:3]}"
         return wrong
+
+    def misplaced_outputs(self) -> list[str]:
+        """Output records not in the partition that carries their raw record's
+        partition (stream.worker.producing.output_partition): ``topic:message id``."""
+
+        async def partitions_of(topic: str) -> list[tuple[int, int, bytes | None, bytes]]:
+            records = await self._read_topic(topic, "read_uncommitted")
+            count = await self._partition_count(topic)
+            return [(r.partition, count, r.key, r.value) for r in records]
+
+        raw = {
+            dict(record.headers).get(HEADER_MESSAGE_ID, b"").decode(): record.partition
+            for record in asyncio.run(self._read_topic(self.raw_topic, "read_uncommitted"))
+        }
+        misplaced = []
+        for topic, message_id in (
+            (self.masked_topic, lambda key, value: json.loads(value)["message_id"]),
+            (self.rejected_topic, lambda key, value: (key or b"").decode()),
+        ):
+            for partition, count, key, value in asyncio.run(partitions_of(topic)):
+                found = message_id(key, value)
+                if found in raw and partition != raw[found] % count:
+                    misplaced.append(f"{topic}:{found}")
+        return misplaced
+
+    async def _partition_count(self, topic: str) -> int:
+        async with self.kafka.admin_session() as admin:
+            (described,) = await admin.describe_topics([topic])
+            return len(described["partitions"])
 
     async def _read_topic(self, topic: str, isolation_level: str) -> list[ConsumerRecord]:
         consumer = self.kafka.consumer(
