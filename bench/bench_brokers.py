@@ -15,7 +15,8 @@ Two measurements, each for every setting in turn, on one stack:
   /proc, less their rate while the pipeline was up and idle) from the moment
   the first tenth has its row or rejection until all have, divided by the
   messages counted in between; also the bridge's, the workers' and
-  PostgreSQL's, for the whole picture.
+  PostgreSQL's, for the whole picture; and the p99 of every row's
+  ``ingested_at - sent_at`` (target: at most 1 s).
 - **flat out**: ``BENCH_BROKERS_BACKLOG`` messages (20,000) already queued
   in SQS before the bridge starts; the rate at which rows and rejections
   appear between the first and the last tenth.
@@ -79,12 +80,14 @@ class PacedCost:
     postgres: float
     messages: int
     seconds: float
+    p99_latency: float  # seconds from SQS's SentTimestamp to the row, over every row
 
     def line(self, label: str) -> str:
         us = 1e6
         return (
             f"{label:<10} brokers {self.brokers * us:6.1f} µs/msg  bridge {self.bridge * us:5.1f}"
             f"  workers {self.workers * us:5.1f}  postgres {self.postgres * us:5.1f}"
+            f"  p99 sent -> row {self.p99_latency * 1000:.0f} ms"
             f"  ({self.messages} msgs in {self.seconds:.1f} s,"
             f" {self.messages / self.seconds:.0f}/s)"
         )
@@ -203,7 +206,16 @@ def paced(stack: Stack, env: dict[str, str], extra_env: dict[str, str]) -> Paced
             spent["postgres"] / counted,
             counted,
             seconds,
+            p99_latency(pipe),
         )
+
+
+def p99_latency(pipe: IsolatedPipeline) -> float:
+    ((p99,),) = pipe.query(
+        "SELECT percentile_cont(0.99) WITHIN GROUP"
+        " (ORDER BY extract(epoch FROM ingested_at - sent_at)) FROM user_logins"
+    )
+    return float(p99)
 
 
 async def until(pipe: IsolatedPipeline, done: Callable[[], bool]) -> None:
@@ -252,7 +264,16 @@ def run() -> list[Result]:
             1e6 / TARGET_US,
             "msgs/cpu-s",
             ">= 1.0",
-        )
+        ),
+        Result(
+            "brokers (latency)",
+            f"{subject}, p99 sent -> row at {RATE} msgs/s",
+            1 / costs[subject].p99_latency,
+            "1 s",
+            1.0,
+            "1/s",
+            ">= 1.0",
+        ),
     ]
     for label in chosen[1:]:
         results += [
