@@ -17,12 +17,15 @@ commit = transactions.PartitionPublisher.commit
 
 
 async def commit_failing_once(
-    self: transactions.PartitionPublisher, raw: TopicPartition, group_id: str
+    self: transactions.PartitionPublisher,
+    raw: TopicPartition,
+    group_id: str,
+    topics: tuple[str, str],
 ) -> None:
     if self.opened_at is not None and raw.partition not in failed:
         failed.add(raw.partition)
         raise KafkaConnectionError("injected: the transaction coordinator went away")
-    await commit(self, raw, group_id)
+    await commit(self, raw, group_id, topics)
 
 
 transactions.PartitionPublisher.commit = commit_failing_once  # type: ignore[method-assign]
