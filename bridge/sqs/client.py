@@ -1,11 +1,12 @@
-"""An asyncio SQS client over aiohttp that speaks both wire protocols.
+"""An asyncio SQS client that speaks both wire protocols.
 
 Why not boto3: its request pipeline costs about 0.2 ms of CPU per message
 (most of the pipeline's cost), it blocks (so every call needs a thread), and
 since 1.34.90 it speaks only the JSON protocol, which the exercise's own
 LocalStack and other query-only servers cannot parse. This client sends the
-few calls maskstream makes, signs them with :mod:`bridge.sqs.signing`, and
-leaves credentials, region and endpoint to botocore (:mod:`bridge.sqs.endpoint`).
+few calls maskstream makes, signs them with :mod:`bridge.sqs.signing`, sends
+them over its own keep-alive HTTP/1.1 connections (:mod:`bridge.sqs.http`),
+and leaves credentials, region and endpoint to botocore (:mod:`bridge.sqs.endpoint`).
 
 Protocol: ``json``, ``query`` or ``auto``. ``auto`` sends one harmless call
 (GetQueueAttributes of the queue, else ListQueues) in JSON form; an answer in
@@ -31,8 +32,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
 from bridge.sqs import json_protocol, query_protocol
 from bridge.sqs.endpoint import CredentialSource, Endpoint, choose_endpoint, resolve
 from bridge.sqs.errors import (
@@ -42,6 +41,7 @@ from bridge.sqs.errors import (
     is_retryable,
     redact,
 )
+from bridge.sqs.http import HttpPool, HttpProtocolError, Origin
 from bridge.sqs.json_protocol import JsonProtocol
 from bridge.sqs.query_protocol import QueryProtocol
 from bridge.sqs.signing import sign
@@ -83,14 +83,13 @@ class SqsClient:
         self._wire: WireProtocol | None = _PROTOCOL_OF.get(protocol)
         self._probe_queue_url = probe_queue_url
         self._connections = connections
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._retries = retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._rand = rand
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[Origin, HttpPool] = {}
         self._detecting: asyncio.Lock | None = None
 
     @classmethod
@@ -131,9 +130,9 @@ class SqsClient:
         return self._wire.name if self._wire is not None else None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     async def __aenter__(self) -> SqsClient:
         return self
@@ -278,30 +277,32 @@ class SqsClient:
             datetime.now(UTC),
         )
         headers["User-Agent"] = USER_AGENT
-        session = self._session or self._open_session()
         try:
-            async with session.post(request.url, data=request.body, headers=headers) as response:
-                body = await response.read()
-                return HttpAnswer(
-                    response.status,
-                    response.headers.get("Content-Type", ""),
-                    body,
-                    response.headers.get("x-amzn-query-error", ""),
-                )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            response = await self._pool(request.url).post(request.url, headers, request.body)
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            HttpProtocolError,
+        ) as exc:
             # The cause is kept: callers look for the socket error behind it.
             raise SqsUnavailable(action, type(exc).__name__, _transport_detail(exc)) from exc
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        return HttpAnswer(
+            response.status,
+            response.headers.get("content-type", ""),
+            response.body,
+            response.headers.get("x-amzn-query-error", ""),
         )
-        return self._session
+
+    def _pool(self, url: str) -> HttpPool:
+        origin = Origin.of(url)
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = HttpPool(
+                origin, self._connections, self._connect_timeout, self._read_timeout
+            )
+        return pool
 
     # -- protocol detection -----------------------------------------------------------
 
