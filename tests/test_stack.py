@@ -17,8 +17,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream.common.ports import is_listening
+from stream.common.ports import any_free_port, is_listening
+from stream.devstack import kafka
 from stream.devstack.envfile import read_env_file
+from stream.devstack.kafka import new_cluster_id
 from stream.devstack.processes import is_running, read_pid
 
 pytestmark = pytest.mark.services
@@ -204,3 +206,22 @@ def test_missing_java_is_named_with_its_install_command(tmp_path: Path) -> None:
     assert "`java` is not installed" in result.stderr
     assert "apt-get install" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    # 0xF8 encodes to "-" first in URL-safe base64: drawn again, as Kafka's own ids are.
+    draws = iter([b"\xf8" * 16, bytes(16)])
+    assert new_cluster_id(lambda: next(draws)) == "A" * 22
+
+
+def test_storage_formats_with_a_cluster_id_starting_with_a_dash(tmp_path: Path) -> None:
+    # Such an id (one in 64 of the ids made before) once failed a fresh clone's
+    # CI: Kafka's storage tool took "-t -HCt..." for an option without a value.
+    (tmp_path / "kafka-cluster-id").write_text("-" + "A" * 21)
+    ports = {key: any_free_port() for key in kafka.port_defaults(1)}
+    (node,) = kafka.cluster(tmp_path, ports, 1)
+    try:
+        node.start()
+        assert "cluster.id=-" + "A" * 21 in (node.data_dir / "meta.properties").read_text()
+    finally:
+        node.stop()

@@ -10,6 +10,7 @@ import secrets
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from stream.devstack import jvm
@@ -60,6 +61,16 @@ def port_key(node_id: int, role: str = "") -> str:
     ``kafka_controller``, ``kafka_sasl`` for node 1, ``kafka2``... for the others."""
     base = "kafka" if node_id == 1 else f"kafka{node_id}"
     return f"{base}_{role}" if role else base
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """16 random bytes in unpadded URL-safe base64, as Kafka's own ids; like
+    Kafka's ``Uuid.randomUuid``, never one starting with "-", which command
+    lines would take for an option (a fresh clone's CI failed on one)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def node_name(node_id: int) -> str:
@@ -243,7 +254,9 @@ class Kafka(Service):
         argv = jvm.java_command(
             classpath,
             "kafka.tools.StorageTool",
-            ["format", *quorum, "-t", self.cluster_id(), "-c", str(config)],
+            # "--cluster-id=<id>": an id may start with "-" (one in 64 before
+            # new_cluster_id), which argparse would take for an option.
+            ["format", *quorum, f"--cluster-id={self.cluster_id()}", "-c", str(config)],
             "256m",
             props,
         )
@@ -264,8 +277,7 @@ class Kafka(Service):
         """The id every node of the stack's cluster is formatted with, made once."""
         path = self.stack_dir / "kafka-cluster-id"
         if not path.exists():
-            # Kafka cluster ids are 16 random bytes in unpadded URL-safe base64.
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+            path.write_text(new_cluster_id())
         return path.read_text().strip()
 
     def formatted_for(self) -> int | None:
