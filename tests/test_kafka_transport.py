@@ -93,6 +93,29 @@ def test_the_worker_producer_is_idempotent_with_acks_all_outside_transactions() 
     assert acks == -1
 
 
+def test_the_worker_consumer_fetches_by_the_fetch_settings() -> None:
+    """Faust's consumer answers a fetch as soon as one byte is there; a worker's
+    waits for MASKSTREAM_FETCH_MIN_BYTES or MASKSTREAM_FETCH_WAIT_MS."""
+    import asyncio
+
+    import faust
+
+    from stream.worker.faust_patches import transport
+
+    transport.register(fetch=transport.FetchSettings(min_bytes=65_536, max_wait_ms=200))
+
+    async def scenario() -> tuple[int, int]:
+        app = faust.App(f"fetching-{id(object())}", broker=f"{transport.SCHEME}://127.0.0.1:1")
+        thread = app.consumer._new_consumer_thread()
+        consumer = thread._create_worker_consumer(app.transport)
+        return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
+
+    try:
+        assert asyncio.run(scenario()) == (65_536, 200)
+    finally:
+        transport.register()
+
+
 def test_topics_a_worker_creates_take_the_replication_setting() -> None:
     from stream.common.replication import min_insync_replicas, replication_factor
 

@@ -38,6 +38,7 @@ APP = "stream/worker/app.py"
 # The classes whose methods override upstream ones: every override must be pinned below.
 PATCH_CLASSES = (
     transport.Consumer,
+    transport.ConsumerThread,
     transport.RawBytesTopic,
     table_store.PartitionStore,
     durability.Producer,
@@ -49,6 +50,14 @@ PATCH_CLASSES = (
 
 # Upstream method overridden -> (sha256 of its source, first 16 hex digits; the override).
 OVERRIDDEN = {
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer": (
+        "c2701bfc3e6f6cad",
+        f"{TRANSPORT} ConsumerThread._create_worker_consumer",
+    ),
+    "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": (
+        "0870ec53dea75083",
+        f"{TRANSPORT} Consumer._new_consumer_thread",
+    ),
     "faust.transport.consumer:ThreadDelegateConsumer.__init__": (
         "7072ae80eac1ff62",
         f"{TRANSPORT} Consumer.__init__",
@@ -140,6 +149,10 @@ OVERRIDDEN = {
 
 # Upstream code the patches rely on without overriding it -> (hash; the patch and why).
 RELIED_ON = {
+    "aiokafka.consumer.consumer:AIOKafkaConsumer.start": (
+        "2f1ba70443327538",
+        f"{TRANSPORT} ConsumerThread._create_worker_consumer (the fetcher takes its settings here)",
+    ),
     "faust.transport.consumer:Consumer.__init__": (
         "302410d59e6972d1",
         f"{TRANSPORT} Consumer._drain_messages (the _acked, _gap, _n_acked bookkeeping)",

@@ -197,7 +197,7 @@ class Settings:
         default_factory=lambda: _env("MASKSTREAM_BRIDGE_COMPRESSION", "none")
     )
     bridge_linger_ms: int = field(
-        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_LINGER_MS", 100)
+        default_factory=lambda: _env_int("MASKSTREAM_BRIDGE_LINGER_MS", 200)
     )
     # Producer batch size per partition: large batches amortise request overhead.
     bridge_batch_bytes: int = field(
@@ -266,8 +266,16 @@ class Settings:
     # (0: one a batch): fewer transactions, outputs that much later. On three
     # replicas each transaction costs the brokers tens of requests (issue 36).
     transaction_seconds: float = field(
-        default_factory=lambda: _env_float("MASKSTREAM_TRANSACTION_SECONDS", 1.0)
+        default_factory=lambda: _env_float("MASKSTREAM_TRANSACTION_SECONDS", 2.0)
     )
+    # A worker's fetch waits for this many bytes of its partitions, or this
+    # long: on three replicas every fetch answered costs the brokers about as
+    # much as a produce, and answering one per bridge request (fetch.min.bytes
+    # 1) made fetches a quarter of their requests. Up to that much latency.
+    fetch_min_bytes: int = field(
+        default_factory=lambda: _env_int("MASKSTREAM_FETCH_MIN_BYTES", 65_536)
+    )
+    fetch_wait_ms: int = field(default_factory=lambda: _env_int("MASKSTREAM_FETCH_WAIT_MS", 200))
     publish_masked: bool = field(
         default_factory=lambda: _env_bool("MASKSTREAM_PUBLISH_MASKED", True)
     )

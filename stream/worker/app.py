@@ -165,7 +165,10 @@ class WorkerFaustApp(faust.App):
 
 def faust_app(settings: Settings, kafka_security: KafkaSecurity) -> WorkerFaustApp:
     """The Faust app, on our transport and table store (registered here)."""
-    kafka_transport.register(settings.topics.replication_factor)
+    kafka_transport.register(
+        settings.topics.replication_factor,
+        kafka_transport.FetchSettings(settings.fetch_min_bytes, settings.fetch_wait_ms),
+    )
     table_store.register()
     return WorkerFaustApp(
         settings.app_id,

@@ -53,6 +53,7 @@ import asyncio
 import bisect
 import contextlib
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -82,6 +83,37 @@ ROOM_POLL_SECONDS = 0.002
 METADATA_MAX_AGE_MS = 5_000
 
 
+@dataclass(frozen=True)
+class FetchSettings:
+    """How long a worker's fetch may wait at the broker for how much data.
+
+    Faust asks for whatever a fetch can return at once (``fetch.min.bytes``
+    1, waiting up to 1.5 s), so a busy partition's fetch comes back for every
+    produce request the bridge makes. On three replicas each answer costs the
+    brokers about as much as the produce did, and those answers were a
+    quarter of their requests (docs/performance.md). Waiting for
+    *min_bytes* or *max_wait_ms*, whichever comes first, answers a few times
+    a second instead, at up to *max_wait_ms* of latency."""
+
+    min_bytes: int = 1
+    max_wait_ms: int = 1500  # Faust's
+
+
+class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose consumer fetches by :class:`FetchSettings`."""
+
+    #: MASKSTREAM_FETCH_MIN_BYTES and MASKSTREAM_FETCH_WAIT_MS. Set by ``register``.
+    fetch = FetchSettings()
+
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes no fetch_min_bytes and its own wait; the consumer hands
+        # both to its fetcher when it starts, after this.
+        consumer._fetch_min_bytes = self.fetch.min_bytes
+        consumer._fetch_max_wait_ms = self.fetch.max_wait_ms
+        return consumer
+
+
 class ForgetfulReadOffsets(dict):
     """A read-offset map whose lookups always say "nothing read yet"."""
 
@@ -98,6 +130,9 @@ class Consumer(aiokafka_driver.Consumer):
     #: only, as a plain commit racing a transactional one could move an
     #: offset back.
     offsets_in_transactions = False
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -458,8 +493,10 @@ class Transport(DurableTransport):
     Consumer = Consumer
 
 
-def register(replication_setting: int = 0) -> None:
+def register(replication_setting: int = 0, fetch: FetchSettings | None = None) -> None:
     """Make ``maskstream-kafka://host:port`` broker URLs use this transport,
-    creating topics with *replication_setting* (0: min(3, brokers))."""
+    creating topics with *replication_setting* (0: min(3, brokers)) and
+    fetching by *fetch* (Faust's own settings if None)."""
     Transport.replication_setting = replication_setting
+    ConsumerThread.fetch = fetch or FetchSettings()
     drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
