@@ -61,6 +61,27 @@ def test_a_worker_killed_between_its_commit_and_its_kafka_writes(
     assert sum(pipeline.output_ids()["rejected"].values()) == 5
 
 
+def test_a_worker_stopped_with_its_transactions_open_commits_them(
+    pipeline: IsolatedPipeline,
+) -> None:
+    """SIGTERM while every raw partition's transaction has a minute to go:
+    the stopping worker commits them, so their outputs are there for
+    read_committed consumers and the raw offsets at the end, with no worker
+    left to publish or process anything again."""
+    messages = logins(range(30), 2) + with_rejections(5)
+    pipeline.launcher.start_worker("worker", {"MASKSTREAM_TRANSACTION_SECONDS": "60"})
+    pipeline.produce_raw(messages)
+    pipeline.wait_for_outcomes(len(messages))
+    assert pipeline.output_ids() == {"masked": {}, "rejected": {}}  # still open
+
+    assert pipeline.launcher.stop("worker") == 0
+
+    assert sum(pipeline.lag().values()) == 0, f"offsets not committed: {pipeline.lag()}"
+    assert_outputs_exact(pipeline)
+    assert sum(pipeline.output_ids()["masked"].values()) == 60
+    assert sum(pipeline.output_ids()["rejected"].values()) == 5
+
+
 def test_a_transaction_of_many_batches_that_fails_to_commit(
     pipeline: IsolatedPipeline,
 ) -> None:

@@ -26,7 +26,7 @@ from stream.worker import pipeline
 from stream.worker.pipeline import Collaborators, Publishing
 from stream.worker.producing import Deliveries, KeyedRecord, output_partition
 from stream.worker.stats import PipelineStats
-from stream.worker.transactions import Floor, PartitionShare, contiguous_end
+from stream.worker.transactions import Floor, PartitionPublisher, PartitionShare, contiguous_end
 
 MASKER = Masker(new_keyring("siv"))
 
@@ -307,6 +307,43 @@ def test_records_below_the_floor_or_of_a_lost_partition_are_left_out() -> None:
     )
     assert [json.loads(r.value)["message_id"] for r in outputs.masked] == ["m3", "m4"]
     assert [(s.partition, s.next_offset) for s in outputs.shares] == [(0, 5)]
+
+
+@dataclass
+class HeldOutputs(FakeOutputs):
+    """Holds every share in one raw partition's open transaction, as the
+    transactional outputs do (its producer is never reached before a commit)."""
+
+    publisher: PartitionPublisher = field(
+        default_factory=lambda: PartitionPublisher(None, Floor(0, 0))  # type: ignore[arg-type]
+    )
+
+    async def floors(self, partitions: set[int]) -> dict[int, Floor | None]:
+        return dict.fromkeys(partitions, self.publisher.floor)
+
+    async def publish(self, shares: Sequence[PartitionShare]) -> Deliveries:
+        for share in shares:
+            self.publisher.add(share)
+        return []
+
+
+def test_a_batch_delivered_again_is_held_once_in_the_open_transaction() -> None:
+    """A delivery is retried whole (the changelog's write failed, say) after
+    its outputs were added to the open transaction: the retry adds none of
+    them again, so the commit carries each once; the next batch goes on."""
+    first = core.outcomes([(at(raw(f"m{n}"), 0, n), 0) for n in range(3)], MASKER)
+    outputs = HeldOutputs()
+    for _attempt in range(2):
+        asyncio.run(
+            pipeline.publish(first, Written({}, [], 3), outputs, Publishing(), PipelineStats())
+        )
+    following = core.outcomes([(at(raw("m3"), 0, 3), 0)], MASKER)
+    asyncio.run(
+        pipeline.publish(following, Written({}, [], 1), outputs, Publishing(), PipelineStats())
+    )
+    held = [json.loads(record.value)["message_id"] for record in outputs.publisher.masked]
+    assert held == ["m0", "m1", "m2", "m3"]
+    assert outputs.publisher.offset is not None and outputs.publisher.offset.offset == 4
 
 
 def test_a_share_never_commits_below_its_floor() -> None:

@@ -9,6 +9,7 @@ offsets only once a batch's steps have returned.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -66,11 +67,24 @@ def register_agent(worker: WorkerApp) -> faust.types.AgentT:
                     parts = replace(parts, masker=worker.keyring.masker)
                 await process_batch(raw_records(events), parts)
         finally:
-            await writer.close()
-            if isinstance(outputs, TransactionalOutputs):
-                await outputs.close()
+            # Faust cancels a stopping agent's task twice (the actor, then its
+            # service's futures), and the second cut this short: the open
+            # transactions went uncommitted, and the next start processed
+            # their batches again. Shielded, the commits finish while the
+            # worker stops.
+            await asyncio.shield(close(writer, outputs))
 
     return worker.app.agent(worker.raw_topic, name=AGENT_NAME)(process_logins)
+
+
+async def close(writer: BatchWriter, outputs: KafkaOutputs | TransactionalOutputs) -> None:
+    """Commit the open transactions (their outputs and raw offsets), then
+    close the database connections."""
+    try:
+        if isinstance(outputs, TransactionalOutputs):
+            await outputs.close()
+    finally:
+        await writer.close()
 
 
 def output_topics(worker: WorkerApp) -> KafkaOutputs | TransactionalOutputs:

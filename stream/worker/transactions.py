@@ -148,9 +148,16 @@ class PartitionPublisher:
         self.masked += share.masked
         self.rejected += share.rejected
         self.offset = OffsetAndMetadata(share.next_offset, share.metadata)
-        # Published, for this owner's next batches; if the transaction aborts,
-        # the floor is read again from the committed offset (a new publisher).
-        self.floor = replace(self.floor, commit=share.next_offset)
+        # Published, for this owner's next batches, and for this batch if it
+        # is delivered again (its changelog write failed, say: the whole
+        # delivery is retried) so that the transaction holds its records
+        # once. If the transaction aborts, the floor is read again from the
+        # committed offset (a new publisher).
+        self.floor = replace(
+            self.floor,
+            commit=share.next_offset,
+            publish=max(self.floor.publish, share.next_offset),
+        )
 
     async def commit(self, raw: TopicPartition, group_id: str, topics: tuple[str, str]) -> None:
         """Send the open transaction's records to *topics* (masked, rejected) and

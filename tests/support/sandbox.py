@@ -240,8 +240,13 @@ class IsolatedPipeline:
                 f"uncommitted records by partition: {self.lag()}; "
                 f"workers' stacks are in their logs under {self.launcher.log_dir}"
             ) from None
-        # Let in-flight batches land so a test can see an excess, not just enough.
-        time.sleep(2 * float(self.env["MASKSTREAM_BATCH_SECONDS"]) + 1)
+        # Let in-flight batches land so a test can see an excess, not just
+        # enough, and the last transactions commit their outputs.
+        time.sleep(2 * float(self.env["MASKSTREAM_BATCH_SECONDS"]) + self.transaction_seconds() + 1)
+
+    def transaction_seconds(self) -> float:
+        """How long the workers' output transactions stay open at most."""
+        return settings_module.load({**os.environ, **self.env}).transaction_seconds
 
     # -- sqs ---------------------------------------------------------------------
 
