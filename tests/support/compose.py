@@ -15,11 +15,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream.common.ports import any_free_port
+
+# Docker's and podman's health check durations are in nanoseconds.
+NANOSECONDS = 1e9
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = REPO_ROOT / "docker" / "podman" / "containers.conf"
@@ -151,6 +155,21 @@ class ComposeProject:
         """Run *container*'s health check once (podman's timers need systemd)."""
         checked = self.run(["podman", "healthcheck", "run", container], check=False)
         return checked.returncode == 0
+
+    def becomes_healthy(self, container: str) -> bool:
+        """Run *container*'s health check until it passes, for as long as its
+        configuration gives it: a container failing checks within its start
+        period, then for fewer than its retries, is "starting", not unhealthy
+        (a worker still joining its group does not serve its checks yet)."""
+        check = self.inspect(container)["Config"]["Healthcheck"]
+        interval = check.get("Interval", 30 * NANOSECONDS) / NANOSECONDS
+        allowed = check.get("StartPeriod", 0) / NANOSECONDS + interval * check.get("Retries", 3)
+        deadline = time.monotonic() + allowed
+        while not self.healthy(container):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(min(interval, 2.0))
+        return True
 
     def track_volumes(self) -> None:
         for container in self.containers():
