@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.common.published_marks import carried_mark, published_through
 from stream.core import batch as core
@@ -22,7 +24,7 @@ from stream.core.masking import Masker
 from stream.core.records import MaskedLogin, RawLogin, Rejection, SeenDevice
 from stream.postgres.rows import DeviceState
 from stream.postgres.writer import Written
-from stream.worker import pipeline
+from stream.worker import pipeline, transactions
 from stream.worker.pipeline import Collaborators, Publishing
 from stream.worker.producing import Deliveries, KeyedRecord, output_partition
 from stream.worker.stats import PipelineStats
@@ -344,6 +346,22 @@ def test_a_batch_delivered_again_is_held_once_in_the_open_transaction() -> None:
     held = [json.loads(record.value)["message_id"] for record in outputs.publisher.masked]
     assert held == ["m0", "m1", "m2", "m3"]
     assert outputs.publisher.offset is not None and outputs.publisher.offset.offset == 4
+
+
+def test_a_commit_that_hangs_is_given_up_as_a_kafka_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka may wait for ever on a transaction coordinator that died; the
+    commit ends with a Kafka error (retried: abort, read again) instead of
+    holding every later commit of the worker."""
+
+    class HangingProducer:
+        async def begin_transaction(self) -> None:
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(transactions, "COMMIT_TIMEOUT_SECONDS", 0.05)
+    publisher = PartitionPublisher(HangingProducer(), Floor(0, 0))  # type: ignore[arg-type]
+    publisher.add(PartitionShare(0, 1))
+    with pytest.raises(KafkaError, match="did not commit"):
+        asyncio.run(publisher.commit(TopicPartition("raw", 0), "group", ("masked", "rejected")))
 
 
 def test_a_share_never_commits_below_its_floor() -> None:

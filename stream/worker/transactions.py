@@ -55,6 +55,7 @@ from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     ProducerFenced,
     TransactionalIdAuthorizationFailed,
 )
@@ -68,6 +69,15 @@ log = logging.getLogger(__name__)
 
 #: Another producer has the partition's transactional id now: we lost it.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+#: The longest a transaction may take to commit (normally milliseconds; a
+#: coordinator's failover, seconds). aiokafka can wait for ever on a
+#: coordinator that died (the fault suite, killing the active controller),
+#: holding every later commit of the worker back; past this the transaction
+#: is given up like any failed one: aborted, its batches read again and
+#: published by a new producer (which fences this one). Below Kafka's
+#: transaction timeout (aiokafka's default, 60 s).
+COMMIT_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -161,9 +171,20 @@ class PartitionPublisher:
 
     async def commit(self, raw: TopicPartition, group_id: str, topics: tuple[str, str]) -> None:
         """Send the open transaction's records to *topics* (masked, rejected) and
-        commit them with its raw offset (nothing if none is open)."""
+        commit them with its raw offset (nothing if none is open); a
+        :class:`KafkaTimeoutError` if that takes COMMIT_TIMEOUT_SECONDS."""
         if self.opened_at is None or self.offset is None:
             return
+        try:
+            await asyncio.wait_for(self._commit(raw, group_id, topics), COMMIT_TIMEOUT_SECONDS)
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(
+                f"raw partition {raw.partition}: the transaction did not commit"
+                f" in {COMMIT_TIMEOUT_SECONDS:.0f} s"
+            ) from exc
+
+    async def _commit(self, raw: TopicPartition, group_id: str, topics: tuple[str, str]) -> None:
+        assert self.offset is not None
         await self.producer.begin_transaction()
         deliveries: Deliveries = []
         for topic, records in zip(topics, (self.masked, self.rejected), strict=True):
@@ -335,7 +356,7 @@ class TransactionalOutputs:
             self._lost.add(partition)
         if publisher is not None:
             try:
-                await publisher.producer.stop()
+                await asyncio.wait_for(publisher.producer.stop(), COMMIT_TIMEOUT_SECONDS)
             except Exception as exc:  # a fenced producer may fail to close cleanly
                 log.debug("closing the producer of raw partition %d: %r", partition, exc)
 
