@@ -17,9 +17,11 @@ Two measurements, each for every setting in turn, on one stack:
   messages counted in between; also the bridge's, the workers' and
   PostgreSQL's, for the whole picture; and the p99 of every row's
   ``ingested_at - sent_at`` (target: at most 1 s).
-- **flat out**: ``BENCH_BROKERS_BACKLOG`` messages (20,000) already queued
+- **flat out**: ``BENCH_BROKERS_BACKLOG`` messages (30,000) already queued
   in SQS before the bridge starts; the rate at which rows and rejections
-  appear between the first and the last tenth.
+  appear between the first and the last tenth, and the CPU each part
+  spent a message meanwhile, ElasticMQ's too: the local SQS takes the
+  same two cores as the pipeline, where a deployment's SQS is AWS's.
 
 The settings compared: the defaults (``current``), ``session12`` (those of
 7 December, before the workers' fetches waited) and ``before``, the
@@ -57,7 +59,7 @@ from tests.test_readiness import wait_for
 
 RATE = int(os.environ.get("BENCH_BROKERS_RATE", "1000"))
 MESSAGES = int(os.environ.get("BENCH_BROKERS_MESSAGES", "20000"))
-BACKLOG = int(os.environ.get("BENCH_BROKERS_BACKLOG", "20000"))
+BACKLOG = int(os.environ.get("BENCH_BROKERS_BACKLOG", "30000"))
 WORKERS = 2
 PARTITIONS = 8
 # Seconds of the idle pipeline over which the brokers' own rate is read
@@ -115,11 +117,16 @@ class PacedCost:
 
 
 class Meters:
-    """The CPU seconds spent so far by each part of the pipeline and the stack."""
+    """The CPU seconds spent so far by each part of the pipeline and the stack.
+
+    ``elasticmq`` is the local stand-in for SQS: on a deployment its work is
+    AWS's, but here it takes the same two cores as the pipeline.
+    """
 
     def __init__(self, stack: Stack, pipe: IsolatedPipeline) -> None:
         self._brokers = [_pid(node.pid_file) for node in stack.kafka_nodes()]
         self._postgres = _pid(stack.dir / "postgres" / "pid")
+        self._sqs = _pid(stack.service("elasticmq").pid_file)
         self._pipe = pipe
 
     def _children(self, prefix: str) -> float:
@@ -135,6 +142,7 @@ class Meters:
             "bridge": self._children("bridge"),
             "workers": self._children("worker"),
             "postgres": tree_cpu_seconds(self._postgres),
+            "elasticmq": cpu_seconds(self._sqs),
         }
 
 
@@ -255,17 +263,45 @@ async def until(pipe: IsolatedPipeline, done: Callable[[], bool]) -> None:
         await asyncio.sleep(0.2)
 
 
-def flat_out(stack: Stack, env: dict[str, str], extra_env: dict[str, str]) -> float:
-    """Queue BACKLOG messages, then start the pipeline; messages a second end to end."""
+@dataclass(frozen=True)
+class FlatOut:
+    """A backlog's rate end to end, and the CPU a message of each part meanwhile."""
+
+    rate: float  # messages a second
+    cpu: dict[str, float]  # CPU seconds a message, by part (Meters.read)
+
+    def pipeline_cpu(self) -> float:
+        """What a deployment runs here: everything but the local SQS."""
+        return sum(seconds for part, seconds in self.cpu.items() if part != "elasticmq")
+
+    def line(self, label: str) -> str:
+        us = 1e6
+        parts = "  ".join(f"{part} {seconds * us:.0f}" for part, seconds in self.cpu.items())
+        return (
+            f"{label:<10} flat out: {self.rate:.0f} msgs/s end to end;"
+            f" µs of CPU a message: {parts};"
+            f" the pipeline without ElasticMQ {self.pipeline_cpu() * us:.0f}"
+        )
+
+
+def flat_out(stack: Stack, env: dict[str, str], extra_env: dict[str, str]) -> FlatOut:
+    """Queue BACKLOG messages, then start the pipeline; messages a second end
+    to end, and what each part spent a message on the way."""
     with IsolatedPipeline(env, Path(stack.dir) / "bench", partitions=PARTITIONS) as pipe:
         pipe.create_queue()
         pipe.send_to_sqs(list(logins(BACKLOG)))
         start_pipeline(pipe, extra_env)
+        meters = Meters(stack, pipe)
         tenth = BACKLOG // 10
         wait_until(pipe, lambda: pipe.outcome_count() >= tenth, 300, "no first tenth")
-        first, first_at = pipe.outcome_count(), time.monotonic()
+        first, first_at, first_cpu = pipe.outcome_count(), time.monotonic(), meters.read()
         wait_until(pipe, lambda: pipe.outcome_count() >= BACKLOG - tenth, 600, "no last tenth")
-        return (pipe.outcome_count() - first) / (time.monotonic() - first_at)
+        last, last_at, last_cpu = pipe.outcome_count(), time.monotonic(), meters.read()
+        counted = last - first
+        return FlatOut(
+            counted / (last_at - first_at),
+            {part: (last_cpu[part] - first_cpu[part]) / counted for part in last_cpu},
+        )
 
 
 def run() -> list[Result]:
@@ -276,13 +312,13 @@ def run() -> list[Result]:
     os.environ.update(env)
     chosen = os.environ.get("BENCH_BROKERS_SETTINGS", ",".join(SETTINGS)).split(",")
     costs: dict[str, PacedCost] = {}
-    rates: dict[str, float] = {}
+    rates: dict[str, FlatOut] = {}
     for label in chosen:
         costs[label] = paced(stack, env, SETTINGS[label])
         print(" ", costs[label].line(label), flush=True)
     for label in chosen:
         rates[label] = flat_out(stack, env, SETTINGS[label])
-        print(f"  {label:<10} flat out: {rates[label]:.0f} msgs/s end to end", flush=True)
+        print(" ", rates[label].line(label), flush=True)
     subject = chosen[0]
     results = [
         Result(
@@ -318,9 +354,9 @@ def run() -> list[Result]:
             Result(
                 "brokers (rate)",
                 f"{subject}, flat out",
-                rates[subject],
+                rates[subject].rate,
                 f"{label}, same run",
-                rates[label],
+                rates[label].rate,
                 "msgs/s",
                 ">= 0.9",  # the settings cost no rate (flat-out runs differ by 10%)
             ),
