@@ -66,6 +66,8 @@ PARTITIONS = 8
 # (heartbeats, metadata, the controller): not the messages' cost.
 IDLE_SECONDS = 15.0
 TARGET_US = 200.0
+# The part of Meters.read that is the local stand-in for SQS, not the pipeline.
+LOCAL_SQS = "elasticmq"
 SEED = 36
 
 # Each setting is the environment the bridge and workers get on top of the
@@ -142,7 +144,7 @@ class Meters:
             "bridge": self._children("bridge"),
             "workers": self._children("worker"),
             "postgres": tree_cpu_seconds(self._postgres),
-            "elasticmq": cpu_seconds(self._sqs),
+            LOCAL_SQS: cpu_seconds(self._sqs),
         }
 
 
@@ -272,7 +274,7 @@ class FlatOut:
 
     def pipeline_cpu(self) -> float:
         """What a deployment runs here: everything but the local SQS."""
-        return sum(seconds for part, seconds in self.cpu.items() if part != "elasticmq")
+        return sum(seconds for part, seconds in self.cpu.items() if part != LOCAL_SQS)
 
     def line(self, label: str) -> str:
         us = 1e6
@@ -312,13 +314,13 @@ def run() -> list[Result]:
     os.environ.update(env)
     chosen = os.environ.get("BENCH_BROKERS_SETTINGS", ",".join(SETTINGS)).split(",")
     costs: dict[str, PacedCost] = {}
-    rates: dict[str, FlatOut] = {}
+    flat_outs: dict[str, FlatOut] = {}
     for label in chosen:
         costs[label] = paced(stack, env, SETTINGS[label])
         print(" ", costs[label].line(label), flush=True)
     for label in chosen:
-        rates[label] = flat_out(stack, env, SETTINGS[label])
-        print(" ", rates[label].line(label), flush=True)
+        flat_outs[label] = flat_out(stack, env, SETTINGS[label])
+        print(" ", flat_outs[label].line(label), flush=True)
     subject = chosen[0]
     results = [
         Result(
@@ -354,9 +356,9 @@ def run() -> list[Result]:
             Result(
                 "brokers (rate)",
                 f"{subject}, flat out",
-                rates[subject].rate,
+                flat_outs[subject].rate,
                 f"{label}, same run",
-                rates[label].rate,
+                flat_outs[label].rate,
                 "msgs/s",
                 ">= 0.9",  # the settings cost no rate (flat-out runs differ by 10%)
             ),
